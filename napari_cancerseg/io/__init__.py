@@ -1,0 +1,11 @@
+"""Opening images: one small module per backend, each with ``claims(path)`` and ``read(path)``.
+
+``read`` returns napari layer data tuples ``(data, kwargs, layer_type)`` but the
+modules import neither napari nor Qt, so the CLI and tests use them headless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LayerData = tuple[Any, dict[str, Any], str]

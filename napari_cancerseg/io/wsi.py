@@ -1,0 +1,300 @@
+"""Whole-slide images through OpenSlide, as lazy dask pyramids.
+
+Nothing here reads pixels when a slide is opened: every level is a dask array
+whose chunks are read on demand through one shared OpenSlide handle per file.
+OpenSlide handles are thread-safe, so napari's and dask's threads share one.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import openslide
+
+from ..errors import ReadError
+from . import LayerData
+
+#: Extensions that only whole-slide images use. ``.tif``/``.tiff`` are claimed
+#: only when OpenSlide recognises the file, so plain TIFFs go to other readers.
+WSI_EXTENSIONS = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+
+#: Chunks are grown to about this many pixels along each axis (a multiple of the
+#: native tile where the tile is sane) so napari fetches few, aligned chunks.
+TARGET_CHUNK = 512
+#: Native tiles longer than this (NDPI strips are a whole row wide) are not
+#: used as chunk sides: one chunk would then be a whole-row strip.
+MAX_NATIVE_CHUNK = 2048
+#: A single-level slide larger than this gets lazily downsampled levels.
+SYNTHETIC_PYRAMID_ABOVE = 4096
+#: ...until its smallest level fits in this many pixels.
+SYNTHETIC_PYRAMID_TOP = 1024
+
+
+def claims(path: str) -> bool:
+    """True for paths this backend opens (by extension; TIFFs only if OpenSlide knows them)."""
+    lower = path.lower()
+    if lower.endswith(WSI_EXTENSIONS):
+        return True
+    if lower.endswith(TIFF_EXTENSIONS) and os.path.isfile(path):
+        try:
+            return openslide.OpenSlide.detect_format(path) is not None
+        except openslide.OpenSlideError:
+            return False
+    return False
+
+
+class SlideHandle:
+    """One shared, thread-safe OpenSlide per file, reopened by path after pickling.
+
+    Pickling by path (not by C handle) lets dask.distributed workers that see
+    the same shared storage read the slide themselves.  ``reads`` counts
+    ``read_region`` calls per level, which tests and benchmarks use to prove
+    that opening a slide reads no level-0 pixels.
+    """
+
+    _shared: dict[tuple[str, float], SlideHandle] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        try:
+            self.slide = openslide.OpenSlide(self.path)
+        except openslide.OpenSlideUnsupportedFormatError:
+            raise ReadError(self.path, _diagnose_unsupported(self.path)) from None
+        except openslide.OpenSlideError as err:
+            raise ReadError(self.path, f"OpenSlide cannot open this slide: {err}") from None
+        self.reads: collections.Counter[int] = collections.Counter()
+        self._count_lock = threading.Lock()
+        background = self.slide.properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR)
+        self.background = _parse_hex_colour(background) if background else (255, 255, 255)
+
+    @classmethod
+    def shared(cls, path: str | os.PathLike) -> SlideHandle:
+        """The process-wide handle for ``path``; a file changed on disk is reopened."""
+        real = os.path.realpath(os.fspath(path))
+        try:
+            key = (real, os.stat(real).st_mtime)
+        except OSError as err:
+            raise ReadError(path, f"cannot open: {err.strerror}") from None
+        with cls._shared_lock:
+            handle = cls._shared.get(key)
+            if handle is None:
+                handle = cls(real)
+                cls._shared[key] = handle
+            return handle
+
+    def __reduce__(self):
+        return (SlideHandle.shared, (self.path,))
+
+    def __dask_tokenize__(self):
+        return ("SlideHandle", self.path, os.stat(self.path).st_mtime)
+
+    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB uint8 pixels of a region given in *level* pixel coordinates.
+
+        Transparent pixels (outside scanned areas) are composited on the
+        slide's background colour, as viewers show them.
+        """
+        downsample = self.slide.level_downsamples[level]
+        origin = (int(round(x * downsample)), int(round(y * downsample)))
+        with self._count_lock:
+            self.reads[level] += 1
+        try:
+            rgba = np.asarray(self.slide.read_region(origin, level, (width, height)))
+        except openslide.OpenSlideError as err:
+            raise ReadError(
+                self.path, f"failed to read level {level} region x={x} y={y} {width}x{height}: {err}"
+            ) from None
+        return composite_on_background(rgba, self.background)
+
+    def close(self) -> None:
+        self.slide.close()
+
+
+def composite_on_background(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """Alpha-composite straight (non-premultiplied) RGBA onto an opaque colour."""
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:  # the usual case inside tissue: no arithmetic needed
+        return np.ascontiguousarray(rgba[..., :3])
+    a = alpha[..., None].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) * a + np.asarray(background, np.float32) * (1.0 - a)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _parse_hex_colour(text: str) -> tuple[int, int, int]:
+    text = text.lstrip("#")
+    return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
+
+
+def _diagnose_unsupported(path: str) -> str:
+    """Say why OpenSlide refused a file: empty, truncated, broken TIFF or unknown format."""
+    import logging
+
+    import tifffile
+
+    size = os.path.getsize(path)
+    if size == 0:
+        return "the file is empty"
+    tiff_log = logging.getLogger("tifffile")
+    level, tiff_log.level = tiff_log.level, logging.CRITICAL  # we report the problem ourselves
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = len(tif.pages)
+            data_end = max(
+                (o + n for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts)),
+                default=0,
+            )
+    except Exception as err:  # noqa: BLE001 - any TIFF failure is the diagnosis
+        return (
+            f"not a readable whole-slide image ({size} bytes): OpenSlide does not recognise it "
+            f"and it is not a valid TIFF ({type(err).__name__}: {err})"
+        )
+    finally:
+        tiff_log.level = level
+    if pages == 0 or data_end > size:
+        return (
+            f"the file is truncated or corrupt ({size} bytes): its TIFF structure points "
+            "to image data beyond the end of the file"
+        )
+    return (
+        f"OpenSlide does not recognise it as a whole-slide image ({size} bytes, a TIFF with "
+        f"{pages} readable pages); the file may be truncated, or it is a plain TIFF, not a slide"
+    )
+
+
+def chunk_length(tile: int, extent: int) -> int:
+    """Chunk side along one axis: a multiple of the native tile near TARGET_CHUNK."""
+    if 0 < tile <= MAX_NATIVE_CHUNK:
+        length = tile * max(1, round(TARGET_CHUNK / tile))
+    else:
+        length = TARGET_CHUNK
+    return max(1, min(length, extent))
+
+
+def _read_block(handle: SlideHandle, level: int, block_info=None) -> np.ndarray:
+    (y0, y1), (x0, x1), _ = block_info[None]["array-location"]
+    return handle.read(level, x0, y0, x1 - x0, y1 - y0)
+
+
+def level_array(handle: SlideHandle, level: int) -> da.Array:
+    """A lazy (height, width, 3) uint8 dask array of one OpenSlide level."""
+    props = handle.slide.properties
+    width, height = handle.slide.level_dimensions[level]
+    tile_w = int(props.get(f"openslide.level[{level}].tile-width", 0) or 0)
+    tile_h = int(props.get(f"openslide.level[{level}].tile-height", 0) or 0)
+    chunks = (chunk_length(tile_h, height), chunk_length(tile_w, width), 3)
+    return da.map_blocks(
+        _read_block,
+        handle,
+        level,
+        chunks=da.core.normalize_chunks(chunks, (height, width, 3)),
+        dtype=np.uint8,
+        meta=np.empty((0, 0, 0), np.uint8),
+        name=f"openslide-{da.core.tokenize(handle, level)}",
+    )
+
+
+def downsample_by_two(level: da.Array) -> da.Array:
+    """Area-average a (h, w, 3) uint8 dask level by 2, lazily and chunk by chunk."""
+    height, width = (level.shape[0] // 2) * 2, (level.shape[1] // 2) * 2
+    even = level[:height, :width].rechunk((2 * TARGET_CHUNK, 2 * TARGET_CHUNK, 3))
+    halved = da.coarsen(np.mean, even, {0: 2, 1: 2}, dtype=np.float32)
+    return da.round(halved).astype(np.uint8)
+
+
+@dataclass
+class SlideInfo:
+    """What a reader shows of a slide: levels, scale and the metadata napari keeps."""
+
+    path: str
+    levels: list[da.Array]
+    mpp: tuple[float, float] | None  # (y, x) micrometres per level-0 pixel
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.mpp if self.mpp is not None else (1.0, 1.0)
+
+
+def open_slide(path: str | os.PathLike) -> SlideInfo:
+    """Open a slide lazily: dask levels, µm/px and metadata, no pixels read."""
+    handle = SlideHandle.shared(path)
+    slide = handle.slide
+    props = slide.properties
+    levels = [level_array(handle, i) for i in range(slide.level_count)]
+
+    synthetic = 0
+    if slide.level_count == 1 and max(slide.dimensions) > SYNTHETIC_PYRAMID_ABOVE:
+        while max(levels[-1].shape[:2]) > SYNTHETIC_PYRAMID_TOP:
+            levels.append(downsample_by_two(levels[-1]))
+            synthetic += 1
+
+    mpp_x = _float_or_none(props.get(openslide.PROPERTY_NAME_MPP_X))
+    mpp_y = _float_or_none(props.get(openslide.PROPERTY_NAME_MPP_Y))
+    mpp = (mpp_y, mpp_x) if mpp_x and mpp_y else None
+    base_h, base_w = levels[0].shape[:2]
+    base_scale = mpp if mpp is not None else (1.0, 1.0)
+    level_scales = [
+        (base_scale[0] * base_h / lvl.shape[0], base_scale[1] * base_w / lvl.shape[1])
+        for lvl in levels
+    ]
+    metadata = {
+        "format": "whole-slide image",
+        "path": handle.path,
+        "vendor": props.get(openslide.PROPERTY_NAME_VENDOR),
+        "objective_power": _float_or_none(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)),
+        "mpp": mpp,
+        "scale_units": "micrometre" if mpp is not None else "pixel",
+        "scale_note": None if mpp is not None else "slide has no µm/px; scale set to 1 pixel",
+        "level_dimensions": [tuple(lvl.shape[:2]) for lvl in levels],
+        "level_downsamples": [base_w / lvl.shape[1] for lvl in levels],
+        "level_scales": level_scales,
+        "openslide_levels": slide.level_count,
+        "synthetic_levels": synthetic,
+        "chunks": [lvl.chunksize[:2] for lvl in levels],
+        "background_color": handle.background,
+        "associated_images": sorted(slide.associated_images.keys()),
+        "properties": dict(props),
+    }
+    return SlideInfo(path=handle.path, levels=levels, mpp=mpp, metadata=metadata)
+
+
+def read_associated_image(path: str | os.PathLike, name: str) -> np.ndarray:
+    """An associated image (label, macro, thumbnail...) as RGB uint8, on request."""
+    handle = SlideHandle.shared(path)
+    images = handle.slide.associated_images
+    if name not in images:
+        raise ReadError(path, f"has no associated image {name!r} (it has: {', '.join(images) or 'none'})")
+    return composite_on_background(np.asarray(images[name]), handle.background)
+
+
+def read(path: str) -> list[LayerData]:
+    """napari layer data: one RGB multiscale image layer."""
+    info = open_slide(path)
+    kwargs = {
+        "name": Path(path).name,
+        "rgb": True,
+        "multiscale": True,
+        "contrast_limits": [0, 255],  # napari would otherwise compute them from pixels
+        "scale": info.scale,
+        "units": ("um", "um") if info.mpp is not None else ("pixel", "pixel"),
+        "metadata": info.metadata,
+    }
+    return [(info.levels, kwargs, "image")]
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value > 0 else None
