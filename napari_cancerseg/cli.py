@@ -63,9 +63,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     for layer in described:
         print(f"  layer {layer['name']!r}: {layer['layer_type']}, {layer['format']}, dtype {layer['dtype']}")
         units = layer["units"] or ["pixel"] * len(layer["scale"])
-        print("    scale: " + ", ".join(f"{s:.6g} {u}" for s, u in zip(layer["scale"], units)))
+        print("    scale: " + ", ".join(f"{s:.4g} {u}" for s, u in zip(layer["scale"], units)))
         if any(layer["translate"]):
-            print("    translate: " + ", ".join(f"{t:.6g}" for t in layer["translate"]))
+            print("    translate: " + ", ".join(f"{t:.4g}" for t in layer["translate"]))
         print(f"    levels: {layer['levels']}")
         for index, shape in enumerate(layer["shapes"]):
             print(f"      {index}: {' x '.join(map(str, shape))}")

@@ -1,0 +1,58 @@
+"""OME-Zarr label stores: round trips, nearest-neighbour pyramids, NGFF metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_cancerseg._writer import write_labels_zarr
+from napari_cancerseg.io import stores
+
+
+def _labels():
+    rng = np.random.default_rng(4)
+    labels = np.zeros((1300, 1100), np.uint8)
+    for value in range(1, 6):
+        y, x = rng.integers(0, 1000, 2)
+        labels[y:y + 300, x:x + 200] = value
+    return labels
+
+
+def test_round_trip_with_scale_and_colours(tmp_path):
+    labels = _labels()
+    path = str(tmp_path / "pred.zarr")
+    stores.write_labels(path, stores.label_pyramid(labels), scale=(0.5, 0.25), units=("um", "um"),
+                        name="prediction", colors={2: (255, 255, 0, 255)}, properties={"slide": "x.svs"})
+    assert stores.claims(path)
+    (levels, kwargs, layer_type), = stores.read(path)
+    assert layer_type == "labels" and kwargs["multiscale"]
+    assert [lvl.shape for lvl in levels] == [(1300, 1100), (650, 550), (325, 275)]
+    np.testing.assert_array_equal(levels[0].compute(), labels)
+    # stride subsampling: level k is exactly level 0 at every 2**k-th pixel, values never mixed
+    np.testing.assert_array_equal(levels[2].compute(), labels[::4, ::4])
+    assert kwargs["scale"] == (0.5, 0.25) and kwargs["units"] == ("um", "um")
+    assert kwargs["metadata"]["attributes"]["cancerseg"] == {"slide": "x.svs"}
+    np.testing.assert_allclose(kwargs["colormap"][2], [1, 1, 0, 1])
+    meta = json.load(open(f"{path}/.zattrs"))
+    datasets = meta["multiscales"][0]["datasets"]
+    assert [d["coordinateTransformations"][0]["scale"] for d in datasets] == [[0.5, 0.25], [1.0, 0.5], [2.0, 1.0]]
+    assert meta["multiscales"][0]["axes"] == [{"name": "y", "type": "space", "unit": "micrometer"},
+                                              {"name": "x", "type": "space", "unit": "micrometer"}]
+
+
+def test_napari_writer_for_a_volume(tmp_path):
+    volume = np.zeros((5, 40, 30), np.uint16)
+    volume[2, 10:20, 5:25] = 300
+    path = str(tmp_path / "vol.zarr")
+    write_labels_zarr(path, volume, {"name": "seg", "scale": (3.0, 0.7, 0.7), "translate": (1, 2, 3),
+                                     "units": ("mm", "mm", "mm")})
+    (data, kwargs, _), = stores.read(path)
+    np.testing.assert_array_equal(np.asarray(data), volume)
+    assert kwargs["translate"] == (1, 2, 3) and kwargs["units"] == ("mm", "mm", "mm")
+
+
+def test_float_labels_refused(tmp_path):
+    with pytest.raises(ValueError, match="integers"):
+        stores.write_labels(str(tmp_path / "bad.zarr"), [np.zeros((4, 4), np.float32)], (1, 1), ("um", "um"))
