@@ -16,15 +16,23 @@ def backend_for(path: str):
     return next((backend for backend in BACKENDS if backend.claims(path)), None)
 
 
-def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+def layer_reader(path: str | list[str]) -> Callable[[], list[LayerData]] | None:
+    """A function reading ``path`` into layer data (napari-free), or None if no backend claims it."""
     paths = [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else [os.fspath(path)]
     backends = {backend_for(p) for p in paths}
     if None in backends or len(backends) != 1:
-        return None  # napari's contract: not ours (or a mix we do not stack), let others try
+        return None
     backend = backends.pop()
     if backend is dicom and len(paths) > 1:
-        return lambda _: _announce(dicom.read(paths))  # files of one series belong together
-    return lambda _: _announce([layer for p in paths for layer in backend.read(p)])
+        return lambda: dicom.read(paths)  # files of one series belong together
+    return lambda: [layer for p in paths for layer in backend.read(p)]
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    read = layer_reader(path)
+    if read is None:
+        return None  # napari's contract: not ours (or a mix we do not stack), let others try
+    return lambda _: _announce(read())
 
 
 def _announce(layers: list[LayerData]) -> list[LayerData]:

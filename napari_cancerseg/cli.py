@@ -13,12 +13,12 @@ from .errors import CancersegError
 
 
 def _layers(path: str):
-    from ._reader import get_reader
+    from ._reader import layer_reader
 
-    reader = get_reader(path)
-    if reader is None:
+    read = layer_reader(path)
+    if read is None:
         raise CancersegError(f"{path}: no reader of this plugin handles this file")
-    return reader(path)
+    return read()
 
 
 def describe(path: str, properties: bool = False) -> list[dict[str, Any]]:

@@ -185,3 +185,41 @@ def test_random_bytes_dcm(tmp_path):
     with pytest.raises(ReadError, match="not a DICOM file") as info:
         dicom.read(str(path))
     assert str(path) in str(info.value)
+
+
+def test_multiframe_file_equals_its_series(tmp_path):
+    """An enhanced multi-frame file made from the ADC slices (frames shuffled) gives the series' volume."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    headers = [pydicom.dcmread(f) for f in _adc_files()]
+    pixels = [h.pixel_array for h in headers]
+    order = np.random.default_rng(6).permutation(len(headers))
+    ds = pydicom.dcmread(_adc_files()[0])
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    ds.NumberOfFrames = len(headers)
+    ds.PixelData = b"".join(pixels[i].tobytes() for i in order)
+    shared = Dataset()
+    orientation, measures = Dataset(), Dataset()
+    orientation.ImageOrientationPatient = headers[0].ImageOrientationPatient
+    measures.PixelSpacing = headers[0].PixelSpacing
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for i in order:
+        frame, position = Dataset(), Dataset()
+        position.ImagePositionPatient = headers[i].ImagePositionPatient
+        frame.PlanePositionSequence = Sequence([position])
+        per_frame.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    path = tmp_path / "multiframe.dcm"
+    ds.save_as(path)
+    data, kwargs, _ = dicom.read(str(path))[0]
+    series, series_kwargs, _ = dicom.read(data_path(ADC))[0]
+    np.testing.assert_array_equal(data, series)
+    assert kwargs["scale"] == pytest.approx(series_kwargs["scale"])
+    assert kwargs["translate"] == pytest.approx(series_kwargs["translate"])
