@@ -100,6 +100,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a U-Net on folders of images and masks, split by case, and save a bundle."""
+    from .training.data import load_pairs, split_by_case
+    from .training.trainer import TrainConfig, train
+
+    pairs = load_pairs(args.images, args.masks, args.case_pattern, args.mask_threshold, args.channels)
+    test_cases = _csv(args.test_cases)
+    val_cases = _csv(args.val_cases)
+    if set(test_cases) & set(val_cases):
+        raise CancersegError("a case cannot be both validation and test: " + ", ".join(set(test_cases) & set(val_cases)))
+    rest, test = split_by_case(pairs, test_cases)
+    train_pairs, val = split_by_case(rest, val_cases)
+    if not train_pairs:
+        raise CancersegError("no training images left after holding out the validation and test cases")
+    print(f"cancerseg train: {len(train_pairs)} training, {len(val)} validation, {len(test)} test images "
+          f"({len({p.case for p in pairs})} cases)")
+    config = TrainConfig(
+        out=args.out, name=args.name, version=args.version, architecture=args.architecture,
+        filters=tuple(int(f) for f in _csv(args.filters)), n_classes=args.classes,
+        class_names=tuple(_csv(args.class_names)) if args.class_names else
+        (("background", "foreground") if args.classes == 1 else tuple(f"class_{i}" for i in range(args.classes))),
+        size=args.size, batch_size=args.batch, epochs=args.epochs, steps_per_epoch=args.steps,
+        learning_rate=args.lr, loss=args.loss, patience=args.patience, seed=args.seed, mpp=args.mpp,
+        channels=args.channels, augment=not args.no_augment, training_data=args.training_data or args.images,
+        reproduce="cancerseg " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "",
+    )
+    if len(config.filters) != len(config.dropout):
+        config.dropout = tuple([0.1] * len(config.filters))
+    train(config, train_pairs, val, test)
+    return 0
+
+
+def _csv(text: str | None) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cancerseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +148,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("path", nargs="?", help="a file to open instead of the packaged slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window to this PNG and exit")
     demo.set_defaults(func=cmd_demo)
+
+    tr = sub.add_parser("train", help="train a segmentation U-Net on images and masks; saves a model bundle")
+    tr.add_argument("--images", required=True, help="folder of images")
+    tr.add_argument("--masks", help="folder of masks (same stem, or stem_labels/_mask/_seg); default: --images")
+    tr.add_argument("--case-pattern", help="regex taking the case (patient/slide) id from a file name")
+    tr.add_argument("--val-cases", help="comma-separated cases for validation (early stopping)")
+    tr.add_argument("--test-cases", help="comma-separated cases held out for the model card's metrics")
+    tr.add_argument("--mask-threshold", type=int, help="binarise grey masks at this value (lossy JPEG: 128)")
+    tr.add_argument("--out", required=True, help="bundle path (.keras)")
+    tr.add_argument("--name", default="unet")
+    tr.add_argument("--version", default="1.0.0")
+    tr.add_argument("--architecture", choices=["unet", "sk_unet"], default="unet")
+    tr.add_argument("--filters", default="16,32,64,128,256")
+    tr.add_argument("--classes", type=int, default=1, help="1: sigmoid foreground; >1: softmax classes")
+    tr.add_argument("--class-names", help="comma-separated names, label 0 first")
+    tr.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    tr.add_argument("--size", type=int, default=256, help="training patch side (multiple of 2**depth)")
+    tr.add_argument("--batch", type=int, default=8)
+    tr.add_argument("--epochs", type=int, default=50)
+    tr.add_argument("--steps", type=int, default=50, help="batches per epoch")
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--loss", default="bce_dice", choices=["bce", "dice", "bce_dice", "focal", "cce", "multiclass_dice", "cce_dice"])
+    tr.add_argument("--patience", type=int, default=10)
+    tr.add_argument("--mpp", type=float, help="µm per pixel of the training images (slides)")
+    tr.add_argument("--no-augment", action="store_true")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--training-data", help="description of the training data for the model card")
+    tr.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,166 @@
+"""Image/mask pairs from folders, split by case (patient or slide), and Keras data pipelines."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CancersegError
+from ..preprocess.augment import Augmenter, random_crop
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_MARKERS = ("_labels", "_label", "_mask", "_masks", "_seg")
+
+
+@dataclass
+class Pair:
+    name: str
+    case: str
+    image: np.ndarray  # (H, W, 3) uint8 or (H, W, 1)
+    mask: np.ndarray  # (H, W) uint8 class labels
+
+
+def _is_mask_name(stem: str) -> bool:
+    return stem.lower().endswith(MASK_MARKERS)
+
+
+def find_mask(image_path: Path, masks_dir: Path) -> Path | None:
+    for candidate in [image_path.stem + marker for marker in ("",) + MASK_MARKERS]:
+        for suffix in IMAGE_SUFFIXES:
+            path = masks_dir / f"{candidate}{suffix}"
+            if path.is_file() and path != image_path:
+                return path
+    return None
+
+
+def read_mask(path: Path, threshold: int | None) -> np.ndarray:
+    """A mask file as class labels.
+
+    ``threshold`` binarises grey masks (lossy JPEG masks must be thresholded,
+    e.g. at 128); None keeps integer labels, and instance labels (many values)
+    become foreground 1.
+    """
+    from PIL import Image
+
+    mask = np.asarray(Image.open(path))
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if threshold is not None:
+        return (mask >= threshold).astype(np.uint8)
+    if mask.max() > 255 or len(np.unique(mask)) > 16:  # instance ids, not classes
+        return (mask > 0).astype(np.uint8)
+    return mask.astype(np.uint8)
+
+
+def load_pairs(images_dir: str, masks_dir: str | None = None, case_pattern: str | None = None,
+               mask_threshold: int | None = None, channels: int = 3) -> list[Pair]:
+    """Every image with a mask; ``case_pattern`` (a regex) takes the case id from the file name."""
+    from PIL import Image
+
+    images_dir_p, masks_dir_p = Path(images_dir), Path(masks_dir or images_dir)
+    pattern = re.compile(case_pattern) if case_pattern else None
+    pairs = []
+    for path in sorted(images_dir_p.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or _is_mask_name(path.stem):
+            continue
+        mask_path = find_mask(path, masks_dir_p)
+        if mask_path is None:
+            continue
+        image = np.asarray(Image.open(path).convert("RGB" if channels == 3 else "L"))
+        if image.ndim == 2:
+            image = image[..., None]
+        mask = read_mask(mask_path, mask_threshold)
+        if mask.shape != image.shape[:2]:
+            raise CancersegError(f"{mask_path}: mask {mask.shape} does not match its image {image.shape[:2]}")
+        case = path.stem
+        if pattern:
+            match = pattern.search(path.stem)
+            if not match:
+                raise CancersegError(f"{path}: the case pattern {pattern.pattern!r} does not match this file name")
+            case = match.group(1) if match.groups() else match.group(0)
+        pairs.append(Pair(path.stem, case, image, mask))
+    if not pairs:
+        raise CancersegError(f"{images_dir}: no image with a matching mask in {masks_dir or images_dir}")
+    return pairs
+
+
+def split_by_case(pairs: list[Pair], held_out: list[str]) -> tuple[list[Pair], list[Pair]]:
+    """(kept, held out): every image of a held-out case goes to the held-out side, none leaks."""
+    held = set(held_out)
+    unknown = held - {p.case for p in pairs}
+    if unknown:
+        raise CancersegError(f"held-out cases not found in the data: {sorted(unknown)}")
+    return [p for p in pairs if p.case not in held], [p for p in pairs if p.case in held]
+
+
+def to_target(mask: np.ndarray, n_classes: int) -> np.ndarray:
+    """(H, W, 1) float for a sigmoid head, one-hot (H, W, C) for softmax."""
+    if n_classes == 1:
+        return (mask > 0).astype(np.float32)[..., None]
+    return np.eye(n_classes, dtype=np.float32)[mask]
+
+
+def _keras_dataset_base():
+    import keras
+
+    return keras.utils.PyDataset
+
+
+class RandomPatches(_keras_dataset_base()):
+    """Random augmented patches from image/mask pairs, fresh every epoch (Keras PyDataset)."""
+
+    def __init__(self, pairs: list[Pair], size: int, batch_size: int, steps: int, n_classes: int = 1,
+                 augmenter: Augmenter | None = None, seed: int = 0, foreground_fraction: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.pairs, self.size, self.batch_size, self.steps = pairs, size, batch_size, steps
+        self.n_classes, self.augmenter, self.seed = n_classes, augmenter, seed
+        self.foreground_fraction = foreground_fraction
+        self.epoch = 0
+        weights = np.array([p.mask.size for p in pairs], float)
+        self.weights = weights / weights.sum()  # larger images give proportionally more patches
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        images, targets = [], []
+        for _ in range(self.batch_size):
+            pair = self.pairs[rng.choice(len(self.pairs), p=self.weights)]
+            image, mask = random_crop(pair.image, pair.mask, self.size, rng)
+            if self.augmenter is not None:
+                image, mask = self.augmenter(image, mask, rng)
+            images.append(image)
+            targets.append(to_target(mask, self.n_classes))
+        return np.stack(images), np.stack(targets)
+
+
+class WholeImages(_keras_dataset_base()):
+    """Each image once, whole, reflect-padded to a multiple of ``divisor`` (validation, batch of 1)."""
+
+    def __init__(self, pairs: list[Pair], n_classes: int = 1, divisor: int = 16, **kwargs):
+        super().__init__(**kwargs)
+        self.pairs, self.n_classes, self.divisor = pairs, n_classes, divisor
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        pair = self.pairs[index]
+        height, width = pair.mask.shape
+        pad = ((0, (-height) % self.divisor), (0, (-width) % self.divisor))
+        image = np.pad(pair.image, pad + ((0, 0),), mode="reflect")
+        # padded pixels are not scored: their target is background in both prediction checks
+        mask = np.pad(pair.mask, pad, mode="constant")
+        return image[None], to_target(mask, self.n_classes)[None]
+
+
+def image_paths(folder: str) -> list[str]:
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_SUFFIXES)]

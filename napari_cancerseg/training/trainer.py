@@ -1,0 +1,154 @@
+"""Train a segmentation model on image/mask pairs and save it as a bundle with its model card."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..preprocess.augment import Augmenter
+from .data import Pair, RandomPatches, WholeImages
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    name: str = "unet"
+    version: str = "1.0.0"
+    architecture: str = "unet"
+    filters: tuple[int, ...] = (16, 32, 64, 128, 256)
+    dropout: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2, 0.3)
+    n_classes: int = 1
+    class_names: tuple[str, ...] = ("background", "foreground")
+    size: int = 256
+    batch_size: int = 8
+    epochs: int = 50
+    steps_per_epoch: int = 50
+    learning_rate: float = 1e-3
+    loss: str = "bce_dice"
+    patience: int = 10
+    seed: int = 0
+    mpp: float | None = None
+    channels: int = 3
+    augment: bool = True
+    training_data: str = ""
+    reproduce: str = ""
+    notes: str = ""
+    extra_card: dict[str, Any] = field(default_factory=dict)
+
+
+def build_model(config: TrainConfig, input_shape):
+    from ..models.sk_unet import build_sk_unet
+    from ..models.unet import build_unet
+
+    kwargs = dict(input_shape=input_shape, filters=config.filters, dropout=config.dropout,
+                  n_classes=config.n_classes, activation="sigmoid" if config.n_classes == 1 else "softmax",
+                  input_dtype="uint8" if config.channels == 3 else "float32")
+    builder = {"unet": build_unet, "sk_unet": build_sk_unet}[config.architecture]
+    return builder(**kwargs), {"builder": config.architecture, "kwargs": {k: v for k, v in kwargs.items() if k != "input_shape"}}
+
+
+def predict_image(model, image: np.ndarray, divisor: int) -> np.ndarray:
+    """Whole-image probabilities (H, W, C) with reflect padding to the network's divisor."""
+    height, width = image.shape[:2]
+    pad = ((0, (-height) % divisor), (0, (-width) % divisor), (0, 0))
+    batch = np.pad(image, pad, mode="reflect")[None]
+    return np.asarray(model.predict_on_batch(batch), np.float32)[0, :height, :width]
+
+
+def labels_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    if probabilities.shape[-1] == 1:
+        return (probabilities[..., 0] > threshold).astype(np.uint8)
+    return np.argmax(probabilities, axis=-1).astype(np.uint8)
+
+
+def evaluate(model, pairs: list[Pair], divisor: int) -> list[dict[str, Any]]:
+    """Per-image Dice and IoU of the foreground (binary) or of each class."""
+    from ..models import metrics
+
+    results = []
+    for pair in pairs:
+        predicted = labels_from_probabilities(predict_image(model, pair.image, divisor))
+        truth = pair.mask if pair.mask.max() > 1 or predicted.max() > 1 else (pair.mask > 0).astype(np.uint8)
+        entry = {"image": pair.name, "case": pair.case, "dice": metrics.dice(predicted > 0, truth > 0),
+                 "iou": metrics.iou(predicted > 0, truth > 0)}
+        if model.output_shape[-1] > 1:
+            entry["per_class"] = metrics.per_label_scores(predicted, truth, range(1, model.output_shape[-1]))
+        results.append(entry)
+    return results
+
+
+def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], test_pairs: list[Pair],
+          callbacks: list | None = None):
+    """Fit with early stopping on the validation images, score the untouched test images, save a bundle.
+
+    Validation (for early stopping and checkpoints) and test (for the model
+    card) are different images: nothing is tuned on the numbers reported.
+    """
+    import keras
+
+    from ..models import losses
+    from ..models.bundle import Recipe, save_bundle
+    from ..models.metrics import DicePerImage
+
+    keras.utils.set_random_seed(config.seed)
+    model, architecture = build_model(config, (None, None, config.channels))
+    divisor = 2 ** (len(config.filters) - 1)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses.LOSSES[config.loss],
+                  metrics=[DicePerImage(name="dice")])
+    out_dir = os.path.dirname(os.path.abspath(config.out))
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.abspath(config.out))[0]
+    checkpoint = f"{stem}.checkpoint.weights.h5"
+    log_path = f"{stem}.training.csv"
+    train_data = RandomPatches(train_pairs, config.size, config.batch_size, config.steps_per_epoch,
+                               config.n_classes, Augmenter() if config.augment else None, config.seed,
+                               workers=min(8, os.cpu_count() or 1))
+    monitor = "val_dice" if val_pairs else "dice"
+    fit_callbacks = [
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode="max", save_best_only=True,
+                                        save_weights_only=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.CSVLogger(log_path),
+        *(callbacks or []),
+    ]
+    start = time.time()
+    history = model.fit(train_data, epochs=config.epochs,
+                        validation_data=WholeImages(val_pairs, config.n_classes, divisor) if val_pairs else None,
+                        callbacks=fit_callbacks, verbose=2)
+    seconds = time.time() - start
+    if os.path.exists(checkpoint):
+        model.load_weights(checkpoint)
+    test_scores = evaluate(model, test_pairs, divisor) if test_pairs else []
+    val_scores = evaluate(model, val_pairs, divisor) if val_pairs else []
+    dice_values = [s["dice"] for s in test_scores]
+    card = {
+        "training_data": config.training_data,
+        "split": {"train": sorted({p.name for p in train_pairs}), "validation (early stopping)": sorted({p.name for p in val_pairs}),
+                  "test (held out, reported)": sorted({p.name for p in test_pairs})},
+        "metrics": {"test_per_image": test_scores, "validation_per_image": val_scores,
+                    "test_dice_mean": float(np.mean(dice_values)) if dice_values else None,
+                    "test_dice_min": float(np.min(dice_values)) if dice_values else None},
+        "training": {"epochs_run": len(history.history.get("loss", [])), "seconds": round(seconds, 1),
+                     "backend": keras.backend.backend(), "config": {k: v for k, v in asdict(config).items() if k != "extra_card"}},
+        "reproduce": config.reproduce,
+        "notes": config.notes,
+        **config.extra_card,
+    }
+    classes = [{"label": i, "name": n} for i, n in enumerate(config.class_names)]
+    recipe = Recipe(tile_size=config.size, overlap=config.size // 8, mpp=config.mpp, channels=config.channels,
+                    input_dtype="uint8" if config.channels == 3 else "float32",
+                    intensity="uint8/255 inside the model" if config.channels == 3 else "per-volume percentile [0, 1]",
+                    divisor=divisor)
+    info = save_bundle(model, config.out, name=config.name, version=config.version, architecture=architecture,
+                       recipe=recipe, classes=classes, card=card)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    print(json.dumps({"bundle": config.out, "test_dice_mean": card["metrics"]["test_dice_mean"],
+                      "test_per_image": [(s["image"], round(s["dice"], 4)) for s in test_scores]}))
+    return info, history
