@@ -250,3 +250,18 @@ def test_one_training_step_on_real_tile_lowers_the_loss():
     before = loss()
     model.train_on_batch(x, y)
     assert loss() < before
+
+
+def test_bundle_holds_weights_not_optimizer_state(tmp_path):
+    import zipfile
+
+    model = build_unet(input_shape=(None, None, 3), filters=(8, 16, 32), dropout=(0, 0, 0), input_dtype="uint8")
+    model.compile(optimizer=keras.optimizers.Adam(), loss=losses.bce_dice_loss)
+    model.train_on_batch(np.zeros((1, 32, 32, 3), "uint8"), np.zeros((1, 32, 32, 1), "float32"))
+    path = tmp_path / "trained.keras"
+    save_bundle(model, path, name="t", version="1", architecture={}, recipe=Recipe(), classes=[])
+    fresh = tmp_path / "fresh.keras"
+    build_unet(input_shape=(None, None, 3), filters=(8, 16, 32), dropout=(0, 0, 0), input_dtype="uint8").save(fresh)
+    with zipfile.ZipFile(path) as bundle, zipfile.ZipFile(fresh) as plain:
+        bundled, reference = (z.getinfo("model.weights.h5").file_size for z in (bundle, plain))
+    assert bundled <= 1.05 * reference  # an uncompiled model's weights, no Adam moments

@@ -118,7 +118,11 @@ def save_bundle(model, path: str | os.PathLike, *, name: str, version: str, arch
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "version": version,
             "architecture": architecture, "recipe": recipe.to_dict(), "classes": classes, "card": card}
     tmp = f"{path}.tmp-{os.getpid()}.keras"
-    model.save(tmp, include_optimizer=False)
+    # Keras 3 saves a compiled model's optimizer state (2x the weights for Adam) whatever
+    # include_optimizer says: a rebuilt, uncompiled copy keeps the bundle to the weights alone.
+    inference_model = model.__class__.from_config(model.get_config())
+    inference_model.set_weights(model.get_weights())
+    inference_model.save(tmp)
     info = BundleInfo(path=path, name=name, version=version, architecture=architecture, recipe=recipe,
                       classes=classes, card=card)
     with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
