@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from typing import Any, Sequence
 
@@ -124,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         size=args.size, batch_size=args.batch, epochs=args.epochs, steps_per_epoch=args.steps,
         learning_rate=args.lr, loss=args.loss, patience=args.patience, seed=args.seed, mpp=args.mpp,
         channels=args.channels, augment=not args.no_augment, training_data=args.training_data or args.images,
-        reproduce="cancerseg " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "",
+        reproduce="cancerseg " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "",
     )
     if len(config.filters) != len(config.dropout):
         config.dropout = tuple([0.1] * len(config.filters))

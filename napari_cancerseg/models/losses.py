@@ -17,9 +17,15 @@ def _spatial_axes(x) -> list[int]:
     return list(range(1, len(x.shape)))
 
 
+def _tensors(y_true, y_pred):
+    """Both as backend tensors, y_true in y_pred's dtype (numpy inputs break torch arithmetic)."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    return ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype), y_pred
+
+
 @keras.saving.register_keras_serializable(package="cancerseg")
 def binary_crossentropy(y_true, y_pred):
-    y_true = ops.cast(y_true, y_pred.dtype)
+    y_true, y_pred = _tensors(y_true, y_pred)
     p = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
     bce = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
     return ops.mean(bce, axis=_spatial_axes(bce))
@@ -28,7 +34,7 @@ def binary_crossentropy(y_true, y_pred):
 @keras.saving.register_keras_serializable(package="cancerseg")
 def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
     """1 - soft Dice per sample, over all pixels and channels of that sample, smoothed."""
-    y_true = ops.cast(y_true, y_pred.dtype)
+    y_true, y_pred = _tensors(y_true, y_pred)
     axes = _spatial_axes(y_pred)
     intersection = ops.sum(y_true * y_pred, axis=axes)
     total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
@@ -45,7 +51,7 @@ def focal_loss(gamma: float = 2.0, alpha: float = 0.25):
 
     @keras.saving.register_keras_serializable(package="cancerseg", name=f"focal_loss_g{gamma}_a{alpha}")
     def focal(y_true, y_pred):
-        y_true = ops.cast(y_true, y_pred.dtype)
+        y_true, y_pred = _tensors(y_true, y_pred)
         p = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
         p_t = y_true * p + (1.0 - y_true) * (1.0 - p)
         alpha_t = y_true * alpha + (1.0 - y_true) * (1.0 - alpha)
@@ -58,7 +64,7 @@ def focal_loss(gamma: float = 2.0, alpha: float = 0.25):
 @keras.saving.register_keras_serializable(package="cancerseg")
 def categorical_crossentropy(y_true, y_pred):
     """y_true one-hot (..., C); mean over the pixels of each sample."""
-    y_true = ops.cast(y_true, y_pred.dtype)
+    y_true, y_pred = _tensors(y_true, y_pred)
     ce = -ops.sum(y_true * ops.log(ops.clip(y_pred, EPSILON, 1.0)), axis=-1)
     return ops.mean(ce, axis=_spatial_axes(ce))
 
@@ -66,7 +72,7 @@ def categorical_crossentropy(y_true, y_pred):
 @keras.saving.register_keras_serializable(package="cancerseg")
 def multiclass_dice_loss(y_true, y_pred, smooth: float = 1.0):
     """1 - mean over classes of the per-sample soft Dice of each class (one-hot y_true)."""
-    y_true = ops.cast(y_true, y_pred.dtype)
+    y_true, y_pred = _tensors(y_true, y_pred)
     axes = list(range(1, len(y_pred.shape) - 1))  # pixels only: one Dice per sample and class
     intersection = ops.sum(y_true * y_pred, axis=axes)
     total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
