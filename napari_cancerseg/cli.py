@@ -103,10 +103,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a U-Net on folders of images and masks, split by case, and save a bundle."""
-    from .training.data import load_pairs, split_by_case
+    from .training.data import load_pairs, load_patch_dataset, split_by_case
     from .training.trainer import TrainConfig, train
 
-    pairs = load_pairs(args.images, args.masks, args.case_pattern, args.mask_threshold, args.channels)
+    if bool(args.images) == bool(args.patches):
+        raise CancersegError("give either --images (with --masks) or --patches")
+    if args.patches:
+        pairs = [pair for dataset in args.patches for pair in load_patch_dataset(dataset)]
+    else:
+        pairs = load_pairs(args.images, args.masks, args.case_pattern, args.mask_threshold, args.channels)
     test_cases = _csv(args.test_cases)
     val_cases = _csv(args.val_cases)
     if set(test_cases) & set(val_cases):
@@ -124,8 +129,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         (("background", "foreground") if args.classes == 1 else tuple(f"class_{i}" for i in range(args.classes))),
         size=args.size, batch_size=args.batch, epochs=args.epochs, steps_per_epoch=args.steps,
         learning_rate=args.lr, loss=args.loss, patience=args.patience, seed=args.seed, mpp=args.mpp,
-        channels=args.channels, augment=not args.no_augment, training_data=args.training_data or args.images,
-        reproduce="cancerseg " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "",
+        channels=args.channels, augment=not args.no_augment,
+        training_data=args.training_data or args.images or ", ".join(args.patches),
+        reproduce="cancerseg " + shlex.join(args.argv),
     )
     if len(config.filters) != len(config.dropout):
         config.dropout = tuple([0.1] * len(config.filters))
@@ -151,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     tr = sub.add_parser("train", help="train a segmentation U-Net on images and masks; saves a model bundle")
-    tr.add_argument("--images", required=True, help="folder of images")
+    tr.add_argument("--images", help="folder of images")
+    tr.add_argument("--patches", nargs="+", help="patch dataset(s) (zarr: images, masks[, slides]); cases are slides")
     tr.add_argument("--masks", help="folder of masks (same stem, or stem_labels/_mask/_seg); default: --images")
     tr.add_argument("--case-pattern", help="regex taking the case (patient/slide) id from a file name")
     tr.add_argument("--val-cases", help="comma-separated cases for validation (early stopping)")
@@ -181,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what was asked, for model cards' "reproduce"
     try:
         return args.func(args)
     except CancersegError as err:

@@ -164,3 +164,27 @@ class WholeImages(_keras_dataset_base()):
 
 def image_paths(folder: str) -> list[str]:
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_SUFFIXES)]
+
+
+def load_patch_dataset(path: str) -> list[Pair]:
+    """Pairs from a patch dataset (zarr group: ``images`` (N, H, W, 3) uint8, ``masks`` (N, H, W) uint8).
+
+    The case of each patch is its slide: the ``slides`` array (one id per patch)
+    when the dataset mixes slides, else the group's ``slide`` attribute, so a
+    split by case never puts patches of one slide on both sides.
+    """
+    import zarr
+
+    try:
+        group = zarr.open_group(path, mode="r")
+        images, masks = group["images"], group["masks"]
+    except (KeyError, FileNotFoundError, ValueError) as err:
+        raise CancersegError(f"{path}: not a patch dataset (needs arrays 'images' and 'masks'): {err}") from None
+    if images.shape[0] != masks.shape[0] or images.shape[1:3] != masks.shape[1:3]:
+        raise CancersegError(f"{path}: images {images.shape} and masks {masks.shape} do not pair up")
+    if "slides" in group:
+        slides = [str(s) for s in group["slides"][:]]
+    else:
+        slides = [str(group.attrs.get("slide", Path(path).stem))] * images.shape[0]
+    return [Pair(f"{Path(path).stem}[{i}]", slides[i], np.asarray(images[i]), np.asarray(masks[i]))
+            for i in range(images.shape[0])]

@@ -235,7 +235,7 @@ def test_not_a_bundle_gives_clear_errors(tmp_path):
 def test_one_training_step_on_real_tile_lowers_the_loss():
     from PIL import Image
 
-    from .conftest import data_path
+    from ..conftest import data_path
 
     image = np.asarray(Image.open(data_path("nuclei/image01.png")).convert("RGB"))[:128, :128]
     mask = (np.asarray(Image.open(data_path("nuclei/image01_labels.png")))[:128, :128] > 0).astype("float32")

@@ -14,7 +14,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 from napari_cancerseg.errors import ReadError
 from napari_cancerseg.io import dicom
 
-from .conftest import data_path
+from ..conftest import data_path
 
 MAMMOGRAMS = [("mammo/cbis-ddsm-P00173-benign-1-130.dcm", (4432, 2864)),
               ("mammo/cbis-ddsm-P00820-malignant-1-280.dcm", (4736, 2624))]

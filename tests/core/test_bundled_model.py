@@ -14,7 +14,7 @@ from napari_cancerseg.models.bundle import bundle_info  # noqa: E402
 
 from napari_cancerseg import NUCLEI_MODEL, resource_path  # noqa: E402
 
-from .conftest import data_path  # noqa: E402
+from ..conftest import data_path  # noqa: E402
 
 BUNDLE = Path(resource_path(NUCLEI_MODEL))
 

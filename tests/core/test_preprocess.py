@@ -8,7 +8,7 @@ import pytest
 
 from napari_cancerseg.preprocess import augment, contrast, geometry, stain, tissue
 
-from .conftest import data_path
+from ..conftest import data_path
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from PIL import Image
 from napari_cancerseg.errors import ReadError
 from napari_cancerseg.io import wsi
 
-from .conftest import data_path
+from ..conftest import data_path
 
 # (file, level-0 (height, width), levels, µm/px, objective, associated images) from the data README
 SLIDES = [

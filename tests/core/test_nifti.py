@@ -14,7 +14,7 @@ from napari_cancerseg._writer import write_labels_nifti
 from napari_cancerseg.errors import ReadError
 from napari_cancerseg.io import nifti
 
-from .conftest import data_path
+from ..conftest import data_path
 
 MASKS = ["prostate_seg_one_label", "prostate_seg_two_labels", "prostate_seg_empty", "prostate_seg_single_slice"]
 NIBABEL_DATA = os.path.join(os.path.dirname(nib.__file__), "tests", "data")
