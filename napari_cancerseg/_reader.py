@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from .annotations import layers as annotation_files
 from .io import LayerData, dicom, nifti, stores, wsi
 
 #: Order matters only for folders: an OME-Zarr store is a folder, not a DICOM series.
-BACKENDS = (stores, wsi, nifti, dicom)
+BACKENDS = (stores, wsi, nifti, dicom, annotation_files)
 
 
 def backend_for(path: str):
@@ -40,6 +41,7 @@ def _announce(layers: list[LayerData]) -> list[LayerData]:
     from napari.utils.notifications import show_info
 
     notes = {kwargs["metadata"].get(key) for _, kwargs, _ in layers for key in ("folder_summary", "scale_note")}
+    notes |= {note for _, kwargs, _ in layers for note in kwargs["metadata"].get("notes") or []}
     for note in sorted(n for n in notes if n):
         show_info(note)
     return layers

@@ -1,0 +1,1 @@
+"""Gleason classes, colours and grading (research use only, not for diagnosis)."""
