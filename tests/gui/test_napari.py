@@ -49,7 +49,9 @@ def test_npe2_declines_files_it_does_not_read(tmp_path):
     from napari_cancerseg._reader import get_reader
 
     assert get_reader(str(path)) is None
-    assert get_reader(data_path("annotations/asap1.xml")) is None
+    other_xml = tmp_path / "settings.xml"
+    other_xml.write_text("<settings><colour>blue</colour></settings>")
+    assert get_reader(str(other_xml)) is None  # .xml, but no annotations: other plugins may read it
 
 
 @pytest.mark.parametrize("relative, types, shape", FILES)

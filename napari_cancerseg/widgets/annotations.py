@@ -1,0 +1,87 @@
+"""Import annotations onto a slide layer, and export a Shapes or Labels layer to ImageScope, ASAP or GeoJSON."""
+
+
+import os
+from enum import Enum
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui import magic_factory
+from napari.utils.notifications import show_info, show_warning
+
+from .. import annotations as annotation_io
+from ..annotations.layers import to_annotations, to_layer_data
+from ..annotations.raster import labels_to_annotations
+from ..grading.classes import CLASSES
+
+#: Labels layers are vectorised on the first level no larger than this (multiscale predictions).
+MAX_VECTORISE_SIDE = 8192
+
+
+class Format(Enum):
+    aperio = "Aperio ImageScope XML (.xml)"
+    asap = "ASAP XML (.xml)"
+    geojson = "GeoJSON / QuPath (.geojson)"
+
+
+def slide_mpp(layer) -> float | None:
+    """µm per level-0 pixel of a slide layer opened by this plugin, or None."""
+    mpp = (layer.metadata or {}).get("mpp") if layer is not None else None
+    return float(mpp[0]) if mpp else None
+
+
+@magic_factory(call_button="Import", path={"label": "annotation file", "filter": "*.xml *.json *.geojson"},
+               slide={"label": "onto slide"})
+def import_annotations(path: Path, slide: napari.layers.Image | None = None) -> list[napari.types.LayerDataTuple]:
+    """Read ImageScope/ASAP/GeoJSON and lay it over ``slide`` (level-0 pixels at the slide's scale)."""
+    annotation_set = annotation_io.read(path)
+    scale = tuple(slide.scale[-2:]) if slide is not None else None
+    layers = to_layer_data(annotation_set, scale=scale)
+    mpp = slide_mpp(slide)
+    if mpp and annotation_set.mpp and abs(mpp - annotation_set.mpp) / mpp > 0.05:
+        show_warning(f"{path.name} was drawn at {annotation_set.mpp} µm/px but {slide.name} is {mpp:.4g} µm/px: "
+                     "it may belong to another scan of this slide")
+    for _, kwargs, _ in layers:
+        if slide is not None:
+            kwargs["translate"] = tuple(slide.translate[-2:])
+            kwargs["metadata"]["slide"] = slide.name
+    for note in annotation_set.notes:
+        show_info(note)
+    return layers
+
+
+def _labels_for_export(layer) -> tuple[np.ndarray, float]:
+    """A Labels layer's level to vectorise and its downsample relative to level 0."""
+    if not layer.multiscale:
+        return np.asarray(layer.data), 1.0
+    base_width = layer.data[0].shape[-1]
+    level = next((lvl for lvl in layer.data if max(lvl.shape[-2:]) <= MAX_VECTORISE_SIDE), layer.data[-1])
+    return np.asarray(level), base_width / level.shape[-1]
+
+
+def export_layer(layer, fmt: Format, path: str | os.PathLike, mpp: float | None = None) -> str:
+    """Write a Shapes or Labels layer (level-0 pixel data) as annotations."""
+    if isinstance(layer, napari.layers.Shapes):
+        annotation_set = to_annotations(layer.data, layer.shape_type, layer.features.to_dict("list"), mpp=mpp)
+    elif isinstance(layer, napari.layers.Labels):
+        labels, downsample = _labels_for_export(layer)
+        if labels.ndim != 2:
+            raise ValueError(f"{layer.name}: only 2D labels export as slide annotations")
+        names = {k: name for k, (name, _) in CLASSES.items()}
+        colors = {k: rgb for k, (_, rgb) in CLASSES.items() if rgb}
+        annotation_set = labels_to_annotations(labels, names, downsample=downsample, colors=colors)
+        annotation_set.mpp = mpp
+    else:
+        raise ValueError(f"{layer.name}: export takes a Shapes or Labels layer, not {type(layer).__name__}")
+    return annotation_io.write(annotation_set, path, fmt.name)
+
+
+@magic_factory(call_button="Export", layer={"label": "Shapes or Labels layer"}, fmt={"label": "format"},
+               path={"label": "save as", "mode": "w", "filter": "*.xml *.geojson"})
+def export_annotations(layer: napari.layers.Layer, fmt: Format = Format.aperio,
+                       path: Path = Path("annotations.xml")) -> None:
+    slide = next((l for l in napari.current_viewer().layers if isinstance(l, napari.layers.Image)
+                  and slide_mpp(l)), None) if napari.current_viewer() else None
+    written = export_layer(layer, fmt, path, mpp=slide_mpp(slide))
+    show_info(f"saved {layer.name} to {written}")
