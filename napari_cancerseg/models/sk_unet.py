@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from .unet import DEFAULT_DROPOUT, DEFAULT_FILTERS, check_input, decoder_up, head, model_input
+from .unet import DEFAULT_DROPOUT, DEFAULT_FILTERS, encoder_decoder
 
 
 def _branch(x, filters: int, dilation: int, name: str):
@@ -51,18 +51,4 @@ def build_sk_unet(
     input_dtype: str = "float32",
     name: str = "sk_unet",
 ) -> keras.Model:
-    filters, dropout = tuple(filters), tuple(dropout)
-    depth = len(filters) - 1
-    check_input(input_shape, depth)
-    inputs, x = model_input(input_shape, input_dtype)
-    skips = []
-    for level in range(depth):
-        x = sk_block(x, filters[level], dropout[level], f"enc{level + 1}")
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"pool{level + 1}")(x)
-    x = sk_block(x, filters[depth], dropout[depth], "bottleneck")
-    for level in reversed(range(depth)):
-        x = decoder_up(x, filters[level], decoder, f"dec{level + 1}")
-        x = layers.Concatenate(name=f"dec{level + 1}_concat")([x, skips[level]])
-        x = sk_block(x, filters[level], dropout[level], f"dec{level + 1}")
-    return keras.Model(inputs, head(x, n_classes, activation), name=name)
+    return encoder_decoder(sk_block, input_shape, filters, dropout, decoder, n_classes, activation, input_dtype, name)

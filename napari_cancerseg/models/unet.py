@@ -82,6 +82,13 @@ def build_unet(
     With ``input_dtype="uint8"`` the model takes raw 0-255 pixels and scales
     them itself, so tiles travel to the GPU as bytes and are converted there.
     """
+    block = lambda x, f, rate, block_name: conv_block(x, f, batch_norm, rate, block_name)  # noqa: E731
+    return encoder_decoder(block, input_shape, filters, dropout, decoder, n_classes, activation, input_dtype, name)
+
+
+def encoder_decoder(block, input_shape, filters, dropout, decoder, n_classes, activation, input_dtype, name):
+    """The U shape shared by the U-Net family: ``block(x, filters, dropout, name)`` at every level,
+    max pooling down, ``decoder`` up, skip connections concatenated."""
     filters, dropout = tuple(filters), tuple(dropout)
     if len(dropout) != len(filters):
         raise ValueError(f"{len(filters)} levels of filters but {len(dropout)} dropout rates")
@@ -90,12 +97,12 @@ def build_unet(
     inputs, x = model_input(input_shape, input_dtype)
     skips = []
     for level in range(depth):
-        x = conv_block(x, filters[level], batch_norm, dropout[level], f"enc{level + 1}")
+        x = block(x, filters[level], dropout[level], f"enc{level + 1}")
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level + 1}")(x)
-    x = conv_block(x, filters[depth], batch_norm, dropout[depth], "bottleneck")
+    x = block(x, filters[depth], dropout[depth], "bottleneck")
     for level in reversed(range(depth)):
         x = decoder_up(x, filters[level], decoder, f"dec{level + 1}")
         x = layers.Concatenate(name=f"dec{level + 1}_concat")([x, skips[level]])
-        x = conv_block(x, filters[level], batch_norm, dropout[level], f"dec{level + 1}")
+        x = block(x, filters[level], dropout[level], f"dec{level + 1}")
     return keras.Model(inputs, head(x, n_classes, activation), name=name)
