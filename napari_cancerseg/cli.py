@@ -139,6 +139,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Tiled prediction of a slide into an OME-Zarr store, with a progress line and a summary."""
+    from . import NUCLEI_MODEL, resource_path
+    from .inference.engine import predict_slide
+
+    def show(progress) -> None:
+        left = progress.seconds_left
+        eta = f", {left:.0f} s left" if left is not None else ""
+        print(f"\r{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}   ",
+              end="", file=sys.stderr, flush=True)
+
+    if args.scheduler:
+        raise CancersegError("--scheduler (dask.distributed) is not implemented yet: run without it")
+    summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out, level=args.level,
+                            mpp=args.mpp, tile=args.tile, overlap=args.overlap, batch=args.batch,
+                            tissue=args.tissue, readers=args.readers, progress=None if args.quiet else show)
+    if not args.quiet:
+        print(file=sys.stderr)
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(summary.line())
+    return 0
+
+
 def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
 
@@ -155,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("path", nargs="?", help="a file to open instead of the packaged slide")
     demo.add_argument("--screenshot", help="save a screenshot of the window to this PNG and exit")
     demo.set_defaults(func=cmd_demo)
+
+    pr = sub.add_parser("predict", help="tiled prediction of a slide into an OME-Zarr store (resumable)")
+    pr.add_argument("slide")
+    pr.add_argument("--model", help="model bundle (.keras); default: the bundled nucleus U-Net")
+    pr.add_argument("--out", required=True, help="output store (.zarr); an unfinished one is resumed")
+    where = pr.add_mutually_exclusive_group()
+    where.add_argument("--mpp", type=float, help="predict the level closest to this many µm/px (default: the model's)")
+    where.add_argument("--level", type=int, help="predict this OpenSlide level")
+    pr.add_argument("--tile", type=int, help="tile size (default: the model's)")
+    pr.add_argument("--overlap", type=int, help="overlap between tiles, even (default: the model's)")
+    pr.add_argument("--batch", type=int, default=16)
+    pr.add_argument("--tissue", type=float, default=0.1, help="minimum tissue fraction of a chunk to predict it")
+    pr.add_argument("--readers", type=int, default=4, help="tile decoding threads")
+    pr.add_argument("--scheduler", help="dask.distributed scheduler address (not implemented yet)")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=cmd_predict)
 
     tr = sub.add_parser("train", help="train a segmentation U-Net on images and masks; saves a model bundle")
     tr.add_argument("--images", help="folder of images")

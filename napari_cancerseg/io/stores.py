@@ -80,33 +80,45 @@ def write_labels(
     """
     path = os.fspath(path)
     levels = [lvl if isinstance(lvl, da.Array) else da.from_array(np.asarray(lvl), chunks=LABEL_CHUNK) for lvl in levels]
-    base = levels[0]
-    if not np.issubdtype(base.dtype, np.integer):
-        raise WriteError(path, f"labels must be integers, not {base.dtype}")
-    ndim = base.ndim
-    if len(scale) != ndim:
-        raise WriteError(path, f"scale has {len(scale)} values for {ndim} axes")
-    axes = list(axes) if axes else ["t", "z", "y", "x"][-ndim:] if ndim <= 4 else [f"d{i}" for i in range(ndim)]
-    translate = list(translate) if translate is not None else [0.0] * ndim
+    if not np.issubdtype(levels[0].dtype, np.integer):
+        raise WriteError(path, f"labels must be integers, not {levels[0].dtype}")
+    if len(scale) != levels[0].ndim:
+        raise WriteError(path, f"scale has {len(scale)} values for {levels[0].ndim} axes")
     try:
         root = zarr.open_group(path, mode="w", zarr_format=2)
     except (OSError, ValueError) as err:
         raise WriteError(path, f"cannot create the zarr store: {err}") from None
-    datasets = []
     for index, level in enumerate(levels):
-        factors = [b / s for b, s in zip(base.shape, level.shape)]
-        chunks = tuple(min(LABEL_CHUNK, s) if i >= ndim - 2 else 1 for i, s in enumerate(level.shape))
-        array = root.create_array(str(index), shape=level.shape, chunks=chunks, dtype=level.dtype,
-                                  fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"})
+        chunks = tuple(min(LABEL_CHUNK, s) if i >= level.ndim - 2 else 1 for i, s in enumerate(level.shape))
+        array = create_array(root, str(index), level.shape, chunks, level.dtype)
         da.store(level.rechunk(chunks), array, lock=False)
-        datasets.append({
-            "path": str(index),
-            "coordinateTransformations": [
-                {"type": "scale", "scale": [float(s * f) for s, f in zip(scale, factors)]},
-                # stride subsampling keeps base pixel f*i at level pixel i: no centre shift
-                {"type": "translation", "translation": [float(t) for t in translate]},
-            ],
-        })
+    set_label_metadata(root, [lvl.shape for lvl in levels], [str(i) for i in range(len(levels))], scale, units,
+                       name, translate, colors, properties, axes)
+    return path
+
+
+def create_array(group, name: str, shape, chunks, dtype):
+    """A zarr (format 2) array with '/'-separated chunk keys, as NGFF 0.4 readers expect."""
+    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                              chunk_key_encoding={"name": "v2", "separator": "/"})
+
+
+def set_label_metadata(root, shapes: Sequence[Sequence[int]], paths: Sequence[str], scale: Sequence[float],
+                       units: Sequence[str | None], name: str = "labels", translate: Sequence[float] | None = None,
+                       colors: dict[int, Sequence[int]] | None = None, properties: dict[str, Any] | None = None,
+                       axes: Sequence[str] | None = None) -> None:
+    """NGFF 0.4 multiscales + image-label attributes for levels of the given shapes (level 0 first)."""
+    ndim = len(shapes[0])
+    axes = list(axes) if axes else ["t", "z", "y", "x"][-ndim:] if ndim <= 4 else [f"d{i}" for i in range(ndim)]
+    translate = [float(t) for t in translate] if translate is not None else [0.0] * ndim
+    datasets = []
+    for path, shape in zip(paths, shapes):
+        factors = [b / s for b, s in zip(shapes[0], shape)]
+        datasets.append({"path": path, "coordinateTransformations": [
+            {"type": "scale", "scale": [float(s * f) for s, f in zip(scale, factors)]},
+            # stride subsampling keeps base pixel f*i at level pixel i: no centre shift
+            {"type": "translation", "translation": translate},
+        ]})
     axes_meta = []
     for axis, unit in zip(axes, units):
         entry: dict[str, Any] = {"name": axis, "type": "space" if axis in "zyx" else "time" if axis == "t" else "channel"}
@@ -121,7 +133,6 @@ def write_labels(
     root.attrs["image-label"] = label_meta
     if properties:
         root.attrs["cancerseg"] = properties
-    return path
 
 
 def open_store(path: str | os.PathLike) -> tuple[list[da.Array], dict[str, Any]]:

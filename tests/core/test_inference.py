@@ -1,0 +1,134 @@
+"""Tiled inference: grid and level mapping, seam-free blending, tissue skipping, resume, store identity, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cancerseg.errors import CancersegError
+from napari_cancerseg.inference.engine import predict_slide
+from napari_cancerseg.inference.tiling import TileGrid, blend_weights, map_coordinate
+from napari_cancerseg.io import stores
+from napari_cancerseg.io.wsi import SlideHandle
+
+from ..conftest import data_path
+
+CMU = "wsi/CMU-1-Small-Region.svs"
+
+
+class PixelModel:
+    """A model whose output at each pixel is a function of that pixel alone (its darkness).
+
+    Blending tiles of such a model must reproduce the function of the slide
+    exactly: any misplaced tile, seam or unnormalised weight shows up.
+    """
+
+    def __init__(self):
+        self.tiles_seen = 0
+
+    def predict_batch(self, tiles):
+        self.tiles_seen += len(tiles)
+        p = 1.0 - np.asarray(tiles, np.float32).mean(axis=-1) / 255.0
+        return np.stack([1.0 - p, p], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A real (tiny) bundle: the engine reads its recipe and identity; PixelModel does the predicting."""
+    pytest.importorskip("keras")
+    from napari_cancerseg.models.bundle import Recipe, save_bundle
+    from napari_cancerseg.models.unet import build_unet
+
+    path = tmp_path_factory.mktemp("bundle") / "tiny.keras"
+    model = build_unet(input_shape=(None, None, 3), filters=(4, 8), dropout=(0, 0), input_dtype="uint8")
+    save_bundle(model, path, name="tiny", version="1", architecture={"builder": "unet"},
+                recipe=Recipe(tile_size=128, overlap=32, mpp=0.5, divisor=2),
+                classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "nucleus"}])
+    return str(path)
+
+
+def test_grid_covers_the_level_and_maps_levels():
+    grid = TileGrid(1000, 700, tile=256, overlap=64)
+    assert grid.stride == 192 and (grid.rows, grid.cols) == (6, 4)
+    covered = np.zeros((1000, 700), int)
+    for row in range(grid.rows):
+        for col in range(grid.cols):
+            y0, y1, x0, x1 = grid.chunk_box(row, col)
+            covered[y0:y1, x0:x1] += 1
+            ty, tx = grid.tile_origin(row, col)
+            assert ty <= y0 and y1 <= ty + 256 and tx <= x0 and x1 <= tx + 256  # the tile holds its chunk
+    assert (covered == 1).all()
+    # pixel-centre convention: level-4 pixel 0 is centred on level-0 coordinate 2.0, i.e. pixel 1.5
+    assert map_coordinate(0, 4, 1) == pytest.approx(1.5)
+    assert map_coordinate(map_coordinate(37, 2, 8), 8, 2) == pytest.approx(37)
+    with pytest.raises(ValueError):
+        TileGrid(100, 100, tile=64, overlap=3)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "gaussian"])
+def test_blend_weights_are_positive_and_sum_without_seams(kind):
+    weights = blend_weights(128, 32, kind)
+    assert weights.min() > 0 and weights[48:80, 48:80].min() == 1.0
+    # two overlapping tiles' weights normalised: any constant stays that constant
+    line = np.zeros(128 + 96)
+    line[:128] += weights[64]
+    line[96:] += weights[64]
+    value = (0.37 * line) / line
+    np.testing.assert_allclose(value, 0.37, rtol=0, atol=1e-12)
+
+
+def test_blended_prediction_is_seam_free(tmp_path, bundle):
+    model = PixelModel()
+    out = str(tmp_path / "pixel.zarr")
+    summary = predict_slide(data_path(CMU), bundle, out, model=model, tissue=0.0)
+    assert not summary.cancelled and summary.chunks_skipped_glass == 0
+    probabilities = np.asarray(stores.zarr.open_array(f"{out}/probabilities", mode="r")[1])
+    slide = SlideHandle.shared(data_path(CMU)).read(0, 0, 0, 2220, 2967)
+    expected = 1.0 - slide.astype(np.float32).mean(axis=-1) / 255.0
+    assert np.abs(probabilities.astype(np.float32) / 255 - expected).max() <= 0.5 / 255 + 1e-6
+
+
+def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bundle):
+    full_model, first, second = PixelModel(), PixelModel(), PixelModel()
+    reference = str(tmp_path / "reference.zarr")
+    whole = predict_slide(data_path(CMU), bundle, reference, model=full_model, tissue=0.5)
+    assert whole.chunks_skipped_glass > 0
+    grid_tiles = TileGrid(2967, 2220, 128, 32)
+    assert full_model.tiles_seen < len(grid_tiles)  # glass was not predicted
+
+    out = str(tmp_path / "resumed.zarr")
+    interrupted = predict_slide(data_path(CMU), bundle, out, model=first, tissue=0.5, stop_after_chunks=20)
+    assert interrupted.cancelled and not stores.zarr.open_group(out).attrs["cancerseg"]["complete"]
+    resumed = predict_slide(data_path(CMU), bundle, out, model=second, tissue=0.5)
+    assert resumed.chunks_resumed >= 20 and not resumed.cancelled
+    assert second.tiles_seen < full_model.tiles_seen  # only what the missing chunks need
+    np.testing.assert_array_equal(stores.zarr.open_array(f"{out}/labels/0")[:],
+                                  stores.zarr.open_array(f"{reference}/labels/0")[:])
+    (levels, kwargs, layer_type), = stores.read(out)
+    assert layer_type == "labels" and len(levels) > 1 and kwargs["scale"] == pytest.approx((0.499, 0.499))
+
+
+def test_store_of_another_model_or_level_is_refused(tmp_path, bundle):
+    out = str(tmp_path / "p.zarr")
+    predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5, stop_after_chunks=1)
+    with pytest.raises(CancersegError, match="holds another prediction.*grid"):
+        predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5, tile=256, overlap=32)
+    attrs = stores.zarr.open_group(out).attrs["cancerseg"]
+    assert attrs["model"]["name"] == "tiny" and attrs["slide"]["dimensions"] == [2220, 2967]
+    assert attrs["grid"] == {"height": 2967, "width": 2220, "tile": 128, "overlap": 32} and attrs["level"] == 0
+
+
+def test_cli_predict_with_the_bundled_model(tmp_path, capsys):
+    pytest.importorskip("keras")
+    from napari_cancerseg._reader import layer_reader
+    from napari_cancerseg.cli import main
+
+    out = str(tmp_path / "cmu.zarr")
+    assert main(["predict", data_path(CMU), "--out", out, "--quiet", "--tissue", "0.3"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("done: ") and "tiles/s" in line
+    (levels, kwargs, layer_type), = layer_reader(out)()
+    assert layer_type == "labels" and levels[0].shape == (2967, 2220)
+    nuclei = float((levels[0] == 1).mean().compute())
+    assert 0.01 < nuclei < 0.3  # H&E tissue: some nuclei, far from everything
+    assert kwargs["metadata"]["attributes"]["cancerseg"]["model"]["name"] == "nuclei-unet"
