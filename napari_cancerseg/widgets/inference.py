@@ -1,0 +1,136 @@
+"""Predict a slide layer with a model bundle, in a separate model process, showing the overlay as it fills in."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import dask.array as da
+import napari
+import zarr
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+
+from .. import NUCLEI_MODEL, resource_path
+from ..grading.classes import napari_colormap
+from ..inference import worker as model_process
+from ..io import stores
+
+LIVE_REFRESH_EVERY = 1  # progress messages between refreshes of the live layer
+
+
+def default_store(slide_path: str, model_path: str) -> str:
+    folder = Path(tempfile.gettempdir()) / "napari-cancerseg"
+    folder.mkdir(exist_ok=True)
+    return str(folder / f"{Path(slide_path).stem}.{Path(model_path).stem}.zarr")
+
+
+class InferenceWidget(Container):
+    """Slide layer + bundle + level/µm per px + tissue threshold -> a read-only multiscale prediction layer."""
+
+    def __init__(self, viewer: napari.Viewer):
+        self.viewer = viewer
+        self.slide = create_widget(annotation=napari.layers.Image, label="slide")
+        self.model = FileEdit(label="model bundle", value=resource_path(NUCLEI_MODEL), filter="*.keras")
+        self.mpp = FloatSpinBox(label="µm/px (0: model's)", value=0.0, min=0.0, max=100.0, step=0.05)
+        self.tissue = FloatSpinBox(label="min tissue fraction", value=0.1, min=0.0, max=1.0, step=0.05)
+        self.out = FileEdit(label="store (empty: temporary)", mode="w", filter="*.zarr", value="")
+        self.heatmap = ComboBox(label="also show", choices=["labels only", "probability heat map"])
+        self.run_button, self.cancel_button = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
+        self.status = Label(value="research use only, not for diagnosis")
+        super().__init__(widgets=[self.slide, self.model, self.mpp, self.tissue, self.out, self.heatmap,
+                                  self.run_button, self.cancel_button, self.progress, self.status])
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.process = None
+        self.worker = None
+        self.live_layer = None
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+
+    def store_path(self, slide_path: str) -> str:
+        value = str(self.out.value) if self.out.value and str(self.out.value) not in (".", "") else ""
+        return value or default_store(slide_path, str(self.model.value))
+
+    def run(self, *_):
+        layer = self.slide.value
+        slide_path = (layer.metadata or {}).get("path") if layer is not None else None
+        if not slide_path or (layer.metadata or {}).get("format") != "whole-slide image":
+            show_error("pick a whole-slide image layer opened with this plugin")
+            return
+        out = self.store_path(slide_path)
+        self.process = model_process.start(slide_path, str(self.model.value), out,
+                                           mpp=self.mpp.value or None, tissue=self.tissue.value)
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.status.value = "starting the model process..."
+        self.worker = self._follow(self.process)
+        self.worker.yielded.connect(lambda message: self._on_message(message, out, layer))
+        self.worker.start()
+
+    @thread_worker
+    def _follow(self, process):
+        yield from model_process.messages(process)
+
+    def _on_message(self, message: dict, out: str, slide_layer) -> None:
+        event = message.get("event")
+        if event == "progress":
+            self.progress.max = max(1, message["tiles_total"])
+            self.progress.value = message["tiles_done"]
+            left = message.get("seconds_left")
+            self.status.value = (f"{message['tiles_done']}/{message['tiles_total']} tiles, "
+                                 f"{message['tiles_per_second']:.1f} tiles/s" + (f", {left:.0f} s left" if left else ""))
+            self._show_live(out, slide_layer)
+        elif event == "done":
+            self._show_final(out, slide_layer)
+            self.status.value = message["summary"] + " (research use only)"
+            show_info(message["summary"])
+            self._finished()
+        elif event == "error":
+            show_error(message["message"])
+            self.status.value = "failed: " + message["message"][:200]
+            self._finished()
+
+    def _live_levels(self, out: str) -> list:
+        """A lazy pyramid over level 0 as written so far; a new dask name each time, so napari's chunk
+        cache cannot serve chunks read before the model wrote them."""
+        self._refreshes = getattr(self, "_refreshes", 0) + 1
+        base = da.from_zarr(zarr.open_array(os.path.join(out, "labels", "0"), mode="r"),
+                            name=f"live-{Path(out).stem}-{self._refreshes}")
+        return stores.label_pyramid(base)
+
+    def _show_live(self, out: str, slide_layer) -> None:
+        if not os.path.exists(os.path.join(out, "labels", "0")):
+            return
+        if self.live_layer is None:
+            attrs = zarr.open_group(out, mode="r").attrs["cancerseg"]
+            scale = (attrs["mpp"],) * 2 if attrs.get("mpp") else tuple(slide_layer.scale[-2:])
+            self.live_layer = self.viewer.add_labels(self._live_levels(out), name=f"{Path(out).stem} (running)",
+                                                     scale=scale, colormap=napari_colormap(), opacity=0.5)
+            self.live_layer.editable = False
+        else:
+            self.live_layer.data = self._live_levels(out)
+
+    def _show_final(self, out: str, slide_layer) -> None:
+        if self.live_layer is not None:
+            self.viewer.layers.remove(self.live_layer)
+            self.live_layer = None
+        (levels, kwargs, _), = stores.read(out)
+        kwargs.update(colormap=napari_colormap(), opacity=0.5, name=Path(out).stem)
+        layer = self.viewer.add_labels(levels, **kwargs)
+        layer.editable = False  # multiscale labels are read-only in napari; correct a region instead
+        if self.heatmap.value == "probability heat map":
+            probabilities = da.from_zarr(zarr.open_array(os.path.join(out, "probabilities"), mode="r"))[-1]
+            self.viewer.add_image(stores.label_pyramid(probabilities), name=f"{Path(out).stem} probability",
+                                  scale=kwargs["scale"], colormap="inferno", contrast_limits=(0, 255), opacity=0.5,
+                                  blending="additive", multiscale=True)
+
+    def cancel(self, *_):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # the store keeps every finished chunk; Run again resumes
+            self.status.value = "cancelled; Run again resumes where it stopped"
+
+    def _finished(self) -> None:
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.process = None
