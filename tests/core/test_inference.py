@@ -132,3 +132,15 @@ def test_cli_predict_with_the_bundled_model(tmp_path, capsys):
     nuclei = float((levels[0] == 1).mean().compute())
     assert 0.01 < nuclei < 0.3  # H&E tissue: some nuclei, far from everything
     assert kwargs["metadata"]["attributes"]["cancerseg"]["model"]["name"] == "nuclei-unet"
+
+
+def test_store_colours_follow_the_model_classes():
+    from napari_cancerseg.grading.classes import CLASSES, class_colours
+
+    gleason = class_colours([{"label": 0, "name": "background"}, {"label": 3, "name": "Gleason pattern 4"},
+                             {"label": 5, "name": "tumour"}])
+    assert gleason == {3: (255, 165, 0, 255), 5: (200, 0, 200, 255)}  # DESIGN.md's table
+    nuclei = class_colours([{"label": 0, "name": "background"}, {"label": 1, "name": "nucleus"}])
+    design = {(*rgb, 255) for _, rgb in CLASSES.values() if rgb}
+    assert nuclei[1] not in design  # a nucleus is never painted as benign tissue
+    assert class_colours([{"label": 1, "name": "x", "color": [1, 2, 3]}]) == {1: (1, 2, 3, 255)}
