@@ -40,6 +40,8 @@ class InferenceWidget(Container):
         self.status = Label(value="research use only, not for diagnosis")
         super().__init__(widgets=[self.slide, self.model, self.mpp, self.tissue, self.out, self.heatmap,
                                   self.run_button, self.cancel_button, self.progress, self.status])
+        self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock over the canvas
+        self.model.native.setMaximumWidth(360)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.process = None
@@ -66,6 +68,7 @@ class InferenceWidget(Container):
         self.status.value = "starting the model process..."
         self.worker = self._follow(self.process)
         self.worker.yielded.connect(lambda message: self._on_message(message, out, layer))
+        self.worker.finished.connect(self._finished)  # only once the reader thread is over
         self.worker.start()
 
     @thread_worker
@@ -83,13 +86,11 @@ class InferenceWidget(Container):
             self._show_live(out, slide_layer)
         elif event == "done":
             self._show_final(out, slide_layer)
-            self.status.value = message["summary"] + " (research use only)"
+            self.status.value = message["summary"].split(" -> ")[0] + " (research use only, not for diagnosis)"
             show_info(message["summary"])
-            self._finished()
         elif event == "error":
             show_error(message["message"])
             self.status.value = "failed: " + message["message"][:200]
-            self._finished()
 
     def _live_levels(self, out: str) -> list:
         """A lazy pyramid over level 0 as written so far; a new dask name each time, so napari's chunk
@@ -131,4 +132,4 @@ class InferenceWidget(Container):
 
     def _finished(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False
-        self.process = None
+        self.process = self.worker = None
