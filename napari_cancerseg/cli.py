@@ -6,7 +6,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -87,30 +86,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: napari with a packaged real H&E slide, the bundled model running on it in a
     model process, and the overlay filling in as chunks are written."""
     from ._sample_data import he_slide_path
+    from .widgets.demo import run_demo
 
-    path = args.path or he_slide_path()
-    import napari
-
-    viewer = napari.Viewer(title="napari-cancerseg demo (research use only, not for diagnosis)")
-    slide = viewer.open(path, plugin="napari-cancerseg")[0]
-    viewer.scale_bar.visible = True
-    _, widget = viewer.window.add_plugin_dock_widget("napari-cancerseg", "Predict slide")
-    widget.slide.value = slide
-    if args.out:
-        widget.out.value = args.out
-    widget.run()
+    status = run_demo(args.path or he_slide_path(), args.out, args.screenshot)
     if args.screenshot:
-        from qtpy.QtWidgets import QApplication
-
-        while widget.process is not None:  # headless check: wait for the model, then save what a user sees
-            QApplication.processEvents()
-            time.sleep(0.05)
-        viewer.screenshot(args.screenshot, canvas_only=False)
-        print(widget.status.value)
+        print(status)
         print(f"saved {args.screenshot}")
-        viewer.close()
-        return 0
-    napari.run()
     return 0
 
 

@@ -1,0 +1,29 @@
+"""The main job as one call: napari, a slide, the Predict slide widget running on it."""
+
+import time
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+
+def run_demo(path: str, out: str | None = None, screenshot: str | None = None) -> str:
+    """Open ``path``, predict it with the bundled model in a model process; with ``screenshot``,
+    wait for the prediction, save what a user sees and close. Returns the widget's status line."""
+    viewer = napari.Viewer(title="napari-cancerseg demo (research use only, not for diagnosis)")
+    slide = viewer.open(path, plugin="napari-cancerseg")[0]
+    viewer.scale_bar.visible = True
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cancerseg", "Predict slide")
+    widget.slide.value = slide
+    if out:
+        widget.out.value = out
+    widget.run()
+    if not screenshot:
+        napari.run()
+        return widget.status.value
+    while widget.process is not None:  # headless check: let the model finish, the GUI keeps running
+        QApplication.processEvents()
+        time.sleep(0.05)
+    viewer.screenshot(screenshot, canvas_only=False)
+    status = widget.status.value
+    viewer.close()
+    return status
