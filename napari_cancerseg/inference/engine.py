@@ -141,20 +141,18 @@ class PredictionStore:
         self.labels[y0:y1, x0:x1] = labels
         self.done[row, col] = 1  # after the data: a chunk marked done is always complete
 
-    def finish(self) -> None:
-        """Build the label pyramid from level 0 (stride 2) and mark the store complete."""
-        import dask.array as da
-
-        level = da.from_zarr(self.labels)
-        shapes, paths = [level.shape], ["labels/0"]
-        while max(level.shape) > stores.PYRAMID_TOP:
-            level = level[::2, ::2]
-            index = len(paths)
-            chunks = tuple(min(stores.LABEL_CHUNK, s) for s in level.shape)
-            array = stores.create_array(self.root, f"labels/{index}", level.shape, chunks, np.uint8)
-            da.store(level.rechunk(chunks), array, lock=False)
-            shapes.append(level.shape)
-            paths.append(f"labels/{index}")
+    def finish(self, band: int = 2048) -> None:
+        """Build the label pyramid from level 0 (stride 2), a band of rows at a time, and mark the store complete."""
+        previous, shapes, paths = self.labels, [self.labels.shape], ["labels/0"]
+        while max(previous.shape) > stores.PYRAMID_TOP:
+            shape = ((previous.shape[0] + 1) // 2, (previous.shape[1] + 1) // 2)
+            chunks = tuple(min(stores.LABEL_CHUNK, s) for s in shape)
+            level = stores.create_array(self.root, f"labels/{len(paths)}", shape, chunks, np.uint8)
+            for y in range(0, shape[0], band):  # memory: one band of the level above, whatever the slide size
+                level[y:y + band] = previous[2 * y:2 * (y + band):2, ::2]
+            shapes.append(shape)
+            paths.append(f"labels/{len(paths)}")
+            previous = level
         properties = {**dict(self.root.attrs["cancerseg"]), "complete": True}
         stores.set_label_metadata(self.root, shapes, paths, self.scale, self.units, "prediction",
                                   colors=self.colors, properties=properties)
@@ -227,12 +225,22 @@ def predict_slide(
     done = store.done_mask()
     resumed = int((done & active).sum())
 
+    # one writer thread keeps each chunk's data-then-done-flag order; the model thread never waits on zarr
+    writer = ThreadPoolExecutor(max_workers=1)
+    pending_writes: list = []
+
+    def write(chunk, blended):
+        pending_writes.append(writer.submit(store.write_chunk, *chunk, blended,
+                                            np.argmax(blended, axis=0).astype(np.uint8)))
+        while len(pending_writes) > 64:
+            pending_writes.pop(0).result()  # bounded memory; re-raises a failed write
+
     # glass chunks are final at once: background, no prediction needed
     for row, col in zip(*np.nonzero(~active & ~done)):
         y0, y1, x0, x1 = grid.chunk_box(row, col)
-        zeros = np.zeros((n_classes, y1 - y0, x1 - x0), np.float32)
-        zeros[0] = 1.0
-        store.write_chunk(row, col, zeros, np.zeros((y1 - y0, x1 - x0), np.uint8))
+        background = np.zeros((n_classes, y1 - y0, x1 - x0), np.float32)
+        background[0] = 1.0
+        write((row, col), background)
     pending = active & ~done
     # every tile around a pending chunk is needed, glass tiles included: that is what makes borders seamless
     needed = np.zeros_like(pending)
@@ -274,30 +282,35 @@ def predict_slide(
                 remaining[chunk] -= 1
             if remaining[chunk] == 0:
                 total, weight = accumulators.pop(chunk)
-                blended = total / weight
-                store.write_chunk(*chunk, blended, np.argmax(blended, axis=0).astype(np.uint8))
+                write(chunk, total / weight)
                 del remaining[chunk]
                 chunks_written += 1
 
     cancelled = False
-    with ThreadPoolExecutor(max_workers=max(1, readers)) as pool:
-        stream = prefetch(pool, read, tiles, ahead=max(2 * batch, 4 * readers))
-        batch_items = []
-        for index, item in enumerate(stream, start=1):
-            batch_items.append(item)
-            if len(batch_items) < batch and index < len(tiles):
-                continue
-            probabilities = model.predict_batch(np.stack([t for _, t in batch_items]))
-            for (tile_rc, _), p in zip(batch_items, probabilities):
-                add(tile_rc, p[..., :n_classes] if p.shape[-1] >= n_classes else p)
-            tiles_done += len(batch_items)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, readers)) as pool:
+            stream = prefetch(pool, read, tiles, ahead=max(2 * batch, 4 * readers))
             batch_items = []
-            if progress:
-                progress(Progress(tiles_done, len(tiles), chunks_written, len(remaining) + chunks_written,
-                                  time.perf_counter() - start))
-            if (cancel is not None and cancel.is_set()) or (stop_after_chunks is not None and chunks_written >= stop_after_chunks):
-                cancelled = True
-                break
+            for index, item in enumerate(stream, start=1):
+                batch_items.append(item)
+                if len(batch_items) < batch and index < len(tiles):
+                    continue
+                probabilities = model.predict_batch(np.stack([t for _, t in batch_items]))
+                for (tile_rc, _), p in zip(batch_items, probabilities):
+                    add(tile_rc, p[..., :n_classes] if p.shape[-1] >= n_classes else p)
+                tiles_done += len(batch_items)
+                batch_items = []
+                if progress:
+                    progress(Progress(tiles_done, len(tiles), chunks_written, len(remaining) + chunks_written,
+                                      time.perf_counter() - start))
+                if (cancel is not None and cancel.is_set()) or (
+                        stop_after_chunks is not None and chunks_written >= stop_after_chunks):
+                    cancelled = True
+                    break
+        for future in pending_writes:  # every chunk counted as written is on disk before we go on
+            future.result()
+    finally:
+        writer.shutdown(wait=True)
     if not cancelled:
         store.finish()
     return Summary(out, tiles_done, time.perf_counter() - start, chunks_written, int((~active).sum()), resumed,
