@@ -30,7 +30,7 @@ from ..errors import CancersegError
 from ..grading.classes import class_colours
 from ..io import stores
 from ..io.wsi import SlideHandle, open_slide
-from ..models.bundle import bundle_info
+from ..models.bundle import BundleInfo, bundle_info
 from ..preprocess.tissue import slide_tissue_mask
 from .tiling import TileGrid, tissue_fractions
 
@@ -85,8 +85,7 @@ def slide_identity(path: str) -> dict[str, Any]:
             "quickhash": props.get("openslide.quickhash-1") or f"size:{os.path.getsize(path)}"}
 
 
-def model_identity(bundle_path: str) -> dict[str, Any]:
-    info = bundle_info(bundle_path)
+def model_identity(bundle_path: str, info: BundleInfo) -> dict[str, Any]:
     digest = hashlib.sha256()
     with open(bundle_path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -215,7 +214,7 @@ def predict_slide(
     fractions = tissue_fractions(grid, mask, mask_downsample, downsample)
     active = fractions >= tissue
     n_classes = max(2, len(info.classes))
-    properties = {"format": STORE_FORMAT, "slide": slide_identity(slide), "model": model_identity(bundle),
+    properties = {"format": STORE_FORMAT, "slide": slide_identity(slide), "model": model_identity(bundle, info),
                   "grid": grid.to_dict(), "level": int(chosen), "downsample": float(downsample),
                   "mpp": levels_mpp[chosen], "tissue_threshold": tissue, "classes": info.classes,
                   "slide_path": os.path.abspath(slide)}
@@ -274,12 +273,10 @@ def predict_slide(
                                        np.zeros((y1 - y0, x1 - x0), np.float32))
             total, weight = accumulators[chunk]
             sy0, sy1, sx0, sx1 = max(y0, ty), min(y1, ty + grid.tile), max(x0, tx), min(x1, tx + grid.tile)
-            if sy0 >= sy1 or sx0 >= sx1:
-                remaining[chunk] -= 1
-            else:
+            if sy0 < sy1 and sx0 < sx1:  # without overlap, diagonal neighbours do not touch the chunk
                 total[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] += weighted[:, sy0 - ty:sy1 - ty, sx0 - tx:sx1 - tx]
                 weight[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] += weights[sy0 - ty:sy1 - ty, sx0 - tx:sx1 - tx]
-                remaining[chunk] -= 1
+            remaining[chunk] -= 1
             if remaining[chunk] == 0:
                 total, weight = accumulators.pop(chunk)
                 write(chunk, total / weight)

@@ -47,9 +47,11 @@ def per_case(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], cases: S
     grouped: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
     for pred, truth, case in zip(preds, truths, cases):
         grouped[case].append((np.asarray(pred, bool).ravel(), np.asarray(truth, bool).ravel()))
-    return {case: {"dice": dice(np.concatenate([p for p, _ in items]), np.concatenate([t for _, t in items])),
-                   "iou": iou(np.concatenate([p for p, _ in items]), np.concatenate([t for _, t in items]))}
-            for case, items in grouped.items()}
+    scores = {}
+    for case, items in grouped.items():
+        pred, truth = np.concatenate([p for p, _ in items]), np.concatenate([t for _, t in items])
+        scores[case] = {"dice": dice(pred, truth), "iou": iou(pred, truth)}
+    return scores
 
 
 def summary(scores: Sequence[dict], key: str = "dice") -> dict:

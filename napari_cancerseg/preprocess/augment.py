@@ -1,4 +1,4 @@
-"""Joint image/mask augmentation, and a Keras data pipeline that applies it every epoch.
+"""Joint image/mask augmentation (``training/data.py`` applies it every epoch in a Keras PyDataset).
 
 Geometric transforms move image and mask together; the mask is resampled by
 nearest neighbour only, so it stays integer.  Colour (brightness, contrast,

@@ -73,11 +73,10 @@ def evaluate(model, pairs: list[Pair], divisor: int) -> list[dict[str, Any]]:
     results = []
     for pair in pairs:
         predicted = labels_from_probabilities(predict_image(model, pair.image, divisor))
-        truth = pair.mask if pair.mask.max() > 1 or predicted.max() > 1 else (pair.mask > 0).astype(np.uint8)
-        entry = {"image": pair.name, "case": pair.case, "dice": metrics.dice(predicted > 0, truth > 0),
-                 "iou": metrics.iou(predicted > 0, truth > 0)}
+        entry = {"image": pair.name, "case": pair.case, "dice": metrics.dice(predicted > 0, pair.mask > 0),
+                 "iou": metrics.iou(predicted > 0, pair.mask > 0)}
         if model.output_shape[-1] > 1:
-            entry["per_class"] = metrics.per_label_scores(predicted, truth, range(1, model.output_shape[-1]))
+            entry["per_class"] = metrics.per_label_scores(predicted, pair.mask, range(1, model.output_shape[-1]))
         results.append(entry)
     return results
 

@@ -15,9 +15,6 @@ from .. import NUCLEI_MODEL, resource_path
 from ..inference import worker as model_process
 from ..io import stores
 
-LIVE_REFRESH_EVERY = 1  # progress messages between refreshes of the live layer
-
-
 def default_store(slide_path: str, model_path: str) -> str:
     folder = Path(tempfile.gettempdir()) / "napari-cancerseg"
     folder.mkdir(exist_ok=True)
@@ -47,9 +44,6 @@ class InferenceWidget(Container):
         self.process = None
         self.worker = None
         self.live_layer = None
-
-    def reset_choices(self, *_):
-        super().reset_choices()
 
     def store_path(self, slide_path: str) -> str:
         value = str(self.out.value) if self.out.value and str(self.out.value) not in (".", "") else ""
