@@ -37,8 +37,9 @@ class InferenceWidget(Container):
         self.status = Label(value="research use only, not for diagnosis")
         super().__init__(widgets=[self.slide, self.model, self.mpp, self.tissue, self.out, self.heatmap,
                                   self.run_button, self.cancel_button, self.progress, self.status])
-        self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock over the canvas
-        self.model.native.setMaximumWidth(360)
+        # the slide canvas keeps most of the window: long messages wrap, paths elide, the dock stays narrow
+        self.status.native.setWordWrap(True)
+        self.native.setMaximumWidth(380)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.process = None
