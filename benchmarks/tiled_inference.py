@@ -5,7 +5,7 @@ For each generated slide (JPEG-tiled pyramidal TIFFs of real H&E crops, about
 
 * original: read the whole level into memory, cut non-overlapping tiles and
   predict them one at a time, then paste (what the original projects did);
-* engine: ``predict_slide`` (reader threads, batches, overlap blending, glass
+* engine: ``predict_slide`` (its dask graph: reader threads or processes, batches, overlap blending, glass
   skipped, chunks streamed to zarr);
 * forward: the same model's pure forward rate on in-memory batches of random tiles.
 
@@ -52,12 +52,15 @@ def small_bundle(path: Path) -> str:
     return str(path)
 
 
-def run_engine(slide: str, bundle: str, batch: int, readers: int) -> dict:
+def run_engine(slide: str, bundle: str, batch: int, readers: int, reader_processes: bool) -> dict:
     from napari_cancerseg.inference.engine import predict_slide
+    from napari_cancerseg.models.bundle import load_bundle
 
+    model = load_bundle(bundle)  # loaded before timing, as for the other two methods
     out = tempfile.mkdtemp(suffix=".zarr")
     shutil.rmtree(out)
-    summary = predict_slide(slide, bundle, out, level=0, batch=batch, readers=readers)
+    summary = predict_slide(slide, bundle, out, level=0, batch=batch, readers=readers,
+                            reader_processes=reader_processes, model=model)
     shutil.rmtree(out, ignore_errors=True)
     return {"tiles": summary.tiles, "seconds": summary.seconds, "peak_rss_mb": peak_rss_mb()}
 
@@ -89,16 +92,16 @@ def run_forward(bundle: str, batch: int, batches: int = 8) -> dict:
     model = load_bundle(bundle)
     size = model.recipe.tile_size
     tiles = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    model.predict_batch(tiles)  # warm up
+    model.predict_batch(tiles, as_uint8=True)  # warm up; the engine's own call (uint8 probabilities out)
     start = time.perf_counter()
     for _ in range(batches):
-        model.predict_batch(tiles)
+        model.predict_batch(tiles, as_uint8=True)
     return {"tiles": batch * batches, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
 
 
-def in_subprocess(*args: str) -> dict:
+def in_subprocess(options: list[str], *args: str) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, __file__, "--one", *args], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, __file__, *options, "--one", *args], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -110,13 +113,14 @@ def main() -> None:
     parser.add_argument("--model", help="model bundle (default: a small benchmark U-Net)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--readers", type=int, default=max(2, os.cpu_count() or 2))
+    parser.add_argument("--reader-processes", action="store_true", help="decode tiles in processes, not threads")
     parser.add_argument("--original-max", type=int, default=16384, help="largest slide for the whole-level baseline")
     parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         kind, *rest = args.one
         if kind == "engine":
-            result = run_engine(rest[0], rest[1], args.batch, args.readers)
+            result = run_engine(rest[0], rest[1], args.batch, args.readers, args.reader_processes)
         elif kind == "original":
             result = run_original(rest[0], rest[1])
         else:
@@ -125,9 +129,11 @@ def main() -> None:
         return
 
     bundle = args.model or small_bundle(CACHE / "benchmark_unet.keras")
-    forward = in_subprocess("forward", bundle)
+    options = ["--batch", str(args.batch), "--readers", str(args.readers)] + (
+        ["--reader-processes"] if args.reader_processes else [])
+    forward = in_subprocess(options, "forward", bundle)
     forward_rate = forward["tiles"] / forward["seconds"]
-    print(f"# model {Path(bundle).name}, batch {args.batch}, {args.readers} reader threads, {os.cpu_count()} cores; "
+    print(f"# model {Path(bundle).name}, batch {args.batch}, {args.readers} reader {'processes' if args.reader_processes else 'threads'}, {os.cpu_count()} cores; "
           f"pure forward: {forward_rate:.1f} tiles/s, peak RSS {forward['peak_rss_mb']:.0f} MB")
     print("| slide | method | tiles | seconds | tiles/s | engine / forward | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|")
@@ -135,7 +141,7 @@ def main() -> None:
         slide = str(build_pyramid(size, CACHE / f"mosaic_{size}.tif"))
         methods = ["engine"] + (["original"] if size <= args.original_max else [])
         for method in methods:
-            result = in_subprocess(method, slide, bundle)
+            result = in_subprocess(options, method, slide, bundle)
             if "error" in result:
                 print(f"| {size} x {size} | {method} | error: {result['error']} | | | | |")
                 continue

@@ -102,6 +102,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if bool(args.images) == bool(args.patches):
         raise CancersegError("give either --images (with --masks) or --patches")
+    name, version = args.name, args.version
+    if args.init:
+        from .models.bundle import bundle_info, next_version
+
+        base = bundle_info(args.init)
+        name = args.name if args.name != "unet" else base.name
+        if not args.out:
+            args.out, version = next_version(args.init)
+    if not args.out:
+        raise CancersegError("give --out (or --init, to save the next version beside that bundle)")
     if args.patches:
         pairs = [pair for dataset in args.patches for pair in load_patch_dataset(dataset)]
     else:
@@ -117,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"cancerseg train: {len(train_pairs)} training, {len(val)} validation, {len(test)} test images "
           f"({len({p.case for p in pairs})} cases)")
     config = TrainConfig(
-        out=args.out, name=args.name, version=args.version, architecture=args.architecture,
+        out=args.out, name=name, version=version, architecture=args.architecture,
         filters=tuple(int(f) for f in _csv(args.filters)), n_classes=args.classes,
         class_names=tuple(_csv(args.class_names)) if args.class_names else
         (("background", "foreground") if args.classes == 1 else tuple(f"class_{i}" for i in range(args.classes))),
@@ -125,7 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         learning_rate=args.lr, loss=args.loss, patience=args.patience, seed=args.seed, mpp=args.mpp,
         channels=args.channels, augment=not args.no_augment,
         training_data=args.training_data or args.images or ", ".join(args.patches),
-        reproduce="cancerseg " + shlex.join(args.argv),
+        reproduce="cancerseg " + shlex.join(args.argv), init_bundle=args.init, progress_json=args.progress_json,
     )
     if len(config.filters) != len(config.dropout):
         config.dropout = tuple([0.1] * len(config.filters))
@@ -144,16 +154,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"\r{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}   ",
               end="", file=sys.stderr, flush=True)
 
-    if args.scheduler:
-        raise CancersegError("--scheduler (dask.distributed) is not implemented yet: run without it")
     summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out, level=args.level,
                             mpp=args.mpp, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                            tissue=args.tissue, readers=args.readers, progress=None if args.quiet else show)
+                            tissue=args.tissue, readers=args.readers, reader_processes=args.reader_processes,
+                            scheduler=args.scheduler, progress=None if args.quiet else show)
     if not args.quiet:
         print(file=sys.stderr)
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     print(summary.line())
+    return 0
+
+
+def cmd_patches(args: argparse.Namespace) -> int:
+    """A balanced image/mask patch dataset from annotations and/or a corrected store."""
+    from .training.patches import extract_patches
+
+    summary = extract_patches(args.slide, args.out, args.size, args.mpp, args.annotations, args.store, args.seed)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return 0
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{summary.patches} patches of {args.size} px at level {summary.level} "
+          f"({summary.mpp or float('nan'):.3f} µm/px) -> {summary.out}")
+    print("  per category (kept / found): " + ", ".join(
+        f"{k} {summary.categories.get(k, 0)}/{n}" for k, n in summary.candidates.items()))
+    print("  patches containing each class: " + ", ".join(f"{k} {n}" for k, n in summary.patches_per_class.items()))
     return 0
 
 
@@ -186,10 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overlap", type=int, help="overlap between tiles, even (default: the model's)")
     pr.add_argument("--batch", type=int, default=16)
     pr.add_argument("--tissue", type=float, default=0.1, help="minimum tissue fraction of a chunk to predict it")
-    pr.add_argument("--readers", type=int, default=4, help="tile decoding threads")
-    pr.add_argument("--scheduler", help="dask.distributed scheduler address (not implemented yet)")
+    pr.add_argument("--readers", type=int, default=4, help="tile decoders (threads, or processes with the next flag)")
+    pr.add_argument("--reader-processes", action="store_true",
+                    help="decode tiles in processes (for many cores: OpenSlide's pixel conversion holds the GIL)")
+    pr.add_argument("--scheduler", metavar="ADDRESS",
+                    help="run on this dask.distributed scheduler (e.g. tcp://host:8786); its workers must see the "
+                         "slide, the model and --out at the same paths")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    pa = sub.add_parser("patches", help="image/mask patches for training, from annotations or corrected regions")
+    pa.add_argument("slide")
+    pa.add_argument("--annotations", help="ImageScope/ASAP XML or GeoJSON of the slide")
+    pa.add_argument("--store", help="a prediction or annotation store with accepted corrections")
+    pa.add_argument("--out", required=True, help="dataset (.zarr)")
+    pa.add_argument("--mpp", type=float, help="µm/px of the patches (the nearest slide level is read)")
+    pa.add_argument("--size", type=int, default=256, help="patch side in pixels")
+    pa.add_argument("--seed", type=int, default=0, help="which patches balancing keeps")
+    pa.add_argument("--json", action="store_true")
+    pa.set_defaults(func=cmd_patches)
 
     tr = sub.add_parser("train", help="train a segmentation U-Net on images and masks; saves a model bundle")
     tr.add_argument("--images", help="folder of images")
@@ -199,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-cases", help="comma-separated cases for validation (early stopping)")
     tr.add_argument("--test-cases", help="comma-separated cases held out for the model card's metrics")
     tr.add_argument("--mask-threshold", type=int, help="binarise grey masks at this value (lossy JPEG: 128)")
-    tr.add_argument("--out", required=True, help="bundle path (.keras)")
+    tr.add_argument("--out", help="bundle path (.keras); with --init, default: the next version beside it")
+    tr.add_argument("--init", metavar="BUNDLE", help="fine-tune this bundle (its classes and recipe) instead of a new U-Net")
+    tr.add_argument("--progress-json", action="store_true", help="one JSON line per step and epoch on stdout")
     tr.add_argument("--name", default="unet")
     tr.add_argument("--version", default="1.0.0")
     tr.add_argument("--architecture", choices=["unet", "sk_unet"], default="unet")

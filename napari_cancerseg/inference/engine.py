@@ -1,12 +1,11 @@
 """Tiled whole-slide prediction, streamed chunk by chunk into a resumable OME-Zarr store.
 
-Reader threads decode tiles ahead (OpenSlide releases the GIL), the model
-predicts them in batches, and each tile's probabilities, weighted by the blend
-window, are added to the output chunks it overlaps.  A chunk is normalised by
-its summed weight, written (probabilities as uint8 and argmax labels) and
-marked done as soon as the 3 x 3 tiles around it are in, so memory stays at
-about two rows of chunks whatever the slide size.  A rerun on the same store
-skips done chunks and predicts only the tiles that unfinished chunks need.
+This module plans a run (level, tile grid, tissue, what a resumed store still
+needs) and owns the store; ``graph.py`` holds the dask graph that does the
+work.  A chunk is blended from the 3 x 3 tiles around it, written
+(probabilities as uint8 and argmax labels) and marked done as soon as those
+tiles are predicted, so a rerun on the same store skips done chunks and
+predicts only the tiles that unfinished chunks need.
 
 This module imports Keras (through the bundle) only when it loads a model: the
 napari process runs it in a separate, spawned process (``worker.py``).
@@ -19,7 +18,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +30,8 @@ from ..io import stores
 from ..io.wsi import SlideHandle, open_slide
 from ..models.bundle import BundleInfo, bundle_info
 from ..preprocess.tissue import slide_tissue_mask
+from .graph import (Counts, RunSpec, build_graph, cancel_run, forget_run, register_model, run_distributed,
+                    run_local)
 from .tiling import TileGrid, tissue_fractions
 
 STORE_FORMAT = "napari-cancerseg prediction"
@@ -134,20 +134,16 @@ class PredictionStore:
     def done_mask(self) -> np.ndarray:
         return np.asarray(self.done[:]).astype(bool)
 
-    def write_chunk(self, row: int, col: int, probabilities: np.ndarray, labels: np.ndarray) -> None:
-        y0, y1, x0, x1 = self.grid.chunk_box(row, col)
-        self.probabilities[:, y0:y1, x0:x1] = np.clip(np.rint(probabilities * 255), 0, 255).astype(np.uint8)
-        self.labels[y0:y1, x0:x1] = labels
-        self.done[row, col] = 1  # after the data: a chunk marked done is always complete
-
-    def finish(self, band: int = 2048) -> None:
+    def finish(self, band_bytes: int = 32 << 20) -> None:
         """Build the label pyramid from level 0 (stride 2), a band of rows at a time, and mark the store complete."""
         previous, shapes, paths = self.labels, [self.labels.shape], ["labels/0"]
         while max(previous.shape) > stores.PYRAMID_TOP:
             shape = ((previous.shape[0] + 1) // 2, (previous.shape[1] + 1) // 2)
             chunks = tuple(min(stores.LABEL_CHUNK, s) for s in shape)
             level = stores.create_array(self.root, f"labels/{len(paths)}", shape, chunks, np.uint8)
-            for y in range(0, shape[0], band):  # memory: one band of the level above, whatever the slide size
+            # memory: about band_bytes of the level below, whatever the slide's size; whole chunk rows written
+            band = max(1, band_bytes // (2 * previous.shape[1] * chunks[0])) * chunks[0]
+            for y in range(0, shape[0], band):
                 level[y:y + band] = previous[2 * y:2 * (y + band):2, ::2]
             shapes.append(shape)
             paths.append(f"labels/{len(paths)}")
@@ -155,24 +151,6 @@ class PredictionStore:
         properties = {**dict(self.root.attrs["cancerseg"]), "complete": True}
         stores.set_label_metadata(self.root, shapes, paths, self.scale, self.units, "prediction",
                                   colors=self.colors, properties=properties)
-
-
-def prefetch(pool: ThreadPoolExecutor, function, items, ahead: int):
-    """``map(function, items)`` in order, at most ``ahead`` results decoded and waiting (bounded memory)."""
-    from collections import deque
-
-    queue: deque = deque()
-    iterator = iter(items)
-    try:
-        for item in iterator:
-            queue.append(pool.submit(function, item))
-            if len(queue) >= ahead:
-                yield queue.popleft().result()
-        while queue:
-            yield queue.popleft().result()
-    finally:  # cancelled: drop what was read ahead, start nothing more
-        for future in queue:
-            future.cancel()
 
 
 def predict_slide(
@@ -186,13 +164,22 @@ def predict_slide(
     batch: int = 16,
     tissue: float = 0.1,
     readers: int = 4,
+    reader_processes: bool = False,
+    scheduler: str | None = None,
     model=None,
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     stop_after_chunks: int | None = None,
 ) -> Summary:
-    """Predict ``slide`` with the bundle into the store ``out`` (resuming it if it exists)."""
+    """Predict ``slide`` with the bundle into the store ``out`` (resuming it if it exists).
+
+    ``scheduler``: address of a dask.distributed scheduler to run the graph on
+    (slide, bundle and store must then be on storage its workers share);
+    by default it runs here on threads.  ``model``: an already loaded model
+    (anything with ``predict_batch``), local runs only.
+    """
     start = time.perf_counter()
+    slide, bundle, out = (os.path.abspath(p) for p in (slide, bundle, out))  # cluster workers see the same paths
     info = bundle_info(bundle)
     recipe = info.recipe
     tile, overlap = tile or recipe.tile_size, overlap if overlap is not None else recipe.overlap
@@ -210,105 +197,61 @@ def predict_slide(
     if target and levels_mpp[chosen] and abs(levels_mpp[chosen] / target - 1) > 0.1:
         notes.append(f"predicting level {chosen} at {levels_mpp[chosen]:.3f} µm/px; the model expects {target} µm/px")
 
-    mask, mask_downsample = slide_tissue_mask(slide)
+    mask, mask_downsample = slide_tissue_mask(slide, max_side=1024)
     fractions = tissue_fractions(grid, mask, mask_downsample, downsample)
     active = fractions >= tissue
     n_classes = max(2, len(info.classes))
     properties = {"format": STORE_FORMAT, "slide": slide_identity(slide), "model": model_identity(bundle, info),
                   "grid": grid.to_dict(), "level": int(chosen), "downsample": float(downsample),
                   "mpp": levels_mpp[chosen], "tissue_threshold": tissue, "classes": info.classes,
-                  "slide_path": os.path.abspath(slide)}
+                  "slide_path": slide}
     scale = (levels_mpp[chosen],) * 2 if levels_mpp[chosen] else (float(downsample),) * 2
     units = ("um", "um") if levels_mpp[chosen] else ("pixel", "pixel")
     store = PredictionStore(out, grid, n_classes, properties, scale, units)
     done = store.done_mask()
     resumed = int((done & active).sum())
 
-    # one writer thread keeps each chunk's data-then-done-flag order; the model thread never waits on zarr
-    writer = ThreadPoolExecutor(max_workers=1)
-    pending_writes: list = []
-
-    def write(chunk, blended):
-        pending_writes.append(writer.submit(store.write_chunk, *chunk, blended,
-                                            np.argmax(blended, axis=0).astype(np.uint8)))
-        while len(pending_writes) > 64:
-            pending_writes.pop(0).result()  # bounded memory; re-raises a failed write
-
-    # glass chunks are final at once: background, no prediction needed
-    for row, col in zip(*np.nonzero(~active & ~done)):
-        y0, y1, x0, x1 = grid.chunk_box(row, col)
-        background = np.zeros((n_classes, y1 - y0, x1 - x0), np.float32)
-        background[0] = 1.0
-        write((row, col), background)
     pending = active & ~done
     # every tile around a pending chunk is needed, glass tiles included: that is what makes borders seamless
     needed = np.zeros_like(pending)
     for row, col in zip(*np.nonzero(pending)):
         needed[max(0, row - 1):row + 2, max(0, col - 1):col + 2] = True
-    tiles = [(r, c) for r, c in zip(*np.nonzero(needed))]
-    remaining = {(r, c): sum(needed[t] for t in grid.tiles_of_chunk(r, c)) for r, c in zip(*np.nonzero(pending))}
-    accumulators: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    spec = RunSpec.new(slide=slide, level=int(chosen), grid=grid, store=out, bundle=bundle, n_classes=n_classes,
+                       readers=max(1, readers), reader_processes=reader_processes)
+    graph = build_graph(spec, list(zip(*np.nonzero(needed))), list(zip(*np.nonzero(pending))), batch)
+    tiles_total, chunks_total = int(needed.sum()), int(pending.sum())
+    stopped = threading.Event()
+    last_report = [0.0]
 
-    if model is None and tiles:
-        from ..models.bundle import load_bundle
+    def on_task(counts: Counts) -> None:
+        now = time.perf_counter()
+        if progress and (now - last_report[0] > 0.25 or counts.tiles == tiles_total):
+            last_report[0] = now
+            progress(Progress(counts.tiles, tiles_total, counts.chunks, chunks_total, now - start))
+        if not stopped.is_set() and ((cancel is not None and cancel.is_set()) or (
+                stop_after_chunks is not None and counts.chunks >= stop_after_chunks)):
+            stopped.set()
+            cancel_run(spec)
 
-        model = load_bundle(bundle)
-    weights = grid.weights.astype(np.float32)
-    chunks_written, tiles_done = 0, 0
-
-    def read(tile_rc):
-        y, x = grid.tile_origin(*tile_rc)
-        return tile_rc, handle.read(chosen, x, y, grid.tile, grid.tile)
-
-    def add(tile_rc, probabilities):
-        nonlocal chunks_written
-        ty, tx = grid.tile_origin(*tile_rc)
-        weighted = probabilities.transpose(2, 0, 1) * weights
-        for chunk in grid.tiles_of_chunk(*tile_rc):  # the chunks around a tile are the tiles around a chunk
-            if chunk not in remaining:
-                continue
-            y0, y1, x0, x1 = grid.chunk_box(*chunk)
-            if chunk not in accumulators:
-                accumulators[chunk] = (np.zeros((n_classes, y1 - y0, x1 - x0), np.float32),
-                                       np.zeros((y1 - y0, x1 - x0), np.float32))
-            total, weight = accumulators[chunk]
-            sy0, sy1, sx0, sx1 = max(y0, ty), min(y1, ty + grid.tile), max(x0, tx), min(x1, tx + grid.tile)
-            if sy0 < sy1 and sx0 < sx1:  # without overlap, diagonal neighbours do not touch the chunk
-                total[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] += weighted[:, sy0 - ty:sy1 - ty, sx0 - tx:sx1 - tx]
-                weight[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] += weights[sy0 - ty:sy1 - ty, sx0 - tx:sx1 - tx]
-            remaining[chunk] -= 1
-            if remaining[chunk] == 0:
-                total, weight = accumulators.pop(chunk)
-                write(chunk, total / weight)
-                del remaining[chunk]
-                chunks_written += 1
-
-    cancelled = False
     try:
-        with ThreadPoolExecutor(max_workers=max(1, readers)) as pool:
-            stream = prefetch(pool, read, tiles, ahead=max(2 * batch, 4 * readers))
-            batch_items = []
-            for index, item in enumerate(stream, start=1):
-                batch_items.append(item)
-                if len(batch_items) < batch and index < len(tiles):
-                    continue
-                probabilities = model.predict_batch(np.stack([t for _, t in batch_items]))
-                for (tile_rc, _), p in zip(batch_items, probabilities):
-                    add(tile_rc, p[..., :n_classes] if p.shape[-1] >= n_classes else p)
-                tiles_done += len(batch_items)
-                batch_items = []
-                if progress:
-                    progress(Progress(tiles_done, len(tiles), chunks_written, len(remaining) + chunks_written,
-                                      time.perf_counter() - start))
-                if (cancel is not None and cancel.is_set()) or (
-                        stop_after_chunks is not None and chunks_written >= stop_after_chunks):
-                    cancelled = True
-                    break
-        for future in pending_writes:  # every chunk counted as written is on disk before we go on
-            future.result()
+        if scheduler:
+            if model is not None:
+                raise CancersegError("a loaded model cannot be sent to a cluster: give the bundle path")
+            counts = run_distributed(graph, scheduler, on_task, stopped.is_set)
+        else:
+            if graph.predict_keys:
+                register_model(spec, model if model is not None else load_model(bundle))
+            counts = run_local(graph, on_task, threads=max(2, min(8, readers)))
     finally:
-        writer.shutdown(wait=True)
+        forget_run(spec)
+    cancelled = stopped.is_set() or counts.chunks < chunks_total
     if not cancelled:
         store.finish()
-    return Summary(out, tiles_done, time.perf_counter() - start, chunks_written, int((~active).sum()), resumed,
+    return Summary(out, counts.tiles, time.perf_counter() - start, counts.chunks, int((~active).sum()), resumed,
                    cancelled, notes)
+
+
+def load_model(bundle: str):
+    from ..models.bundle import load_bundle
+
+    return load_bundle(bundle)

@@ -33,8 +33,8 @@ class TileGrid:
     overlap: int = 64
 
     def __post_init__(self):
-        if self.overlap % 2 or not 0 <= self.overlap < self.tile:
-            raise ValueError(f"overlap must be even and smaller than the tile ({self.tile}), not {self.overlap}")
+        if self.overlap % 2 or not 0 <= 2 * self.overlap <= self.tile:
+            raise ValueError(f"overlap must be even and at most half the tile ({self.tile}), not {self.overlap}")
 
     @property
     def stride(self) -> int:

@@ -15,6 +15,7 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,24 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def next_version(path: str | os.PathLike) -> tuple[str, str]:
+    """(path, version) for the next version of a bundle, beside it: 1.2.0 -> ``<name>-v1.3.0.keras``.
+
+    Never an existing file: the previous versions stay as they are.
+    """
+    info = bundle_info(path)
+    parts = [int(p) if p.isdigit() else 0 for p in (info.version or "1.0.0").split(".")[:3]]
+    parts += [0] * (3 - len(parts))
+    folder = os.path.dirname(os.path.abspath(path))
+    stem = os.path.basename(os.fspath(path)).rsplit(".keras", 1)[0].split("-v")[0]
+    while True:
+        parts = [parts[0], parts[1] + 1, 0]
+        version = ".".join(map(str, parts))
+        candidate = os.path.join(folder, f"{stem}-v{version}.keras")
+        if not os.path.exists(candidate):
+            return candidate, version
+
+
 class Bundle:
     """A loaded bundle: the Keras model plus its recipe; ``predict_tile`` for one RGB tile."""
 
@@ -170,18 +189,35 @@ class Bundle:
             tile = macenko_normalise(tile, reference).image
         return tile.astype(self.recipe.input_dtype, copy=False)
 
-    def predict_batch(self, tiles: np.ndarray) -> np.ndarray:
-        """Per-class probabilities (N, H, W, C) of a batch of equally sized tiles."""
+    def predict_batch(self, tiles: np.ndarray, as_uint8: bool = False) -> np.ndarray:
+        """Per-class probabilities (N, H, W, C) of a batch of equally sized tiles.
+
+        ``as_uint8`` gives round(255 p) computed inside the model, so a GPU hands
+        back a quarter of the bytes (the tiled engine stores uint8 anyway).
+        """
         tiles = np.stack([self.prepare(t) for t in tiles])
         height, width = tiles.shape[1:3]
         divisor = self.recipe.divisor
         pad_y, pad_x = (-height) % divisor, (-width) % divisor
         if pad_y or pad_x:  # reflect, so the border context looks like tissue, not black
             tiles = np.pad(tiles, ((0, 0), (0, pad_y), (0, pad_x), (0, 0)), mode="reflect")
+        if as_uint8:
+            return np.asarray(self._uint8_model.predict_on_batch(tiles))[:, :height, :width]
         probabilities = np.asarray(self.model.predict_on_batch(tiles), dtype=np.float32)[:, :height, :width]
         if probabilities.shape[-1] == 1:  # sigmoid head: background and foreground
             probabilities = np.concatenate([1.0 - probabilities, probabilities], axis=-1)
         return probabilities
+
+    @cached_property
+    def _uint8_model(self):
+        import keras
+        from keras import ops
+
+        output = self.model.output
+        if output.shape[-1] == 1:
+            output = ops.concatenate([1.0 - output, output], axis=-1)
+        quantised = ops.cast(ops.round(ops.clip(output, 0.0, 1.0) * 255.0), "uint8")
+        return keras.Model(self.model.inputs, quantised, name=f"{self.model.name}_uint8")
 
     def predict_tile(self, tile: np.ndarray) -> np.ndarray:
         """Per-class probabilities (H, W, C) of one tile (uint8 RGB for slides)."""
