@@ -9,12 +9,11 @@ writes.  Killing it loses nothing written: the store resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterator
-from typing import Any
+
+from .. import processes
 
 
 def command(slide: str, model: str, out: str, level: int | None = None, mpp: float | None = None,
@@ -29,29 +28,8 @@ def command(slide: str, model: str, out: str, level: int | None = None, mpp: flo
 
 
 def start(slide: str, model: str, out: str, **options) -> subprocess.Popen:
-    """Start the model process; its stdout carries one JSON message per line."""
-    return subprocess.Popen(command(slide, model, out, **options), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, bufsize=1)
-
-
-def messages(process: subprocess.Popen) -> Iterator[dict[str, Any]]:
-    """The process's messages until it exits; an exit without 'done' or 'error' becomes an error message."""
-    finished = False
-    for line in process.stdout:
-        try:
-            message = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # stray output of a library
-        finished |= message.get("event") in ("done", "error")
-        yield message
-    code = process.wait()
-    if not finished:
-        tail = process.stderr.read()[-2000:] if process.stderr else ""
-        yield {"event": "error", "message": f"the model process stopped (exit {code}): {tail.strip()}"}
-
-
-def _emit(**message) -> None:
-    print(json.dumps(message), flush=True)
+    """Start the model process; its stdout carries one JSON message per line (``processes.messages``)."""
+    return processes.start(command(slide, model, out, **options))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,20 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import predict_slide
 
     def progress(p) -> None:
-        _emit(event="progress", tiles_done=p.tiles_done, tiles_total=p.tiles_total, chunks_done=p.chunks_done,
+        processes.emit(event="progress", tiles_done=p.tiles_done, tiles_total=p.tiles_total, chunks_done=p.chunks_done,
               chunks_total=p.chunks_total, tiles_per_second=p.tiles_per_second, seconds_left=p.seconds_left)
 
-    _emit(event="started", slide=args.slide, model=args.model, out=args.out)
+    processes.emit(event="started", slide=args.slide, model=args.model, out=args.out)
     try:
         summary = predict_slide(args.slide, args.model, args.out, level=args.level, mpp=args.mpp,
                                 tissue=args.tissue, batch=args.batch, readers=args.readers, progress=progress)
     except CancersegError as err:
-        _emit(event="error", message=str(err))
+        processes.emit(event="error", message=str(err))
         return 2
     except Exception as err:  # noqa: BLE001 - report anything to the GUI rather than die silently
-        _emit(event="error", message=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        processes.emit(event="error", message=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         return 1
-    _emit(event="done", summary=summary.line(), tiles=summary.tiles, seconds=summary.seconds, notes=summary.notes)
+    processes.emit(event="done", summary=summary.line(), tiles=summary.tiles, seconds=summary.seconds, notes=summary.notes)
     return 0
 
 

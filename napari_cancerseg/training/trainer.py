@@ -38,6 +38,8 @@ class TrainConfig:
     training_data: str = ""
     reproduce: str = ""
     notes: str = ""
+    init_bundle: str | None = None  # fine-tune this bundle's model instead of building a new one
+    progress_json: bool = False  # one JSON line per step and epoch on stdout (the napari training dock reads them)
     extra_card: dict[str, Any] = field(default_factory=dict)
 
 
@@ -50,6 +52,51 @@ def build_model(config: TrainConfig, input_shape):
                   input_dtype="uint8" if config.channels == 3 else "float32")
     builder = {"unet": build_unet, "sk_unet": build_sk_unet}[config.architecture]
     return builder(**kwargs), {"builder": config.architecture, "kwargs": {k: v for k, v in kwargs.items() if k != "input_shape"}}
+
+
+def _keras_callbacks():
+    import keras
+
+    class AtomicCheckpoint(keras.callbacks.Callback):
+        """Best weights so far, written to a temporary file and renamed: a killed run never leaves half a file."""
+
+        def __init__(self, path: str, monitor: str):
+            super().__init__()
+            self.path, self.monitor, self.best = path, monitor, -np.inf
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(self.monitor)
+            if value is not None and value > self.best:
+                self.best = value
+                tmp = f"{self.path[:-len('.weights.h5')]}.tmp-{os.getpid()}.weights.h5"
+                self.model.save_weights(tmp)
+                os.replace(tmp, self.path)
+
+    class JsonProgress(keras.callbacks.Callback):
+        """{"event": "step"|"epoch", ...} lines on stdout for a parent process to follow."""
+
+        def __init__(self, epochs: int, steps: int):
+            super().__init__()
+            self.epochs, self.steps, self.epoch = epochs, steps, 0
+
+        @staticmethod
+        def _emit(**message):
+            print(json.dumps(message), flush=True)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            logs = logs or {}
+            self._emit(event="step", epoch=self.epoch + 1, epochs=self.epochs, step=batch + 1, steps=self.steps,
+                       loss=float(logs.get("loss", np.nan)))
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = {k: float(v) for k, v in (logs or {}).items()}
+            self._emit(event="epoch", epoch=epoch + 1, epochs=self.epochs, loss=logs.get("loss"),
+                       dice=logs.get("dice"), val_dice=logs.get("val_dice"))
+
+    return AtomicCheckpoint, JsonProgress
 
 
 def predict_image(model, image: np.ndarray, divisor: int) -> np.ndarray:
@@ -95,8 +142,15 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
     from ..models.metrics import DicePerImage
 
     keras.utils.set_random_seed(config.seed)
-    model, architecture = build_model(config, (None, None, config.channels))
-    divisor = 2 ** (len(config.filters) - 1)
+    if config.init_bundle:
+        from ..models.bundle import load_bundle
+
+        base = load_bundle(config.init_bundle)
+        model, architecture, divisor = base.model, base.info.architecture, base.recipe.divisor
+        config.n_classes = int(model.output_shape[-1])  # the targets must match the head being fine-tuned
+    else:
+        model, architecture = build_model(config, (None, None, config.channels))
+        divisor = 2 ** (len(config.filters) - 1)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses.LOSSES[config.loss],
                   metrics=[DicePerImage(name="dice")])
     out_dir = os.path.dirname(os.path.abspath(config.out))
@@ -108,18 +162,19 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
                                config.n_classes, Augmenter() if config.augment else None, config.seed,
                                workers=min(8, os.cpu_count() or 1))
     monitor = "val_dice" if val_pairs else "dice"
+    atomic_checkpoint, json_progress = _keras_callbacks()
     fit_callbacks = [
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode="max", save_best_only=True,
-                                        save_weights_only=True),
+        atomic_checkpoint(checkpoint, monitor),
         keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience,
                                       restore_best_weights=True),
         keras.callbacks.CSVLogger(log_path),
+        *([json_progress(config.epochs, config.steps_per_epoch)] if config.progress_json else []),
         *(callbacks or []),
     ]
     start = time.time()
     history = model.fit(train_data, epochs=config.epochs,
                         validation_data=WholeImages(val_pairs, config.n_classes, divisor) if val_pairs else None,
-                        callbacks=fit_callbacks, verbose=2)
+                        callbacks=fit_callbacks, verbose=0 if config.progress_json else 2)
     seconds = time.time() - start
     if os.path.exists(checkpoint):
         model.load_weights(checkpoint)
@@ -140,14 +195,19 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
         **config.extra_card,
     }
     classes = [{"label": i, "name": n} for i, n in enumerate(config.class_names)]
-    recipe = Recipe(tile_size=config.size, overlap=config.size // 8, mpp=config.mpp, channels=config.channels,
-                    input_dtype="uint8" if config.channels == 3 else "float32",
-                    intensity="uint8/255 inside the model" if config.channels == 3 else "per-volume percentile [0, 1]",
-                    divisor=divisor)
+    if config.init_bundle:  # same classes and recipe as the bundle it continues; the card says where it came from
+        classes, recipe = base.info.classes, base.recipe
+        card["fine_tuned_from"] = {"bundle": os.path.abspath(config.init_bundle), "name": base.info.name,
+                                   "version": base.info.version}
+    else:
+        recipe = Recipe(tile_size=config.size, overlap=config.size // 8, mpp=config.mpp, channels=config.channels,
+                        input_dtype="uint8" if config.channels == 3 else "float32",
+                        intensity="uint8/255 inside the model" if config.channels == 3 else "per-volume percentile [0, 1]",
+                        divisor=divisor)
     info = save_bundle(model, config.out, name=config.name, version=config.version, architecture=architecture,
                        recipe=recipe, classes=classes, card=card)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
-    print(json.dumps({"bundle": config.out, "test_dice_mean": card["metrics"]["test_dice_mean"],
+    print(json.dumps({"event": "done", "bundle": config.out, "version": config.version, "test_dice_mean": card["metrics"]["test_dice_mean"],
                       "test_per_image": [(s["image"], round(s["dice"], 4)) for s in test_scores]}))
     return info, history

@@ -12,6 +12,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, resource_path
+from .. import processes
 from ..inference import worker as model_process
 from ..io import stores
 
@@ -68,7 +69,7 @@ class InferenceWidget(Container):
 
     @thread_worker
     def _follow(self, process):
-        yield from model_process.messages(process)
+        yield from processes.messages(process)
 
     def _on_message(self, message: dict, out: str, slide_layer) -> None:
         event = message.get("event")

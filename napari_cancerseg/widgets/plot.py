@@ -1,0 +1,48 @@
+"""A small live line plot (training loss and validation Dice), drawn with QPainter: no plotting library."""
+
+from qtpy.QtCore import QPointF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import QSizePolicy, QWidget
+
+
+class LinePlot(QWidget):
+    """Named series of (x, y) points, each scaled to the widget's height on its own (loss and Dice differ)."""
+
+    COLOURS = ("#ff9f1c", "#2ec4b6", "#e71d36", "#b8b8ff")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.series: dict[str, list[tuple[float, float]]] = {}
+        self.setMinimumHeight(120)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+
+    def add(self, name: str, x: float, y: float | None) -> None:
+        if y is None or y != y:  # None or NaN: nothing to draw
+            return
+        self.series.setdefault(name, []).append((float(x), float(y)))
+        self.update()
+
+    def clear(self) -> None:
+        self.series.clear()
+        self.update()
+
+    def paintEvent(self, event):  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.Antialiasing)
+        width, height, pad = self.width(), self.height(), 6
+        xs = [x for points in self.series.values() for x, _ in points]
+        x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+        for index, (name, points) in enumerate(self.series.items()):
+            colour = QColor(self.COLOURS[index % len(self.COLOURS)])
+            ys = [y for _, y in points]
+            y0, y1 = min(ys), max(ys)
+            span_x, span_y = (x1 - x0) or 1.0, (y1 - y0) or 1.0
+            pen = QPen(colour)
+            pen.setWidth(2)
+            painter.setPen(pen)
+            scaled = [QPointF(pad + (x - x0) / span_x * (width - 2 * pad),
+                              height - pad - (y - y0) / span_y * (height - 2 * pad - 14)) for x, y in points]
+            for a, b in zip(scaled, scaled[1:]):
+                painter.drawLine(a, b)
+            painter.drawText(pad + index * 150, 12, f"{name} {ys[-1]:.3f}")
+        painter.end()
