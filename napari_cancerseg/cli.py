@@ -107,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .models.bundle import bundle_info, next_version
 
         base = bundle_info(args.init)
-        name = args.name if args.name != "unet" else base.name
+        name = args.name if args.name not in ("unet", None) else base.name
         if not args.out:
             args.out, version = next_version(args.init)
     if not args.out:
@@ -139,6 +139,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if len(config.filters) != len(config.dropout):
         config.dropout = tuple([0.1] * len(config.filters))
+    if args.task == "gleason":
+        from .training.classifier import examples_from_pairs, train_classifier
+
+        train_examples, val_examples, test_examples = (examples_from_pairs(p) for p in (train_pairs, val, test))
+        if not train_examples:
+            raise CancersegError("no patch is labelled benign or Gleason 3/4/5: cut patches from graded annotations")
+        print(f"cancerseg train --task gleason: {len(train_examples)} training, {len(val_examples)} validation, "
+              f"{len(test_examples)} test patches")
+        train_classifier(config, train_examples, val_examples, test_examples)
+        return 0
     train(config, train_pairs, val, test)
     return 0
 
@@ -181,6 +191,39 @@ def cmd_patches(args: argparse.Namespace) -> int:
     print("  per category (kept / found): " + ", ".join(
         f"{k} {summary.categories.get(k, 0)}/{n}" for k, n in summary.candidates.items()))
     print("  patches containing each class: " + ", ".join(f"{k} {n}" for k, n in summary.patches_per_class.items()))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    """Gleason score and ISUP grade group of a label store or an annotation file (research use only)."""
+    from .grading.report import grade_path, parse_mapping
+
+    report = grade_path(args.input, args.mpp, parse_mapping(args.map))
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            fh.write(report.csv())
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.text())
+    return 0
+
+
+def cmd_overlay(args: argparse.Namespace) -> int:
+    """Colour a segmentation's tumour by Gleason pattern with the patch classifier."""
+    from .inference.patterns import pattern_overlay
+    from .models.bundle import load_bundle
+
+    classifier = load_bundle(args.model)
+    if not classifier.is_classifier:
+        raise CancersegError(f"{args.model}: not a classifier bundle (train one with cancerseg train --task gleason)")
+    summary = pattern_overlay(args.slide, args.segmentation, classifier, args.out, args.min_tumour, args.batch)
+    if args.json:
+        print(json.dumps({"event": "done", "out": summary.out, "tiles": summary.tiles,
+                          "tiles_per_label": summary.tiles_per_label}), flush=True)
+        return 0
+    print(f"{summary.tiles} tumour tiles graded ({', '.join(f'{k}: {n}' for k, n in summary.tiles_per_label.items())})"
+          f" -> {summary.out}")
     return 0
 
 
@@ -233,7 +276,28 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--json", action="store_true")
     pa.set_defaults(func=cmd_patches)
 
+    ov = sub.add_parser("overlay", help="colour a segmentation's tumour by Gleason pattern (patch classifier)")
+    ov.add_argument("slide")
+    ov.add_argument("--segmentation", required=True, help="label store with tumour (a prediction or annotations)")
+    ov.add_argument("--model", required=True, help="Gleason classifier bundle (cancerseg train --task gleason)")
+    ov.add_argument("--out", required=True, help="pattern label store (.zarr)")
+    ov.add_argument("--min-tumour", type=float, default=0.05, help="tumour fraction for a tile to be classified")
+    ov.add_argument("--batch", type=int, default=16)
+    ov.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
+    ov.set_defaults(func=cmd_overlay)
+
+    gr = sub.add_parser("grade", help="Gleason score and ISUP grade group of a store or annotation file")
+    gr.add_argument("input", help="a label store (.zarr: prediction or rasterised annotations) or an annotation file")
+    gr.add_argument("--mpp", type=float, help="µm per level-0 pixel, when an annotation file does not say")
+    gr.add_argument("--map", nargs="*", metavar="CLASS=PATTERN",
+                    help="annotation class names to 3, 4, 5, benign or tumour (case-insensitive), e.g. CaP=4")
+    gr.add_argument("--csv", help="also write the slide and its regions to this CSV file")
+    gr.add_argument("--json", action="store_true")
+    gr.set_defaults(func=cmd_grade)
+
     tr = sub.add_parser("train", help="train a segmentation U-Net on images and masks; saves a model bundle")
+    tr.add_argument("--task", choices=["segmentation", "gleason"], default="segmentation",
+                    help="gleason: the EfficientNetB0 patch classifier (benign, pattern 3, 4, 5) from --patches")
     tr.add_argument("--images", help="folder of images")
     tr.add_argument("--patches", nargs="+", help="patch dataset(s) (zarr: images, masks[, slides]); cases are slides")
     tr.add_argument("--masks", help="folder of masks (same stem, or stem_labels/_mask/_seg); default: --images")

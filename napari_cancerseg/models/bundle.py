@@ -219,6 +219,15 @@ class Bundle:
         quantised = ops.cast(ops.round(ops.clip(output, 0.0, 1.0) * 255.0), "uint8")
         return keras.Model(self.model.inputs, quantised, name=f"{self.model.name}_uint8")
 
+    @property
+    def is_classifier(self) -> bool:
+        return "classifier" in str(self.info.architecture.get("builder", ""))
+
+    def classify(self, tiles: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, C) of a batch of equally sized tiles (image-level classifiers)."""
+        batch = np.stack([self.prepare(t) for t in tiles])
+        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+
     def predict_tile(self, tile: np.ndarray) -> np.ndarray:
         """Per-class probabilities (H, W, C) of one tile (uint8 RGB for slides)."""
         return self.predict_batch(np.asarray(tile)[None])[0]

@@ -99,3 +99,41 @@ class DicePerImage(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold}
+
+
+def confusion(predicted: Sequence[int], truth: Sequence[int], n_classes: int) -> np.ndarray:
+    """(truth, predicted) counts."""
+    matrix = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(matrix, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
+    return matrix
+
+
+def quadratic_weighted_kappa(predicted: Sequence[int], truth: Sequence[int], n_classes: int) -> float:
+    """Cohen's kappa with quadratic weights (ordinal classes: benign < 3 < 4 < 5), as in PANDA.
+
+    1 - sum(W * O) / sum(W * E) with W_ij = (i - j)^2 / (n - 1)^2, O the observed
+    confusion and E the outer product of its marginals scaled to the same total.
+    """
+    observed = confusion(predicted, truth, n_classes).astype(float)
+    total = observed.sum()
+    if total == 0:
+        return float("nan")
+    i, j = np.indices((n_classes, n_classes))
+    weights = (i - j) ** 2 / (n_classes - 1) ** 2
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / total
+    denominator = (weights * expected).sum()
+    return 1.0 if denominator == 0 else float(1.0 - (weights * observed).sum() / denominator)
+
+
+def per_class_metrics(predicted: Sequence[int], truth: Sequence[int], names: Sequence[str]) -> dict[str, dict]:
+    """Precision, recall, F1 and support of each class."""
+    matrix = confusion(predicted, truth, len(names))
+    result = {}
+    for k, name in enumerate(names):
+        tp, fp, fn = matrix[k, k], matrix[:, k].sum() - matrix[k, k], matrix[k, :].sum() - matrix[k, k]
+        precision = tp / (tp + fp) if tp + fp else float("nan")
+        recall = tp / (tp + fn) if tp + fn else float("nan")
+        f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+        result[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                        "support": int(matrix[k, :].sum())}
+    return result

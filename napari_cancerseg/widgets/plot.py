@@ -46,3 +46,35 @@ class LinePlot(QWidget):
                 painter.drawLine(a, b)
             painter.drawText(pad + index * 150, 12, f"{name} {ys[-1]:.3f}")
         painter.end()
+
+
+class BarChart(QWidget):
+    """Labelled horizontal bars, each in its own colour (areas per Gleason pattern)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.bars: list[tuple[str, float, tuple[int, int, int]]] = []
+        self.setMinimumHeight(110)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+
+    def set_bars(self, bars: list[tuple[str, float, tuple[int, int, int]]]) -> None:
+        self.bars = list(bars)
+        self.update()
+
+    def paintEvent(self, event):  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        if not self.bars:
+            painter.end()
+            return
+        label_width, pad = 120, 4
+        height = max(12, (self.height() - pad) // len(self.bars) - pad)
+        largest = max(value for _, value, _ in self.bars) or 1.0
+        for index, (name, value, rgb) in enumerate(self.bars):
+            y = pad + index * (height + pad)
+            painter.setPen(QColor("#dddddd"))
+            painter.drawText(0, y, label_width - pad, height, int(Qt.AlignRight | Qt.AlignVCenter), name)
+            width = int((self.width() - label_width - 60) * value / largest)
+            painter.fillRect(label_width, y, max(1, width), height, QColor(*rgb))
+            painter.drawText(label_width + width + pad, y, 56, height, int(Qt.AlignLeft | Qt.AlignVCenter),
+                             f"{value:.1f}%")
+        painter.end()

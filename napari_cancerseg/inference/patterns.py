@@ -1,0 +1,108 @@
+"""Gleason pattern overlay: the patch classifier grades every tumour tile of a segmentation.
+
+For each tile of the classifier's size (at its µm/px) that holds tumour in
+the segmentation store, the classifier (benign, pattern 3, 4, 5) gives a class
+and that tile's tumour pixels take its label; everything else keeps the
+segmentation's label (mapped to DESIGN.md's table by class name).  The result
+is a multiscale label store with DESIGN.md's colours, graded by ``cancerseg
+grade``.  Runs where Keras may run: the CLI or a model process, never napari.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+
+from ..correction.regions import LabelStore
+from ..errors import CancersegError
+from ..grading.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for, rgba_255
+from ..grading.report import TUMOUR_LABELS, label_mapping
+from ..io import stores
+from ..io.wsi import SlideHandle
+
+
+@dataclass
+class OverlaySummary:
+    out: str
+    tiles: int  # tiles with tumour, classified
+    tiles_per_label: dict[str, int]
+
+
+def classifier_labels(classes: list[dict]) -> np.ndarray:
+    """The DESIGN.md label of each classifier output (benign, patterns), by class name."""
+    labels = [label_for(str(c["name"]), unknown=None) for c in sorted(classes, key=lambda c: int(c["label"]))]
+    if any(label not in (BENIGN, GLEASON_3, GLEASON_4, GLEASON_5) for label in labels):
+        names = ", ".join(str(c["name"]) for c in classes)
+        raise CancersegError(f"the classifier's classes ({names}) are not benign and Gleason patterns")
+    return np.asarray(labels, np.uint8)
+
+
+def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tumour: float = 0.05, batch: int = 16,
+                    progress: Callable[[int, int], None] | None = None) -> OverlaySummary:
+    """Grade the tumour of ``segmentation`` tile by tile with ``classifier`` (a loaded classifier bundle)."""
+    seg = LabelStore(segmentation)
+    table = label_mapping(seg.properties.get("classes"))
+    to_label = classifier_labels(classifier.info.classes)
+    size = classifier.recipe.tile_size
+    handle = SlideHandle.shared(slide)
+    downsamples = list(handle.slide.level_downsamples)
+    base_mpp = float(handle.slide.properties.get("openslide.mpp-x", 0) or 0) or None
+    target = classifier.recipe.mpp
+    level = int(np.argmin([abs(np.log(base_mpp * d / target)) for d in downsamples])) if base_mpp and target else 0
+    footprint = size * downsamples[level] / seg.downsample  # a tile's side in segmentation pixels
+    seg0 = seg.levels[0]
+    rows, cols = int(np.ceil(seg0.shape[0] / footprint)), int(np.ceil(seg0.shape[1] / footprint))
+
+    def window(row: int, col: int):
+        return (slice(int(round(row * footprint)), min(seg0.shape[0], int(round((row + 1) * footprint)))),
+                slice(int(round(col * footprint)), min(seg0.shape[1], int(round((col + 1) * footprint)))))
+
+    tumour_tiles = []  # level 0 is read one tile at a time: memory stays one tile whatever the slide
+    for r, c in ((r, c) for r in range(rows) for c in range(cols)):
+        if np.isin(table[np.asarray(seg0[window(r, c)])], TUMOUR_LABELS).mean() >= min_tumour:
+            tumour_tiles.append((r, c))
+    assigned: dict[tuple[int, int], int] = {}
+    for start in range(0, len(tumour_tiles), batch):
+        members = tumour_tiles[start:start + batch]
+        tiles = []
+        for r, c in members:
+            y0, x0 = window(r, c)[0].start * seg.downsample, window(r, c)[1].start * seg.downsample
+            tiles.append(handle.read(level, int(round(x0 / downsamples[level])), int(round(y0 / downsamples[level])),
+                                     size, size))
+        predicted = classifier.classify(np.stack(tiles)).argmax(axis=1)
+        assigned.update({tile: int(to_label[k]) for tile, k in zip(members, predicted)})
+        if progress:
+            progress(min(start + batch, len(tumour_tiles)), len(tumour_tiles))
+    tile_labels = np.full((rows + 1, cols + 1), TUMOUR, np.uint8)  # tumour in tiles below min_tumour: ungraded
+    for (r, c), label in assigned.items():
+        tile_labels[r, c] = label
+
+    def block(labels: np.ndarray, block_info=None) -> np.ndarray:
+        (y0, y1), (x0, x1) = block_info[0]["array-location"]
+        mapped = table[labels]
+        out_block = mapped.copy()
+        tumour = np.isin(mapped, TUMOUR_LABELS)
+        if not tumour.any():
+            return out_block
+        ys, xs = np.nonzero(tumour)
+        out_block[ys, xs] = tile_labels[((ys + y0) // footprint).astype(int), ((xs + x0) // footprint).astype(int)]
+        return out_block
+
+    level0 = da.from_zarr(seg0).map_blocks(block, dtype=np.uint8)
+    properties = {**{k: v for k, v in seg.properties.items() if k not in ("classes", "corrections", "format")},
+                  "downsample": seg.downsample, "slide_path": os.path.abspath(slide),
+                  "segmentation": os.path.abspath(segmentation),
+                  "patterns_from": {"name": classifier.info.name, "version": classifier.info.version,
+                                    "tile": size, "level": level, "min_tumour": min_tumour}}
+    multiscale = stores.open_store(segmentation)[1]["multiscales"][0]
+    scale = next(t["scale"] for t in multiscale["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
+    units = tuple("um" if a.get("unit") == "micrometer" else "pixel" for a in multiscale["axes"][-2:])
+    stores.write_labels(out, stores.label_pyramid(level0), scale=scale[-2:], units=units, name="Gleason patterns",
+                        colors=rgba_255(), properties=properties)
+    names = {BENIGN: "benign", GLEASON_3: "3", GLEASON_4: "4", GLEASON_5: "5"}
+    counts = {names[label]: sum(v == label for v in assigned.values()) for label in names}
+    return OverlaySummary(out, len(assigned), counts)

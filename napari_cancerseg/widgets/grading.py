@@ -1,0 +1,152 @@
+"""Gleason grading dock: a table per slide and region, a bar chart by pattern, the colour legend, exports.
+
+Research use only, not for diagnosis: said in the dock and in every export.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import napari
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table, create_widget
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+
+from .. import processes
+from ..errors import CancersegError
+from ..grading.classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
+from ..grading.gleason import RESEARCH_ONLY
+from ..grading.report import SlideReport, grade_path
+from .correction import store_path
+from .plot import BarChart
+
+PATTERN_COLOURS = {"3": CLASSES[GLEASON_3][1], "4": CLASSES[GLEASON_4][1], "5": CLASSES[GLEASON_5][1],
+                   "ungraded": CLASSES[TUMOUR][1]}
+
+
+def legend_html() -> str:
+    rows = [f'<span style="color: rgb{rgb}">&#9632;</span> {label}: {name}'
+            for label, (name, rgb) in CLASSES.items() if rgb]
+    return "<br>".join(rows)
+
+
+class GradingWidget(Container):
+    def __init__(self, viewer: napari.Viewer):
+        self.viewer = viewer
+        self.source = ComboBox(label="grade", choices=["a label layer", "an annotation file"])
+        self.store_layer = create_widget(annotation=napari.layers.Labels, label="label layer")
+        self.annotations = FileEdit(label="annotation file", filter="*.xml *.json *.geojson", value="")
+        self.grade_button = PushButton(text="Grade")
+        self.classifier = FileEdit(label="Gleason classifier", filter="*.keras", value="")
+        self.overlay_button = PushButton(text="Colour tumour by pattern")
+        self.summary = Label(value=RESEARCH_ONLY)
+        self.table = Table(value={"data": [], "columns": []})
+        self.json_button, self.csv_button = PushButton(text="Export JSON"), PushButton(text="Export CSV")
+        self.export_path = FileEdit(label="export to", mode="w", value="")
+        self.legend = Label(value=legend_html())
+        self.disclaimer = Label(value=f"<b>{RESEARCH_ONLY}</b>")
+        super().__init__(widgets=[self.disclaimer, self.source, self.store_layer, self.annotations, self.grade_button,
+                                  self.summary, self.table, self.export_path, self.json_button, self.csv_button,
+                                  self.classifier, self.overlay_button, self.legend])
+        self.summary.native.setWordWrap(True)
+        self.native.setMaximumWidth(420)
+        self.chart = BarChart()
+        self.native.layout().insertWidget(6, self.chart)
+        self.grade_button.changed.connect(self.grade)
+        self.json_button.changed.connect(lambda *_: self.export("json"))
+        self.csv_button.changed.connect(lambda *_: self.export("csv"))
+        self.overlay_button.changed.connect(self.overlay)
+        self.report: SlideReport | None = None
+        self.worker = self.process = None
+
+    def _input(self) -> str:
+        if self.source.value == "a label layer":
+            path = store_path(self.store_layer.value)
+            if path is None:
+                raise CancersegError("pick a label layer opened from an OME-Zarr store (a prediction or annotations)")
+            return path
+        path = str(self.annotations.value or "")
+        if not path or not os.path.isfile(path):
+            raise CancersegError("choose an annotation file (ImageScope/ASAP XML or GeoJSON)")
+        return path
+
+    def grade(self, *_) -> None:
+        try:
+            source = self._input()
+        except CancersegError as err:
+            show_error(str(err))
+            return
+        self.summary.value = "grading..."
+        self.worker = self._grade(source)
+        self.worker.returned.connect(self.show_report)
+        self.worker.finished.connect(lambda: setattr(self, "worker", None))
+        self.worker.errored.connect(lambda err: (show_error(str(err)), setattr(self.summary, "value", f"failed: {err}")))
+        self.worker.start()
+
+    @thread_worker
+    def _grade(self, source: str) -> SlideReport:
+        return grade_path(source)
+
+    def show_report(self, report: SlideReport) -> None:
+        self.report = report
+        unit = "µm²" if report.unit == "um2" else "px²"
+        headline = (f"Gleason {report.gleason_score}, ISUP grade group {report.isup_grade_group}"
+                    if report.gleason_score else "no Gleason grade (no graded tumour)")
+        self.summary.value = f"{headline} -- {RESEARCH_ONLY}" + "".join(f"<br>{n}" for n in report.notes)
+        columns = ["tumour " + unit, "pattern 3", "pattern 4", "pattern 5", "ungraded", "Gleason", "ISUP"]
+        rows = [[sum(report.areas.values()), *[report.areas[k] for k in ("3", "4", "5", "ungraded")],
+                 report.gleason_score or "", report.isup_grade_group or ""]]
+        rows += [[r.area, *[r.areas[k] for k in ("3", "4", "5", "ungraded")], r.gleason_score or "",
+                  r.isup_grade_group or ""] for r in report.regions]
+        names = ["slide"] + [f"region {r.region}" for r in report.regions]
+        self.table.value = {"data": [[round(v, 1) if isinstance(v, float) else v for v in row] for row in rows],
+                            "index": names, "columns": columns}
+        tumour = sum(report.areas.values()) or 1.0
+        self.chart.set_bars([(f"pattern {k}" if k != "ungraded" else "ungraded", 100 * report.areas[k] / tumour,
+                              PATTERN_COLOURS[k]) for k in ("3", "4", "5", "ungraded")])
+
+    def export(self, kind: str) -> str | None:
+        if self.report is None:
+            show_error("grade first")
+            return None
+        path = str(self.export_path.value or "")
+        if not path or path == ".":
+            show_error("choose a file to export to")
+            return None
+        path = str(Path(path).with_suffix(f".{kind}"))
+        with open(path, "w", newline="") as fh:
+            fh.write(json.dumps(self.report.to_dict(), indent=2) if kind == "json" else self.report.csv())
+        show_info(f"saved {path}")
+        return path
+
+    def overlay(self, *_) -> None:
+        """The patch classifier colours the selected segmentation's tumour, in a model process."""
+        segmentation = store_path(self.store_layer.value)
+        classifier = str(self.classifier.value or "")
+        slide = (self.store_layer.value.metadata.get("attributes", {}).get("cancerseg", {}).get("slide_path")
+                 if segmentation else None)
+        if not segmentation or not slide or not os.path.isfile(classifier):
+            show_error("pick a prediction or annotation layer of a slide, and a Gleason classifier bundle")
+            return
+        out = f"{segmentation.rstrip('/')}.patterns.zarr"
+        self.process = processes.start([sys.executable, "-m", "napari_cancerseg.cli", "overlay", slide,
+                                        "--segmentation", segmentation, "--model", classifier, "--out", out,
+                                        "--json"])
+        self.summary.value = "grading the tumour tile by tile in a model process..."
+        self.worker = self._follow(self.process)
+        self.worker.yielded.connect(self._on_overlay_message)
+        self.worker.finished.connect(lambda: setattr(self, "worker", None))
+        self.worker.start()
+
+    @thread_worker
+    def _follow(self, process):
+        yield from processes.messages(process)
+
+    def _on_overlay_message(self, message: dict) -> None:
+        if message.get("event") == "done":
+            self.viewer.open(message["out"], plugin="napari-cancerseg")
+            self.summary.value = f"{message['tiles']} tumour tiles graded: {message['tiles_per_label']}"
+        elif message.get("event") == "error":
+            show_error(message["message"][-500:])
+            self.summary.value = "failed: " + message["message"][-300:]

@@ -1,0 +1,225 @@
+"""Gleason grading: the biopsy rules, areas from stores and annotation files, regions, the report's schema."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from shapely.geometry import box as rectangle
+
+from napari_cancerseg.annotations import write as write_annotations
+from napari_cancerseg.annotations.model import Annotation, AnnotationSet
+from napari_cancerseg.errors import CancersegError
+from napari_cancerseg.grading.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
+from napari_cancerseg.grading.gleason import grade, isup_grade_group
+from napari_cancerseg.grading.report import grade_annotations, grade_store, parse_mapping
+from napari_cancerseg.io import stores
+
+from ..conftest import data_path
+
+
+@pytest.mark.parametrize("areas, score, group", [
+    ({3: 100}, "3+3", 1),
+    ({3: 60, 4: 40}, "3+4", 2),
+    ({4: 60, 3: 40}, "4+3", 3),
+    ({4: 100}, "4+4", 4),
+    ({3: 90, 5: 10}, "3+5", 4),
+    ({5: 70, 3: 30}, "5+3", 4),
+    ({4: 70, 5: 30}, "4+5", 5),
+    ({5: 80, 4: 20}, "5+4", 5),
+    ({5: 100}, "5+5", 5),
+    ({4: 97, 3: 3}, "4+4", 4),  # a lower pattern under 5% does not count
+    ({4: 95, 3: 5}, "4+3", 3),  # at 5% it does
+    ({3: 99.9, 5: 0.1}, "3+5", 4),  # any amount of a higher pattern counts
+    ({3: 60, 4: 35, 5: 5}, "3+5", 4),  # biopsy: primary + highest
+    ({4: 50, 3: 50}, "4+3", 3),  # a tie: the higher pattern is primary
+])
+def test_biopsy_grading_rules(areas, score, group):
+    result = grade(areas)
+    assert result.score == score and result.isup_grade_group == group
+    assert result.total == sum(int(p) for p in score.split("+"))
+
+
+def test_no_tumour_no_grade():
+    assert grade({}).score is None and grade({3: 0, 4: 0}).isup_grade_group is None
+    with pytest.raises(ValueError):
+        isup_grade_group(2, 3)
+
+
+def _store(tmp_path, labels, mpp=0.5, classes=None):
+    path = str(tmp_path / "labels.zarr")
+    stores.write_labels(path, stores.label_pyramid(labels), scale=(mpp, mpp), units=("um", "um"), name="test",
+                        properties={"downsample": 1.0, **({"classes": classes} if classes else {})})
+    return path
+
+
+def test_store_areas_percentages_and_regions(tmp_path):
+    labels = np.zeros((1200, 1600), np.uint8)
+    labels[100:300, 100:400] = GLEASON_4   # region 1: 60,000 px of pattern 4 ...
+    labels[100:300, 400:500] = GLEASON_3   # ... next to 20,000 px of pattern 3 (touching: one region)
+    labels[800:1000, 1000:1100] = GLEASON_3  # region 2: 20,000 px of pattern 3 alone
+    labels[500:520, 500:520] = BENIGN
+    report = grade_store(_store(tmp_path, labels))
+    px = 0.25  # µm² per pixel at 0.5 µm/px
+    assert report.areas == {"3": 40000 * px, "4": 60000 * px, "5": 0.0, "ungraded": 0.0}
+    assert report.benign_area == 400 * px and report.unit == "um2"
+    assert report.percent == {"3": 40.0, "4": 60.0, "5": 0.0}
+    assert report.gleason_score == "4+3" and report.isup_grade_group == 3
+    first, second = report.regions
+    assert first.box == [100, 100, 400, 200] and first.gleason_score == "4+3" and first.area == 80000 * px
+    assert second.box == [1000, 800, 100, 200] and second.gleason_score == "3+3" and second.isup_grade_group == 1
+    data = report.to_dict()
+    assert data["areas_um2"]["4"] == 15000.0 and data["research_use_only"] == "research use only, not for diagnosis"
+    json.dumps(data)
+    rows = list(csv.reader(io.StringIO(report.csv())))
+    assert rows[1][0] == "slide" and rows[1][-3] == "4+3" and [r[0] for r in rows[2:]] == ["region 1", "region 2"]
+
+
+def test_a_nuclei_prediction_cannot_be_graded(tmp_path):
+    labels = np.ones((64, 64), np.uint8)
+    path = _store(tmp_path, labels, classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "nucleus"}])
+    with pytest.raises(CancersegError, match="no tumour or Gleason pattern"):
+        grade_store(path)
+
+
+def test_a_model_store_is_graded_through_its_class_names(tmp_path):
+    labels = np.zeros((64, 64), np.uint8)
+    labels[:32] = 1  # the model's label 1 is "Gleason pattern 5", not DESIGN.md's label 1 (benign)
+    labels[32:40] = 2
+    classes = [{"label": 0, "name": "background"}, {"label": 1, "name": "Gleason pattern 5"},
+               {"label": 2, "name": "G3"}]
+    report = grade_store(_store(tmp_path, labels, classes=classes))
+    assert report.gleason_score == "5+3" and report.benign_area == 0
+
+
+def test_tcga_annotation_is_ungraded_tumour(tmp_path, capsys):
+    from napari_cancerseg.cli import main
+
+    xml = data_path("annotations/TCGA-EJ-5519-01Z-00-DX1.xml")
+    report = grade_annotations(xml)
+    assert report.mpp == pytest.approx(0.252) and report.unit == "um2"
+    assert report.areas["ungraded"] > 0 and report.gleason_score is None and report.isup_grade_group is None
+    assert any("not graded" in n for n in report.notes)
+    # the QuPath export of the same annotation gives the same area (its class 'Tumor' is tumour too)
+    qupath = grade_annotations(data_path("annotations/TCGA-EJ-5519-01Z-00-DX1.qupath.json"), mpp=0.252)
+    assert qupath.areas["ungraded"] == pytest.approx(report.areas["ungraded"], rel=1e-4)
+    assert len(report.regions) == len(qupath.regions) >= 1
+    # a configurable mapping grades it: CaP as pattern 4
+    assert main(["grade", xml, "--map", "CaP=4", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["gleason_score"] == "4+4" and data["isup_grade_group"] == 4
+    assert data["areas_um2"]["4"] == pytest.approx(report.areas["ungraded"])
+    with pytest.raises(CancersegError):
+        parse_mapping(["CaP=7"])
+
+
+def test_annotation_overlaps_exclusions_and_names(tmp_path):
+    path = str(tmp_path / "graded.geojson")
+    write_annotations(AnnotationSet([
+        Annotation(rectangle(0, 0, 100, 100), "Gleason 3"),
+        Annotation(rectangle(50, 0, 150, 100), "G4"),  # overlaps pattern 3 by 50 x 100: pattern 4 wins
+        Annotation(rectangle(1000, 1000, 1010, 1010), "gleason pattern 5"),
+        Annotation(rectangle(60, 40, 70, 50), "hole", exclusion=True),
+        Annotation(rectangle(500, 500, 600, 600), "stroma"),
+        Annotation(rectangle(700, 700, 710, 710), "mystery"),
+    ]), path)
+    report = grade_annotations(path, mpp=2.0)
+    assert report.areas["3"] == pytest.approx(50 * 100 * 4)
+    assert report.areas["4"] == pytest.approx((100 * 100 - 100) * 4)
+    assert report.areas["5"] == pytest.approx(100 * 4) and report.benign_area == pytest.approx(10000 * 4)
+    assert report.gleason_score == "4+5" and report.isup_grade_group == 5
+    assert [r.gleason_score for r in report.regions] == ["4+3", "5+5"]
+    assert any("mystery" in n for n in report.notes)
+
+
+def test_grade_command_on_a_rasterised_annotation_store_matches_the_file(tmp_path, capsys):
+    from napari_cancerseg.annotations.raster import labelled_shapes, rasterise_to_store
+    from napari_cancerseg.cli import main
+
+    path = str(tmp_path / "a.geojson")
+    write_annotations(AnnotationSet([Annotation(rectangle(10, 10, 410, 210), "Gleason 4"),
+                                     Annotation(rectangle(10, 300, 110, 400), "Gleason 3")]), path)
+    from napari_cancerseg.annotations import read
+
+    store = rasterise_to_store(str(tmp_path / "a.zarr"), labelled_shapes(read(path)), (512, 512), 1.0, 0.5)
+    assert main(["grade", store, "--json", "--csv", str(tmp_path / "g.csv")]) == 0
+    from_store = json.loads(capsys.readouterr().out)
+    from_file = grade_annotations(path, mpp=0.5).to_dict()
+    assert from_store["gleason_score"] == from_file["gleason_score"] == "4+3"
+    for key in ("3", "4"):
+        assert from_store["areas_um2"][key] == pytest.approx(from_file["areas_um2"][key])
+    assert (tmp_path / "g.csv").read_text().startswith("row,")
+
+
+def test_quadratic_weighted_kappa_matches_hand_computation():
+    pytest.importorskip("keras")
+    from napari_cancerseg.models.metrics import per_class_metrics, quadratic_weighted_kappa
+
+    assert quadratic_weighted_kappa([0, 1, 2, 3], [0, 1, 2, 3], 4) == 1.0
+    # O = [[1, 1], [0, 2]], E = [[0.5, 1.5], [0.5, 1.5]], W = [[0, 1], [1, 0]]: 1 - 1 / 2
+    assert quadratic_weighted_kappa([0, 1, 1, 1], [0, 0, 1, 1], 2) == pytest.approx(0.5)
+    # three classes, errors two classes apart weigh four times errors one apart
+    near = quadratic_weighted_kappa([1, 1, 2], [0, 1, 2], 3)
+    far = quadratic_weighted_kappa([2, 1, 2], [0, 1, 2], 3)
+    assert far < near
+    scores = per_class_metrics([0, 1, 1, 1], [0, 0, 1, 1], ["a", "b"])
+    assert scores["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+
+
+def test_gleason_classifier_trains_on_real_tiles_and_colours_the_tumour(tmp_path):
+    pytest.importorskip("keras")
+    from napari_cancerseg.annotations import read
+    from napari_cancerseg.annotations.raster import labelled_shapes, rasterise_to_store
+    from napari_cancerseg.cli import main
+    from napari_cancerseg.inference.patterns import pattern_overlay
+    from napari_cancerseg.io.wsi import SlideHandle
+    from napari_cancerseg.models.bundle import Recipe, bundle_info, load_bundle, save_bundle
+    from napari_cancerseg.models.classifier import build_classifier
+    from napari_cancerseg.training.classifier import CLASS_NAMES, patch_class
+    from napari_cancerseg.training.patches import extract_patches
+
+    slide = data_path("wsi/CMU-1-Small-Region.svs")
+    graded = str(tmp_path / "graded.geojson")
+    write_annotations(AnnotationSet([Annotation(rectangle(200, 300, 700, 800), "Gleason 3"),
+                                     Annotation(rectangle(1200, 1500, 1700, 2000), "Gleason 4"),
+                                     Annotation(rectangle(200, 2000, 600, 2400), "benign")]), graded)
+    patches = str(tmp_path / "patches.zarr")
+    extract_patches(slide, patches, size=64, annotations=graded)
+    untrained = str(tmp_path / "gleason.keras")
+    save_bundle(build_classifier(4, (64, 64, 3), dense_units=16), untrained, name="gleason", version="1.0.0",
+                architecture={"builder": "efficientnetb0_classifier", "task": "gleason"},
+                recipe=Recipe(tile_size=64, overlap=0, mpp=0.5, divisor=1),
+                classes=[{"label": k, "name": n} for k, n in enumerate(CLASS_NAMES)])
+    assert main(["train", "--task", "gleason", "--patches", patches, "--init", untrained, "--epochs", "1",
+                 "--steps", "2", "--batch", "8", "--lr", "0.01"]) == 0
+    trained = str(tmp_path / "gleason-v1.1.0.keras")
+    card = bundle_info(trained).card
+    assert sum(card["class_counts"]["train"].values()) > 0 and card["class_counts"]["train"]["Gleason pattern 5"] == 0
+    assert card["class_weights"]["Gleason pattern 5"] == 0.0 and "held-out" in card["metrics"]["note"]
+    tiles = np.stack([SlideHandle.shared(slide).read(0, x, 500, 64, 64) for x in (300, 900, 1500)])
+    before, after = load_bundle(untrained).classify(tiles), load_bundle(trained).classify(tiles)
+    assert before.shape == (3, 4) and np.allclose(after.sum(axis=1), 1, atol=1e-4)
+    assert np.abs(before - after).max() > 1e-4  # two steps moved it
+    assert patch_class(np.full((4, 4), 3, np.uint8)) == 2 and patch_class(np.zeros((4, 4), np.uint8)) is None
+
+    # the overlay: tumour of a segmentation graded tile by tile, the rest untouched
+    tumour = str(tmp_path / "tumour.geojson")
+    write_annotations(AnnotationSet([Annotation(rectangle(100, 100, 900, 700), "tumor"),
+                                     Annotation(rectangle(1000, 1000, 1300, 1300), "benign")]), tumour)
+    segmentation = rasterise_to_store(str(tmp_path / "seg.zarr"), labelled_shapes(read(tumour)), (2967, 2220), 1.0,
+                                      0.499, properties={"slide_path": slide})
+    out = str(tmp_path / "patterns.zarr")
+    summary = pattern_overlay(slide, segmentation, load_bundle(trained), out)
+    assert summary.tiles == sum(summary.tiles_per_label.values()) > 0
+    result = np.asarray(stores.open_store(out)[0][0])
+    source = np.asarray(stores.open_store(segmentation)[0][0])
+    # tumour takes the classifier's labels, except slivers in tiles under 5% tumour, which stay ungraded
+    assert np.isin(result[source == TUMOUR], [BENIGN, GLEASON_3, GLEASON_4, GLEASON_5]).mean() > 0.99
+    np.testing.assert_array_equal(result[source != TUMOUR], source[source != TUMOUR])
+    tile = result[128:192, 128:192]  # one classifier tile (64 px at level 0) inside the tumour: one label
+    assert len(np.unique(tile)) == 1
+    report = grade_store(out)
+    assert report.gleason_score is None or report.isup_grade_group in range(1, 6)
