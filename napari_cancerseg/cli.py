@@ -100,8 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.data import load_pairs, load_patch_dataset, split_by_case
     from .training.trainer import TrainConfig, train
 
-    if bool(args.images) == bool(args.patches):
-        raise CancersegError("give either --images (with --masks) or --patches")
+    if sum(map(bool, (args.images, args.patches, args.volumes))) != 1:
+        raise CancersegError("give one of --images (with --masks), --volumes (with --masks) or --patches")
     name, version = args.name, args.version
     if args.init:
         from .models.bundle import bundle_info, next_version
@@ -114,6 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CancersegError("give --out (or --init, to save the next version beside that bundle)")
     if args.patches:
         pairs = [pair for dataset in args.patches for pair in load_patch_dataset(dataset)]
+    elif args.volumes:
+        from .training.data import load_volume_pairs
+
+        pairs = load_volume_pairs(args.volumes, _csv(args.masks) if args.masks else [])
+        args.channels = 1
     else:
         pairs = load_pairs(args.images, args.masks, args.case_pattern, args.mask_threshold, args.channels)
     test_cases = _csv(args.test_cases)
@@ -134,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         size=args.size, batch_size=args.batch, epochs=args.epochs, steps_per_epoch=args.steps,
         learning_rate=args.lr, loss=args.loss, patience=args.patience, seed=args.seed, mpp=args.mpp,
         channels=args.channels, augment=not args.no_augment,
-        training_data=args.training_data or args.images or ", ".join(args.patches),
+        training_data=args.training_data or args.images or ", ".join(args.patches or args.volumes),
         reproduce="cancerseg " + shlex.join(args.argv), init_bundle=args.init, progress_json=args.progress_json,
     )
     if len(config.filters) != len(config.dropout):
@@ -227,6 +232,57 @@ def cmd_overlay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Dice, IoU, precision, recall and hd95 per case and label between predictions and ground truth."""
+    from .evaluation import evaluate_paths, to_csv
+
+    scores = evaluate_paths(args.prediction, args.truth, [int(v) for v in _csv(args.labels)] or None, args.threshold)
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            fh.write(to_csv(scores))
+    if args.json:
+        print(json.dumps({"cases": [s.to_dict() for s in scores]}, indent=2))
+        return 0
+    print(f"{'case':30s} label   dice    iou  precision  recall  hd95")
+    for s in scores:
+        fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"  # noqa: E731
+        hd = "-" if s.hd95 is None else f"{s.hd95:.2f} {s.unit}"
+        print(f"{s.case[:30]:30s} {s.label:5d} {s.dice:6.3f} {s.iou:6.3f}    {fmt(s.precision)}  {fmt(s.recall)}  {hd}")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """A 2D model over an MRI volume (slice by slice) or a mammogram (breast crop at model size)."""
+    from .inference.images import segment_file
+
+    result = segment_file(args.input, args.model, args.out)
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        print(f"{result['kind']} {' x '.join(map(str, result['shape']))} -> {result['out']}; "
+              f"voxels per label: {result['voxels_per_label']}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    """Image-level class probabilities, and the segmentation bundle routed to the winning class."""
+    from .inference.images import classify_image, read_any_image, route
+    from .models.bundle import load_bundle
+
+    routes = dict(item.split("=", 1) for item in args.route or [] if "=" in item)
+    probabilities = classify_image(read_any_image(args.input), load_bundle(args.model))
+    best, routed = route(probabilities, routes)
+    result = {"event": "done", "input": args.input, "probabilities": probabilities, "class": best,
+              "route": routed}
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return 0
+    for name, p in sorted(probabilities.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:20s} {p:.3f}")
+    print(f"-> {best}" + (f": segment with {routed}" if routed else ""))
+    return 0
+
+
 def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
 
@@ -286,6 +342,29 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
     ov.set_defaults(func=cmd_overlay)
 
+    sg = sub.add_parser("segment", help="2D model over an MRI volume or a mammogram (NIfTI / OME-Zarr out)")
+    sg.add_argument("input", help="NIfTI volume, DICOM series folder or file, or a mammogram")
+    sg.add_argument("--model", required=True, help="segmentation bundle")
+    sg.add_argument("--out", required=True, help=".nii.gz for volumes, .zarr for 2D images")
+    sg.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
+    sg.set_defaults(func=cmd_segment)
+
+    cl = sub.add_parser("classify", help="image-level class probabilities (organ, tumour, breast pathology)")
+    cl.add_argument("input", help="an image, a DICOM mammogram, or a volume (its middle slice)")
+    cl.add_argument("--model", required=True, help="classifier bundle")
+    cl.add_argument("--route", nargs="*", metavar="CLASS=BUNDLE", help="segmentation bundle for each class")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_classify)
+
+    ev = sub.add_parser("evaluate", help="Dice, IoU, precision, recall, hd95 (mm or µm) of predictions vs truth")
+    ev.add_argument("prediction", help="label image or folder (NIfTI, DICOM SEG, zarr store, PNG...)")
+    ev.add_argument("truth", help="ground truth, same kind; folders are paired by case name")
+    ev.add_argument("--labels", help="comma-separated labels to score (default: every non-zero label present)")
+    ev.add_argument("--threshold", type=int, help="binarise grey image masks at this value (lossy JPEG: 128)")
+    ev.add_argument("--csv", help="also write the table to this CSV file")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
+
     gr = sub.add_parser("grade", help="Gleason score and ISUP grade group of a store or annotation file")
     gr.add_argument("input", help="a label store (.zarr: prediction or rasterised annotations) or an annotation file")
     gr.add_argument("--mpp", type=float, help="µm per level-0 pixel, when an annotation file does not say")
@@ -299,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--task", choices=["segmentation", "gleason"], default="segmentation",
                     help="gleason: the EfficientNetB0 patch classifier (benign, pattern 3, 4, 5) from --patches")
     tr.add_argument("--images", help="folder of images")
+    tr.add_argument("--volumes", nargs="+", help="MRI volumes (NIfTI or DICOM folders), one case each; "
+                    "--masks then lists their masks, comma-separated, in the same order")
     tr.add_argument("--patches", nargs="+", help="patch dataset(s) (zarr: images, masks[, slides]); cases are slides")
     tr.add_argument("--masks", help="folder of masks (same stem, or stem_labels/_mask/_seg); default: --images")
     tr.add_argument("--case-pattern", help="regex taking the case (patient/slide) id from a file name")

@@ -88,6 +88,36 @@ def load_pairs(images_dir: str, masks_dir: str | None = None, case_pattern: str 
     return pairs
 
 
+def load_volume_pairs(volumes: list[str], masks: list[str]) -> list[Pair]:
+    """Axial slices of MRI volumes (NIfTI or DICOM) with their masks; the case is the volume (the patient).
+
+    Intensities are normalised once per volume, as ``predict_volume`` does;
+    slices without foreground are kept (the model must learn to say "none").
+    """
+    from .._reader import layer_reader
+    from ..preprocess.contrast import normalise_intensity
+
+    if len(volumes) != len(masks):
+        raise CancersegError(f"{len(volumes)} volumes but {len(masks)} masks: give one mask per volume")
+    pairs = []
+    for volume_path, mask_path in zip(volumes, masks):
+        arrays = []
+        for path in (volume_path, mask_path):
+            reader = layer_reader(path)
+            if reader is None:
+                raise CancersegError(f"{path}: no reader of this plugin handles this file")
+            data, kwargs, _ = reader()[0]
+            arrays.append(np.asarray(data[0] if kwargs.get("multiscale") else data))
+        volume, mask = arrays
+        if volume.shape != mask.shape:
+            raise CancersegError(f"{mask_path}: mask {mask.shape} does not match its volume {volume.shape}")
+        case = Path(volume_path).name.split(".")[0]
+        normalised = normalise_intensity(volume)
+        pairs += [Pair(f"{case}[{z}]", case, normalised[z][..., None], mask[z].astype(np.uint8))
+                  for z in range(volume.shape[0])]
+    return pairs
+
+
 def split_by_case(pairs: list[Pair], held_out: list[str]) -> tuple[list[Pair], list[Pair]]:
     """(kept, held out): every image of a held-out case goes to the held-out side, none leaks."""
     held = set(held_out)

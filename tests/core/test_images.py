@@ -1,0 +1,145 @@
+"""MRI volumes slice by slice and mammograms at model size: geometry round trips and end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_cancerseg._reader import layer_reader
+from napari_cancerseg.inference.images import predict_mammogram, predict_volume, prepare_mammogram
+from napari_cancerseg.models.bundle import Recipe
+from napari_cancerseg.preprocess.contrast import normalise_intensity
+
+from ..conftest import data_path
+
+PROSTATE = "mri/prostate_t2.nii.gz"
+
+
+class Thresholder:
+    """A 'model' labelling pixels above a value: its output is known exactly at every pixel."""
+
+    def __init__(self, size: int, channels: int = 1, threshold: float = 0.5):
+        self.recipe = Recipe(tile_size=size, overlap=0, mpp=None, channels=channels, input_dtype="float32")
+        self.threshold, self.seen = threshold, []
+
+    def predict_batch(self, batch, as_uint8=False):
+        batch = np.asarray(batch, np.float32)
+        self.seen.append(batch.shape)
+        foreground = (batch[..., 0] > self.threshold).astype(np.float32)
+        return np.stack([1 - foreground, foreground], axis=-1)
+
+
+def _image(path):
+    data, kwargs, _ = next(layer for layer in layer_reader(data_path(path))() if layer[2] == "image")
+    return np.asarray(data), kwargs
+
+
+@pytest.mark.parametrize("size", [128, 64])  # padded (slices are 81 x 105), then cropped
+def test_volume_slices_go_back_to_their_voxels(size):
+    volume, _ = _image(PROSTATE)
+    assert volume.shape == (15, 81, 105)
+    model = Thresholder(size)
+    labels = predict_volume(volume, model, batch=4)
+    assert model.seen[0] == (4, size, size, 1) and labels.shape == volume.shape
+    expected = (normalise_intensity(volume) > 0.5).astype(np.uint8)
+    if size == 128:
+        np.testing.assert_array_equal(labels, expected)  # pad + exact inverse: every voxel
+    else:  # the centre 64 x 64 was seen; the cropped borders come back as background
+        y0, x0 = (81 - 64) // 2, (105 - 64) // 2
+        np.testing.assert_array_equal(labels[:, y0:y0 + 64, x0:x0 + 64], expected[:, y0:y0 + 64, x0:x0 + 64])
+        assert labels.sum() == labels[:, y0:y0 + 64, x0:x0 + 64].sum()
+
+
+def test_mammogram_mask_maps_back_to_the_original_coordinates():
+    image, kwargs = _image("mammo/cbis-ddsm-P00173-benign-1-130.dcm")
+    assert image.shape == (4432, 2864)
+    prepared, box = prepare_mammogram(image, 256)
+    assert prepared.shape == (256, 256) and 0 <= prepared.min() and prepared.max() <= 1
+
+    class Square(Thresholder):  # marks one known square of the model's input
+        def predict_batch(self, batch, as_uint8=False):
+            out = np.zeros((*np.shape(batch)[:3], 2), np.float32)
+            out[..., 0] = 1
+            out[:, 64:128, 32:96] = (0, 1)
+            return out
+
+    prediction = predict_mammogram(image, Square(256))
+    labels = prediction.labels
+    assert labels.shape == image.shape and set(np.unique(labels)) == {0, 1}
+    top, left, bottom, right = prediction.box
+    rows, cols = np.nonzero(labels)
+    scale_y, scale_x = (bottom - top) / 256, (right - left) / 256
+    # the square's pixel centres, mapped through the box, bound the full-resolution mask
+    assert rows.min() == pytest.approx(top + 64 * scale_y, abs=1) and rows.max() == pytest.approx(top + 128 * scale_y, abs=1)
+    assert cols.min() == pytest.approx(left + 32 * scale_x, abs=1) and cols.max() == pytest.approx(left + 96 * scale_x, abs=1)
+    assert labels.dtype == np.uint8 and labels[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # no blur
+
+
+def _tiny_trained_volume_bundle(tmp_path):
+    from napari_cancerseg.cli import main
+
+    out = str(tmp_path / "prostate.keras")
+    assert main(["train", "--volumes", data_path(PROSTATE), "--masks", data_path("mri/prostate_seg_one_label.nii.gz"),
+                 "--out", out, "--size", "64", "--filters", "4,8", "--epochs", "1", "--steps", "2", "--batch", "2",
+                 "--no-augment"]) == 0
+    return out
+
+
+def test_mri_model_trained_on_volume_slices_segments_nifti_and_dicom(tmp_path, capsys):
+    pytest.importorskip("keras")
+    import nibabel as nib
+
+    from napari_cancerseg.cli import main
+    from napari_cancerseg.models.bundle import bundle_info
+
+    bundle = _tiny_trained_volume_bundle(tmp_path)
+    info = bundle_info(bundle)
+    assert info.recipe.channels == 1 and info.recipe.input_dtype == "float32"
+    assert info.card["split"]["train"][0].startswith("prostate_t2[")
+    capsys.readouterr()
+    out = str(tmp_path / "seg.nii.gz")
+    assert main(["segment", data_path(PROSTATE), "--model", bundle, "--out", out, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["kind"] == "volume" and result["shape"] == [15, 81, 105]
+    source, written = nib.load(data_path(PROSTATE)), nib.load(out)
+    assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+    (_, seg_kwargs, seg_type), = layer_reader(out)()
+    _, image_kwargs = _image(PROSTATE)
+    assert seg_type == "labels" and np.allclose(seg_kwargs["scale"], image_kwargs["scale"])
+    assert np.allclose(seg_kwargs["translate"], image_kwargs["translate"])
+
+    # a DICOM series gets a NIfTI that lands on the same voxels in the same place
+    series = data_path("mri/QIN-PROSTATE-001/ADC")
+    dicom_out = str(tmp_path / "adc.nii.gz")
+    assert main(["segment", series, "--model", bundle, "--out", dicom_out]) == 0
+    (_, kwargs, _), = layer_reader(dicom_out)()
+    dicom_image, dicom_kwargs = _image("mri/QIN-PROSTATE-001/ADC")
+    assert nib.load(dicom_out).shape == (256, 256, 20)
+    assert np.allclose(kwargs["scale"], dicom_kwargs["scale"], atol=1e-4)
+    assert np.allclose(kwargs["translate"], dicom_kwargs["translate"], atol=1e-3)
+
+
+def test_lgg_slices_train_a_few_steps_and_run_end_to_end(tmp_path):
+    pytest.importorskip("keras")
+    from napari_cancerseg.cli import main
+    from napari_cancerseg.evaluation import score
+    from napari_cancerseg.models.bundle import load_bundle
+    from napari_cancerseg.training.data import load_pairs
+
+    lgg = data_path("brain/lgg-slices")
+    out = str(tmp_path / "lgg.keras")
+    assert main(["train", "--images", f"{lgg}/images", "--masks", f"{lgg}/masks", "--mask-threshold", "128",
+                 "--case-pattern", r"(TCGA_CS_\d+)", "--test-cases", "TCGA_CS_4944", "--out", out, "--size", "128",
+                 "--filters", "4,8,16", "--epochs", "1", "--steps", "2", "--batch", "2"]) == 0
+    bundle = load_bundle(out)
+    held_out = [p for p in load_pairs(f"{lgg}/images", f"{lgg}/masks", r"(TCGA_CS_\d+)", 128)
+                if p.case == "TCGA_CS_4944"]
+    assert len(held_out) == 4
+    for pair in held_out:
+        probabilities = bundle.predict_tile(pair.image)
+        assert probabilities.shape == (512, 512, 2)
+        result = score(probabilities.argmax(-1), pair.mask, 1, (1.0, 1.0), pair.name, "px")
+        assert 0.0 <= result.dice <= 1.0
+    assert bundle.metadata.card["split"]["test (held out, reported)"] == sorted(p.name for p in held_out)

@@ -1,0 +1,83 @@
+"""MRI and mammograms dock (classify, route, segment in a model process) and the evaluation dock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from napari_cancerseg.evaluation import evaluate_paths
+
+from ..conftest import data_path
+
+PLUGIN = "napari-cancerseg"
+PROSTATE = "mri/prostate_t2.nii.gz"
+
+
+def _bundles(tmp_path):
+    """An untrained 1-channel U-Net and an untrained brain/breast classifier, made in a child process."""
+    unet, organ = str(tmp_path / "mri_unet.keras"), str(tmp_path / "organ.keras")
+    script = textwrap.dedent(f"""
+        from napari_cancerseg.models.bundle import Recipe, save_bundle
+        from napari_cancerseg.models.classifier import build_classifier
+        from napari_cancerseg.models.unet import build_unet
+        save_bundle(build_unet(input_shape=(None, None, 1), filters=(4, 8), dropout=(0, 0), n_classes=2,
+                               activation="softmax", input_dtype="float32"), {unet!r}, name="mri", version="0",
+                    architecture={{"builder": "unet"}}, recipe=Recipe(tile_size=64, overlap=0, mpp=None, channels=1,
+                    input_dtype="float32", divisor=2), classes=[{{"label": 0, "name": "background"}},
+                    {{"label": 1, "name": "prostate"}}])
+        save_bundle(build_classifier(2, (64, 64, 3), dense_units=8), {organ!r}, name="organ", version="0",
+                    architecture={{"builder": "efficientnetb0_classifier", "task": "organ"}},
+                    recipe=Recipe(tile_size=64, overlap=0, mpp=None, divisor=1),
+                    classes=[{{"label": 0, "name": "brain"}}, {{"label": 1, "name": "breast"}}])
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300, capture_output=True,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return unet, organ
+
+
+def test_classify_route_and_segment_a_volume_in_3d(make_napari_viewer, qtbot, tmp_path):
+    unet, organ = _bundles(tmp_path)
+    viewer = make_napari_viewer(show=True)  # a shown window: the 3D screenshot below is really rendered
+    image = viewer.open(data_path(PROSTATE), plugin=PLUGIN)[0]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "MRI and mammograms")
+    widget.image.value, widget.classifier.value = image, organ
+    widget.routes.value = f"brain={unet}, breast={unet}"
+    widget.classify()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
+    probabilities = widget.result["probabilities"]
+    assert set(probabilities) == {"brain", "breast"} and sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
+    assert widget.probabilities.shape == (2, 1) and str(widget.model.value) == unet  # routed
+
+    widget.segment()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
+    assert widget.result["kind"] == "volume", widget.status.value
+    labels = viewer.layers[widget.result["layers"][0]]
+    assert labels.data.shape == image.data.shape == (15, 81, 105)
+    assert np.allclose(labels.scale, image.scale) and np.allclose(labels.translate, image.translate)
+    viewer.dims.ndisplay = 3  # the 3D view renders the volume and its labels
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot.shape[-1] == 4 and shot[..., :3].max() > 0
+    assert "tensorflow" not in sys.modules
+
+
+def test_evaluation_dock_matches_the_core_and_exports(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    one = viewer.open(data_path("mri/prostate_seg_one_label.nii.gz"), plugin=PLUGIN)[0]
+    two = viewer.open(data_path("mri/prostate_seg_two_labels.nii.gz"), plugin=PLUGIN)[0]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Evaluate segmentation")
+    widget.prediction.value, widget.truth.value = one, two
+    widget.evaluate()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    reference = evaluate_paths(data_path("mri/prostate_seg_one_label.nii.gz"),
+                               data_path("mri/prostate_seg_two_labels.nii.gz"))
+    assert [(s.label, s.dice, s.hd95) for s in widget.scores] == [(s.label, s.dice, s.hd95) for s in reference]
+    assert widget.scores[0].unit == "mm" and widget.table.shape[0] == len(reference)
+    widget.csv_path.value = str(tmp_path / "scores.csv")
+    text = open(widget.export()).read()
+    assert text.startswith("case,label,dice,iou,precision,recall,hd95,unit") and len(text.splitlines()) == 1 + len(reference)
