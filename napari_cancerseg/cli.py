@@ -100,6 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.data import load_pairs, load_patch_dataset, split_by_case
     from .training.trainer import TrainConfig, train
 
+    if args.task in ("organ", "brain_tumour", "breast_pathology"):
+        return _train_image_classifier(args)
     if sum(map(bool, (args.images, args.patches, args.volumes))) != 1:
         raise CancersegError("give one of --images (with --masks), --volumes (with --masks) or --patches")
     name, version = args.name, args.version
@@ -178,6 +180,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     print(summary.line())
+    return 0
+
+
+def _train_image_classifier(args: argparse.Namespace) -> int:
+    """An image-level EfficientNetB0 from one folder per class under --images, split by case."""
+    from .training.classifier import examples_from_class_folders, train_classifier
+    from .training.trainer import TrainConfig
+
+    if not args.images or not args.out:
+        raise CancersegError(f"--task {args.task} needs --images ROOT (one folder per class) and --out")
+    examples, names = examples_from_class_folders(args.images, args.size, args.case_pattern)
+    held = {"test": set(_csv(args.test_cases)), "val": set(_csv(args.val_cases))}
+    unknown = (held["test"] | held["val"]) - {e.case for e in examples}
+    if unknown:
+        raise CancersegError(f"held-out cases not found in the data: {sorted(unknown)}")
+    test = [e for e in examples if e.case in held["test"]]
+    val = [e for e in examples if e.case in held["val"]]
+    train_examples = [e for e in examples if e.case not in held["test"] | held["val"]]
+    print(f"cancerseg train --task {args.task}: classes {', '.join(names)}; {len(train_examples)} training, "
+          f"{len(val)} validation, {len(test)} test images")
+    name = args.name if args.name != "unet" else args.task
+    config = TrainConfig(out=args.out, name=name, version=args.version, size=args.size, batch_size=args.batch,
+                         epochs=args.epochs, steps_per_epoch=args.steps, learning_rate=args.lr, patience=args.patience,
+                         seed=args.seed, training_data=args.training_data or args.images,
+                         reproduce="cancerseg " + shlex.join(args.argv), init_bundle=args.init,
+                         progress_json=args.progress_json)
+    train_classifier(config, train_examples, val, test, names, args.task)
     return 0
 
 
@@ -375,8 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     gr.set_defaults(func=cmd_grade)
 
     tr = sub.add_parser("train", help="train a segmentation U-Net on images and masks; saves a model bundle")
-    tr.add_argument("--task", choices=["segmentation", "gleason"], default="segmentation",
-                    help="gleason: the EfficientNetB0 patch classifier (benign, pattern 3, 4, 5) from --patches")
+    tr.add_argument("--task", choices=["segmentation", "gleason", "organ", "brain_tumour", "breast_pathology"],
+                    default="segmentation",
+                    help="gleason: the EfficientNetB0 patch classifier (benign, pattern 3, 4, 5) from --patches; "
+                         "organ, brain_tumour, breast_pathology: image-level, --images ROOT with a folder per class")
     tr.add_argument("--images", help="folder of images")
     tr.add_argument("--volumes", nargs="+", help="MRI volumes (NIfTI or DICOM folders), one case each; "
                     "--masks then lists their masks, comma-separated, in the same order")

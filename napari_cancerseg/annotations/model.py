@@ -56,9 +56,10 @@ def check_size(path: str) -> None:
 
 def parse_xml(path: str):
     """The root element, parsed safely: no DTDs, no entities, no external references."""
+    from xml.etree.ElementTree import ParseError
+
     import defusedxml.ElementTree as SafeET
     from defusedxml import DefusedXmlException
-    from xml.etree.ElementTree import ParseError
 
     check_size(path)
     try:

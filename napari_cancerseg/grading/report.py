@@ -143,7 +143,8 @@ def label_mapping(classes: list[dict] | None) -> np.ndarray:
 
 
 def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
-    from skimage.measure import label as connected, regionprops
+    from skimage.measure import label as connected
+    from skimage.measure import regionprops
 
     from ..correction.regions import LabelStore
 

@@ -30,8 +30,7 @@ from ..io import stores
 from ..io.wsi import SlideHandle, open_slide
 from ..models.bundle import BundleInfo, bundle_info
 from ..preprocess.tissue import slide_tissue_mask
-from .graph import (Counts, RunSpec, build_graph, cancel_run, forget_run, register_model, run_distributed,
-                    run_local)
+from .graph import Counts, RunSpec, build_graph, cancel_run, forget_run, register_model, run_distributed, run_local
 from .tiling import TileGrid, tissue_fractions
 
 STORE_FORMAT = "napari-cancerseg prediction"

@@ -1,10 +1,12 @@
-"""Training the Gleason patch classifier (benign, pattern 3, 4, 5) on patch datasets labelled by annotations.
+"""Training EfficientNetB0 classifiers: Gleason patches, and image-level tasks (organ, tumour, breast pathology).
 
-A patch's class is the graded label (benign or a pattern) covering most of
-its mask; patches with only glass, unlabelled or ungraded tumour are left
-out.  Classes are weighted by inverse frequency (pattern 5 is rare), cases are
-slides, and the model card reports per-class precision/recall/F1 and the
-quadratic weighted kappa on the held-out slides.
+Gleason: a patch's class is the graded label (benign or a pattern) covering
+most of its mask; patches with only glass, unlabelled or ungraded tumour are
+left out.  Image-level tasks read one folder per class (``ROOT/brain/...``,
+``ROOT/breast/...``: PNG/JPEG or DICOM), each image squeezed to the model's
+size.  Classes are weighted by inverse frequency (pattern 5 is rare), cases
+are slides or patients, and the model card reports per-class
+precision/recall/F1 and the quadratic weighted kappa on the held-out cases.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +50,27 @@ def examples_from_pairs(pairs: list[Pair]) -> list[Example]:
     return found
 
 
+def examples_from_class_folders(root: str, size: int, case_pattern: str | None = None) -> tuple[list[Example], tuple[str, ...]]:
+    """One example per image file under ``root/<class>/``; classes in folder-name order."""
+    import re
+
+    from ..errors import CancersegError
+    from ..inference.images import classifier_input, read_any_image
+
+    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(folders) < 2:
+        raise CancersegError(f"{root}: needs one folder per class (at least two), e.g. brain/ and breast/")
+    pattern = re.compile(case_pattern) if case_pattern else None
+    examples = []
+    for label, folder in enumerate(folders):
+        for path in sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")):
+            match = pattern.search(path.stem) if pattern else None
+            case = (match.group(1) if match and match.groups() else match.group(0)) if match else path.stem
+            image = classifier_input(read_any_image(str(path)), size)
+            examples.append(Example(path.stem, case, image, label))
+    return examples, tuple(f.name for f in folders)
+
+
 def class_weights(labels: list[int], n_classes: int = len(CLASS_NAMES)) -> dict[int, float]:
     """Inverse frequency, normalised so that a balanced set weighs 1 per class; absent classes weigh 0."""
     counts = np.bincount(labels, minlength=n_classes)
@@ -74,7 +98,7 @@ class ClassifierPatches(_keras_dataset_base()):
         return np.stack(images).astype(np.uint8), np.array([self.examples[i].label for i in chosen])
 
 
-def evaluate_classifier(model, examples: list[Example]) -> dict:
+def evaluate_classifier(model, examples: list[Example], names: tuple[str, ...] = CLASS_NAMES) -> dict:
     from ..models.metrics import per_class_metrics, quadratic_weighted_kappa
 
     if not examples:
@@ -83,11 +107,12 @@ def evaluate_classifier(model, examples: list[Example]) -> dict:
                                     for i in range(0, len(examples), 32)])
     predicted, truth = probabilities.argmax(axis=1), [e.label for e in examples]
     return {"n": len(examples), "accuracy": float(np.mean(predicted == np.asarray(truth))),
-            "quadratic_weighted_kappa": quadratic_weighted_kappa(predicted, truth, len(CLASS_NAMES)),
-            "per_class": per_class_metrics(predicted, truth, CLASS_NAMES)}
+            "quadratic_weighted_kappa": quadratic_weighted_kappa(predicted, truth, len(names)),
+            "per_class": per_class_metrics(predicted, truth, names)}
 
 
-def train_classifier(config, train: list[Example], val: list[Example], test: list[Example]):
+def train_classifier(config, train: list[Example], val: list[Example], test: list[Example],
+                     names: tuple[str, ...] = CLASS_NAMES, task: str = "gleason"):
     """Fit the EfficientNetB0 classifier (or fine-tune ``config.init_bundle``); save a bundle with its card."""
     import keras
 
@@ -101,12 +126,12 @@ def train_classifier(config, train: list[Example], val: list[Example], test: lis
         base = load_bundle(config.init_bundle)
         model, architecture = base.model, base.info.architecture
     else:
-        model = build_classifier(len(CLASS_NAMES), (size, size, 3))
-        architecture = {"builder": "efficientnetb0_classifier", "task": "gleason",
-                        "kwargs": {"n_classes": len(CLASS_NAMES), "input_shape": [size, size, 3]}}
+        model = build_classifier(len(names), (size, size, 3))
+        architecture = {"builder": "efficientnetb0_classifier", "task": task,
+                        "kwargs": {"n_classes": len(names), "input_shape": [size, size, 3]}}
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    weights = class_weights([e.label for e in train])
+    weights = class_weights([e.label for e in train], len(names))
     stem = os.path.splitext(os.path.abspath(config.out))[0]
     checkpoint = f"{stem}.checkpoint.weights.h5"
     atomic_checkpoint, json_progress = _keras_callbacks()
@@ -126,12 +151,13 @@ def train_classifier(config, train: list[Example], val: list[Example], test: lis
         os.remove(checkpoint)
     card = {
         "training_data": config.training_data,
-        "task": "Gleason pattern of a patch: benign, pattern 3, 4 or 5 (research use only, not for diagnosis)",
+        "task": (f"{task}: {', '.join(names)}" + (" (Gleason pattern of a patch)" if task == "gleason" else "")
+                 + " -- research use only, not for diagnosis"),
         "split": {"train cases": sorted({e.case for e in train}), "validation cases": sorted({e.case for e in val}),
                   "test cases (held out, reported)": sorted({e.case for e in test})},
-        "class_counts": {"train": {n: sum(e.label == k for e in train) for k, n in enumerate(CLASS_NAMES)}},
-        "class_weights": {CLASS_NAMES[k]: w for k, w in weights.items()},
-        "metrics": {"test": evaluate_classifier(model, test), "validation": evaluate_classifier(model, val)},
+        "class_counts": {"train": {n: sum(e.label == k for e in train) for k, n in enumerate(names)}},
+        "class_weights": {names[k]: w for k, w in weights.items()},
+        "metrics": {"test": evaluate_classifier(model, test, names), "validation": evaluate_classifier(model, val, names)},
         "training": {"epochs_run": len(history.history.get("loss", [])), "seconds": round(seconds, 1),
                      "backend": keras.backend.backend(),
                      "config": {k: v for k, v in asdict(config).items() if k != "extra_card"}},
@@ -140,7 +166,7 @@ def train_classifier(config, train: list[Example], val: list[Example], test: lis
     if not test:
         card["metrics"]["note"] = "no held-out slide: give --test-cases to measure kappa on unseen slides"
     recipe = Recipe(tile_size=size, overlap=0, mpp=config.mpp, divisor=1)
-    classes = [{"label": k, "name": n} for k, n in enumerate(CLASS_NAMES)]
+    classes = [{"label": k, "name": n} for k, n in enumerate(names)]
     info = save_bundle(model, config.out, name=config.name, version=config.version, architecture=architecture,
                        recipe=recipe, classes=classes, card=card)
     print(json.dumps({"event": "done", "bundle": config.out, "version": config.version,

@@ -81,7 +81,8 @@ def export_layer(layer, fmt: Format, path: str | os.PathLike, mpp: float | None 
                path={"label": "save as", "mode": "w", "filter": "*.xml *.geojson"})
 def export_annotations(layer: napari.layers.Layer, fmt: Format = Format.aperio,
                        path: Path = Path("annotations.xml")) -> None:
-    slide = next((l for l in napari.current_viewer().layers if isinstance(l, napari.layers.Image)
-                  and slide_mpp(l)), None) if napari.current_viewer() else None
+    viewer = napari.current_viewer()
+    images = [candidate for candidate in viewer.layers if isinstance(candidate, napari.layers.Image)] if viewer else []
+    slide = next((image for image in images if slide_mpp(image)), None)
     written = export_layer(layer, fmt, path, mpp=slide_mpp(slide))
     show_info(f"saved {layer.name} to {written}")

@@ -8,7 +8,6 @@ image's scale, translate and orientation and the 3D view works.
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import napari
@@ -17,13 +16,11 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import processes
+from . import scratch_path
 
 
 def default_output(source: str, model: str, volume: bool) -> str:
-    folder = Path(tempfile.gettempdir()) / "napari-cancerseg"
-    folder.mkdir(exist_ok=True)
-    stem = Path(source.rstrip("/")).name.split(".")[0]
-    return str(folder / f"{stem}.{Path(model).stem}.{'nii.gz' if volume else 'zarr'}")
+    return scratch_path(source, model, ".nii.gz" if volume else ".zarr")
 
 
 class ImageWidget(Container):

@@ -1,7 +1,6 @@
 """Predict a slide layer with a model bundle, in a separate model process, showing the overlay as it fills in."""
 
 import os
-import tempfile
 from pathlib import Path
 
 import dask.array as da
@@ -11,15 +10,14 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
-from .. import NUCLEI_MODEL, resource_path
-from .. import processes
+from .. import NUCLEI_MODEL, processes, resource_path
 from ..inference import worker as model_process
 from ..io import stores
+from . import scratch_path
+
 
 def default_store(slide_path: str, model_path: str) -> str:
-    folder = Path(tempfile.gettempdir()) / "napari-cancerseg"
-    folder.mkdir(exist_ok=True)
-    return str(folder / f"{Path(slide_path).stem}.{Path(model_path).stem}.zarr")
+    return scratch_path(slide_path, model_path, ".zarr")
 
 
 class InferenceWidget(Container):

@@ -143,3 +143,34 @@ def test_lgg_slices_train_a_few_steps_and_run_end_to_end(tmp_path):
         result = score(probabilities.argmax(-1), pair.mask, 1, (1.0, 1.0), pair.name, "px")
         assert 0.0 <= result.dice <= 1.0
     assert bundle.metadata.card["split"]["test (held out, reported)"] == sorted(p.name for p in held_out)
+
+
+def test_organ_classifier_from_class_folders_trains_and_routes(tmp_path, capsys):
+    pytest.importorskip("keras")
+    from napari_cancerseg.cli import main
+    from napari_cancerseg.models.bundle import bundle_info
+
+    root = tmp_path / "organ"
+    (root / "brain").mkdir(parents=True)
+    (root / "breast").mkdir()
+    lgg = sorted((p for p in __import__("pathlib").Path(data_path("brain/lgg-slices/images")).iterdir()))[:4]
+    for path in lgg:
+        (root / "brain" / path.name).symlink_to(path)
+    for name in ("cbis-ddsm-P00173-benign-1-130.dcm", "cbis-ddsm-P00820-malignant-1-280.dcm"):
+        (root / "breast" / name).symlink_to(data_path(f"mammo/{name}"))
+    out = str(tmp_path / "organ.keras")
+    assert main(["train", "--task", "organ", "--images", str(root), "--out", out, "--size", "64", "--epochs", "1",
+                 "--steps", "2", "--batch", "4"]) == 0
+    info = bundle_info(out)
+    assert [c["name"] for c in info.classes] == ["brain", "breast"] and info.name == "organ"
+    assert info.card["class_counts"]["train"] == {"brain": 4, "breast": 2}
+    assert info.card["class_weights"] == {"brain": 0.75, "breast": 1.5}  # 6 / (2 x 4), 6 / (2 x 2)
+    capsys.readouterr()
+    mammogram = data_path("mammo/cbis-ddsm-P00173-benign-1-130.dcm")
+    assert main(["classify", mammogram, "--model", out, "--route", "breast=mammo.keras", "brain=brain.keras",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["probabilities"]) == {"brain", "breast"}
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert result["class"] == max(result["probabilities"], key=result["probabilities"].get)
+    assert result["route"] == {"brain": "brain.keras", "breast": "mammo.keras"}[result["class"]]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import zarr
@@ -44,9 +42,8 @@ def _wait(qtbot, condition, seconds):
     qtbot.waitUntil(condition, timeout=int(seconds * 1000))
 
 
-def test_predict_correct_accept_patches_and_train_in_the_background(make_napari_viewer, qtbot, tmp_path):
-    from qtpy.QtCore import QTimer
-
+def test_predict_correct_accept_patches_and_train_in_the_background(make_napari_viewer, qtbot, tmp_path,
+                                                                   event_loop_latency):
     viewer = make_napari_viewer()
     slide = viewer.open(data_path(CMU), plugin=PLUGIN)[0]
     _, predict = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict slide")
@@ -84,27 +81,17 @@ def test_predict_correct_accept_patches_and_train_in_the_background(make_napari_
     train.store_layer.value, train.model.value = prediction, base
     train.size.value, train.epochs.value, train.steps.value, train.batch.value = 128, 1, 2, 2
     train.lr.value = 0.01
-    gaps, last = [], [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(tick)
-    timer.start(20)
-    train.train()
-    _wait(qtbot, lambda: train.worker is None, 300)
-    timer.stop()
+    with event_loop_latency as latency:
+        train.train()
+        _wait(qtbot, lambda: train.worker is None, 300)
     assert "tensorflow" not in sys.modules
     events = [m["event"] for m in train.events_seen]
     assert events[0] == "patches" and events.count("step") == 2 and events[-1] == "done", train.events_seen
     assert train.new_bundle == str(tmp_path / "nuclei-v1.1.0.keras") and os.path.exists(train.new_bundle)
     assert os.path.exists(base)  # the previous version stays
     assert len(train.plot.series["loss"]) == 2
-    print(f"event loop during training: {len(gaps)} ticks, max gap {max(gaps) * 1000:.0f} ms")
-    assert len(gaps) > 10
+    print(f"event loop during training: {latency.summary()}")
+    assert len(latency.gaps) > 10
 
     patches = zarr.open_group(f"{store}.patches.zarr", mode="r")
     assert patches["images"].shape[1:] == (128, 128, 3) and patches.attrs["summary"]["patches"] > 0

@@ -6,7 +6,6 @@ import numpy as np
 import npe2
 import pytest
 
-from napari_cancerseg.io import wsi
 
 from ..conftest import data_path
 
