@@ -256,10 +256,18 @@ class Counts:
     chunks: int = 0  # blended and written
 
 
-def run_local(graph: Graph, on_task: Callable[[Counts], None], threads: int = 4) -> Counts:
-    """Run on the threaded scheduler; ``on_task`` sees the counts after every task (and may cancel)."""
+def run_local(graph: Graph, on_task: Callable[[Counts], None], threads: int = 4, band_rows: int = 16) -> Counts:
+    """Run on the threaded scheduler, ``band_rows`` rows of chunks at a time; ``on_task`` sees the counts
+    after every task (and may cancel).
+
+    Bands keep the scheduler's bookkeeping to one band, so memory does not grow
+    with the slide's height.  A batch that the next band also needs is carried
+    over as a result (never predicted twice), and finished tasks are replaced by
+    their results so that later bands never reach back into them.
+    """
     import dask
     from dask.callbacks import Callback
+    from dask.optimization import cull
 
     counts = Counts()
 
@@ -267,8 +275,28 @@ def run_local(graph: Graph, on_task: Callable[[Counts], None], threads: int = 4)
         _count(graph, key, result, counts)
         on_task(counts)
 
-    with Callback(posttask=posttask):  # only the chunks are asked for: a batch is freed once its chunks are written
-        dask.threaded.get(graph.tasks, graph.chunk_keys, num_workers=threads)
+    tasks = dict(graph.tasks)
+    rows = sorted({key[1] for key in graph.chunk_keys})
+    band_of_row = {row: index // band_rows for index, row in enumerate(rows)}
+    bands: dict[int, list[tuple]] = {}
+    last_band: dict[tuple, int] = {}  # batch -> the last band that uses it
+    for key in graph.chunk_keys:
+        band = band_of_row[key[1]]
+        bands.setdefault(band, []).append(key)
+        for batch_key in tasks[key][4]:
+            last_band[batch_key] = max(band, last_band.get(batch_key, band))
+    carried: set[tuple] = set()
+    with Callback(posttask=posttask):
+        for band, keys in sorted(bands.items()):
+            culled, _ = cull(tasks, keys)
+            keep = [k for k in culled if k in graph.predict_keys and last_band[k] > band and k not in carried]
+            results = dask.threaded.get(culled, [*keys, *keep], num_workers=threads)
+            for key, result in zip([*keys, *keep], results):
+                tasks[key] = result  # a literal from now on: done chunks and carried batches are not redone
+            carried |= set(keep)
+            for key in [k for k in carried if last_band[k] <= band]:  # no later band needs it: free it
+                tasks[key] = None
+                carried.discard(key)
     return counts
 
 

@@ -84,6 +84,9 @@ def test_blended_prediction_is_seam_free(tmp_path, bundle):
     out = str(tmp_path / "pixel.zarr")
     summary = predict_slide(data_path(CMU), bundle, out, model=model, tissue=0.0)
     assert not summary.cancelled and summary.chunks_skipped_glass == 0
+    grid = TileGrid(2967, 2220, 128, 32)
+    # 31 rows of chunks run as two bands of 16: the batches both bands need are carried over, not redone
+    assert model.tiles_seen == summary.tiles == len(grid) and grid.rows > 16
     probabilities = np.asarray(stores.zarr.open_array(f"{out}/probabilities", mode="r")[1])
     slide = SlideHandle.shared(data_path(CMU)).read(0, 0, 0, 2220, 2967)
     expected = 1.0 - slide.astype(np.float32).mean(axis=-1) / 255.0
