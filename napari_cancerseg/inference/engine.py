@@ -117,6 +117,9 @@ class PredictionStore:
                 raise CancersegError(
                     f"{path}: this store holds another prediction ({', '.join(mismatch)} differ: "
                     f"{ {k: existing.get(k) for k in mismatch} }); choose another --out or delete it")
+            # chunks predicted at several thresholds: the store now covers every chunk above the lowest
+            threshold = min(existing.get("tissue_threshold", 1.0), properties["tissue_threshold"])
+            root.attrs["cancerseg"] = {**existing, "tissue_threshold": threshold}
             self.root = root
         else:
             root = zarr.open_group(path, mode="w", zarr_format=2)
@@ -130,6 +133,10 @@ class PredictionStore:
         self.labels, self.probabilities, self.done = self.root["labels/0"], self.root["probabilities"], self.root["done"]
         self.scale, self.units = scale, units
 
+    @property
+    def complete(self) -> bool:
+        return bool(self.root.attrs.get("cancerseg", {}).get("complete"))
+
     def done_mask(self) -> np.ndarray:
         return np.asarray(self.done[:]).astype(bool)
 
@@ -139,7 +146,8 @@ class PredictionStore:
         while max(previous.shape) > stores.PYRAMID_TOP:
             shape = ((previous.shape[0] + 1) // 2, (previous.shape[1] + 1) // 2)
             chunks = tuple(min(stores.LABEL_CHUNK, s) for s in shape)
-            level = stores.create_array(self.root, f"labels/{len(paths)}", shape, chunks, np.uint8)
+            # a rerun rebuilds the levels: level 0 may have changed (resumed chunks, accepted corrections)
+            level = stores.create_array(self.root, f"labels/{len(paths)}", shape, chunks, np.uint8, overwrite=True)
             # memory: about band_bytes of the level below, whatever the slide's size; whole chunk rows written
             band = max(1, band_bytes // (2 * previous.shape[1] * chunks[0])) * chunks[0]
             for y in range(0, shape[0], band):
@@ -244,7 +252,7 @@ def predict_slide(
     finally:
         forget_run(spec)
     cancelled = stopped.is_set() or counts.chunks < chunks_total
-    if not cancelled:
+    if not cancelled and (chunks_total or not store.complete):
         store.finish()
     return Summary(out, counts.tiles, time.perf_counter() - start, counts.chunks, int((~active).sum()), resumed,
                    cancelled, notes)

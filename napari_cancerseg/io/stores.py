@@ -97,9 +97,9 @@ def write_labels(
     return path
 
 
-def create_array(group, name: str, shape, chunks, dtype):
+def create_array(group, name: str, shape, chunks, dtype, overwrite: bool = False):
     """A zarr (format 2) array with '/'-separated chunk keys, as NGFF 0.4 readers expect."""
-    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0, overwrite=overwrite,
                               chunk_key_encoding={"name": "v2", "separator": "/"})
 
 

@@ -133,6 +133,13 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
                                   stores.zarr.open_array(f"{reference}/labels/0")[:])
     (levels, kwargs, layer_type), = stores.read(out)
     assert layer_type == "labels" and len(levels) > 1 and kwargs["scale"] == pytest.approx((0.499, 0.499))
+    again = predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5)  # a finished store: a no-op
+    assert again.tiles == 0 and not again.cancelled and again.chunks_resumed == whole.chunks_written
+    # a lower tissue threshold on the finished store predicts only the newly included chunks, pyramid rebuilt
+    lower = predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.2)
+    assert lower.chunks_written > 0 and lower.chunks_resumed == whole.chunks_written
+    attrs = stores.zarr.open_group(out).attrs["cancerseg"]
+    assert attrs["complete"] and attrs["tissue_threshold"] == 0.2
 
 
 def test_store_of_another_model_or_level_is_refused(tmp_path, bundle):
