@@ -30,7 +30,17 @@ from ..io import stores
 from ..io.wsi import SlideHandle, open_slide
 from ..models.bundle import BundleInfo, bundle_info
 from ..preprocess.tissue import slide_tissue_mask
-from .graph import Counts, RunSpec, build_graph, cancel_run, forget_run, register_model, run_distributed, run_local
+from .graph import (
+    Counts,
+    RunSpec,
+    build_graph,
+    cancel_run,
+    forget_run,
+    register_model,
+    run_distributed,
+    run_local,
+    shutdown_readers,
+)
 from .tiling import TileGrid, tissue_fractions
 
 STORE_FORMAT = "napari-cancerseg prediction"
@@ -177,6 +187,7 @@ def predict_slide(
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     stop_after_chunks: int | None = None,
+    band_rows: int = 64,
 ) -> Summary:
     """Predict ``slide`` with the bundle into the store ``out`` (resuming it if it exists).
 
@@ -248,9 +259,11 @@ def predict_slide(
         else:
             if graph.predict_keys:
                 register_model(spec, model if model is not None else load_model(bundle))
-            counts = run_local(graph, on_task, threads=max(2, min(8, readers)))
+            counts = run_local(graph, on_task, threads=max(2, min(8, readers)), band_rows=band_rows)
     finally:
         forget_run(spec)
+        if reader_processes:
+            shutdown_readers()
     cancelled = stopped.is_set() or counts.chunks < chunks_total
     if not cancelled and (chunks_total or not store.complete):
         store.finish()

@@ -1,6 +1,6 @@
 """The prediction as a dask graph: read tiles -> normalise -> batch -> model -> blend -> write.
 
-Three kinds of task, all named after the run so that two runs never share keys:
+Two kinds of task, named after the run so that two runs never share keys:
 
 * ``predict``: decodes one batch of tiles (a reader pool of threads or
   processes), lets the model normalise and predict them, and returns uint8
@@ -12,9 +12,9 @@ Three kinds of task, all named after the run so that two runs never share keys:
 Chunks without tissue get no task at all: they stay at the store's fill value,
 label 0 (background) and probability 0 for every class (not predicted).
 
-The same graph runs on the local threaded scheduler (reading, prediction and
-blending overlap in threads; OpenSlide and the models release the GIL) or on a
-dask.distributed cluster (``scheduler=ADDRESS``), whose workers then need the
+The same graph runs on the local threaded scheduler, band by band (reading,
+prediction and blending overlap in threads; OpenSlide and the models release
+the GIL), or on a dask.distributed cluster (``scheduler=ADDRESS``), whose workers then need the
 slide, the bundle and the store on shared storage.  This module imports
 Keras only when a task loads a model.
 """
@@ -104,6 +104,7 @@ def _pool(processes: bool, workers: int) -> Executor:
 
 
 def shutdown_readers() -> None:
+    """Stop this process's reader pools (reader processes hold memory; threads are cheap to keep)."""
     with _pools_lock:
         for pool in _pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
@@ -256,12 +257,13 @@ class Counts:
     chunks: int = 0  # blended and written
 
 
-def run_local(graph: Graph, on_task: Callable[[Counts], None], threads: int = 4, band_rows: int = 16) -> Counts:
+def run_local(graph: Graph, on_task: Callable[[Counts], None], threads: int = 4, band_rows: int = 64) -> Counts:
     """Run on the threaded scheduler, ``band_rows`` rows of chunks at a time; ``on_task`` sees the counts
     after every task (and may cancel).
 
     Bands keep the scheduler's bookkeeping to one band, so memory does not grow
-    with the slide's height.  A batch that the next band also needs is carried
+    with the slide's height; each band ends with the pipeline drained, so bands
+    are tall (64 rows: a 32k slide at 448 px chunks is 2 bands).  A batch that the next band also needs is carried
     over as a result (never predicted twice), and finished tasks are replaced by
     their results so that later bands never reach back into them.
     """
