@@ -10,6 +10,7 @@ grade``.  Runs where Keras may run: the CLI or a model process, never napari.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,9 +58,9 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
     seg0 = seg.levels[0]
     rows, cols = int(np.ceil(seg0.shape[0] / footprint)), int(np.ceil(seg0.shape[1] / footprint))
 
-    def window(row: int, col: int):
-        return (slice(int(round(row * footprint)), min(seg0.shape[0], int(round((row + 1) * footprint)))),
-                slice(int(round(col * footprint)), min(seg0.shape[1], int(round((col + 1) * footprint)))))
+    def window(row: int, col: int):  # pixel y is in tile floor(y / footprint), as ``block`` below assigns it
+        return (slice(math.ceil(row * footprint), min(seg0.shape[0], math.ceil((row + 1) * footprint))),
+                slice(math.ceil(col * footprint), min(seg0.shape[1], math.ceil((col + 1) * footprint))))
 
     tumour_tiles = []  # level 0 is read one tile at a time: memory stays one tile whatever the slide
     for r, c in ((r, c) for r in range(rows) for c in range(cols)):

@@ -113,7 +113,7 @@ def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, a
     notes = []
     if mpp and level_mpp and abs(level_mpp / mpp - 1) > 0.1:
         notes.append(f"patches read at level {level} ({level_mpp:.3f} µm/px), the nearest to {mpp} µm/px")
-    sources: list[tuple[str, Any, list]] = []  # (kind, labels source, origins)
+    sources: list[tuple[str, Any, list]] = []  # (kind, labels source, level-0 patch origins)
     class_names = {label: name for label, (name, _) in CLASSES.items()}
     if annotations:
         annotation_set = read_annotations(annotations)
@@ -131,9 +131,9 @@ def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, a
             class_names = labels.classes
         sources.append(("store", labels, grid_boxes(boxes, footprint, handle.slide.dimensions)))
 
-    images, masks, coords = [], [], []
-    for kind, source, origins in sources:
-        for x, y in origins:
+    origins, masks, coords = [], [], []  # origins: level pixels, read once a patch is kept
+    for kind, source, grid in sources:
+        for x, y in grid:
             lx, ly = int(round(x / downsample)), int(round(y / downsample))
             if kind == "annotations":
                 mask = rasterise_region(source, lx, ly, size, size, downsample)
@@ -142,7 +142,7 @@ def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, a
             coords.append((int(round(lx * downsample)), int(round(ly * downsample)), int(round(footprint)),
                            int(round(footprint))))
             masks.append(mask)
-            images.append((lx, ly))
+            origins.append((lx, ly))
     categories = [category(m, class_names) for m in masks]
     kept = balance(categories, seed)
     if not kept:
@@ -152,7 +152,7 @@ def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, a
                                      dtype=np.uint8)
     mask_array = group.create_array("masks", shape=(len(kept), size, size), chunks=(1, size, size), dtype=np.uint8)
     for n, index in enumerate(kept):
-        lx, ly = images[index]
+        lx, ly = origins[index]
         image_array[n] = handle.read(level, lx, ly, size, size)
         mask_array[n] = masks[index]
     group.create_array("coords", shape=(len(kept), 4), dtype=np.int64)[:] = np.asarray([coords[i] for i in kept])
