@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 
 from ..errors import CancersegError
+from ..io.stores import level0_geometry
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ class LabelStore:
         self.downsample = float(self.properties.get("downsample", 1.0))  # store level 0 vs slide level 0
         colors = self.root.attrs.get("image-label", {}).get("colors", [])
         self.colors = {int(c["label-value"]): tuple(c["rgba"]) for c in colors}
+        scale, _, units = level0_geometry(dict(self.root.attrs), self.levels[0].ndim)
+        self.scale, self.units = tuple(scale[-2:]), tuple(units[-2:])  # of level 0, per (y, x) pixel
+
+    @property
+    def in_micrometres(self) -> bool:
+        return all(u == "um" for u in self.units)
 
     @property
     def slide(self) -> str:

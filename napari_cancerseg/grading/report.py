@@ -154,13 +154,8 @@ def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
     if classes and not any(table[int(c["label"])] in TUMOUR_LABELS for c in classes):
         names = ", ".join(str(c["name"]) for c in classes)
         raise CancersegError(f"{path}: its classes ({names}) hold no tumour or Gleason pattern: nothing to grade")
-    import zarr
-
-    multiscale = zarr.open_group(path, mode="r").attrs["multiscales"][0]
-    scale = next(t["scale"] for t in multiscale["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
-    units = [a.get("unit") for a in multiscale.get("axes", [])][-2:]
-    in_um = all(u == "micrometer" for u in units)
-    pixel_area = float(scale[-1] * scale[-2]) if in_um else 1.0
+    in_um = store.in_micrometres
+    pixel_area = float(store.scale[0] * store.scale[1]) if in_um else 1.0
     level0 = store.levels[0]
     counts = np.zeros(256, np.int64)
     rows = max(1, band_bytes // max(1, level0.shape[1]))
@@ -181,7 +176,7 @@ def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
         regions.append(_region_report(index, (x0 * step, y0 * step, (x1 - x0) * step, (y1 - y0) * step),
                                       region_counts))
     notes = [f"regions measured at store level {k} ({step:g} slide px per pixel)"] if k else []
-    mpp = float(scale[-1]) / store.downsample if in_um else None
+    mpp = float(store.scale[1]) / store.downsample if in_um else None
     return _summarise(path, "label store", "um2" if in_um else "px2", mpp, areas_by_label, regions, notes)
 
 

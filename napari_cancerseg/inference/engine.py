@@ -27,7 +27,7 @@ import zarr
 from ..errors import CancersegError
 from ..grading.classes import class_colours
 from ..io import stores
-from ..io.wsi import SlideHandle, open_slide
+from ..io.wsi import SlideHandle, read_level
 from ..models.bundle import BundleInfo, bundle_info
 from ..preprocess.tissue import slide_tissue_mask
 from .graph import (
@@ -100,16 +100,6 @@ def model_identity(bundle_path: str, info: BundleInfo) -> dict[str, Any]:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return {"name": info.name, "version": info.version, "sha256": digest.hexdigest()[:16]}
-
-
-def choose_level(levels_mpp: list[float | None], target_mpp: float | None, level: int | None) -> int:
-    if level is not None:
-        if not 0 <= level < len(levels_mpp):
-            raise CancersegError(f"level {level} does not exist (the slide has {len(levels_mpp)})")
-        return level
-    if target_mpp is None or levels_mpp[0] is None:
-        return 0
-    return int(np.argmin([abs(np.log(m / target_mpp)) for m in levels_mpp]))
 
 
 class PredictionStore:
@@ -201,19 +191,11 @@ def predict_slide(
     info = bundle_info(bundle)
     recipe = info.recipe
     tile, overlap = tile or recipe.tile_size, overlap if overlap is not None else recipe.overlap
-    slide_info = open_slide(slide)
-    handle = SlideHandle.shared(slide)
-    base_mpp = slide_info.mpp[0] if slide_info.mpp else None
-    levels_mpp = [base_mpp * d if base_mpp else None for d in slide_info.metadata["level_downsamples"]]
-    n_openslide = handle.slide.level_count
-    chosen = choose_level(levels_mpp[:n_openslide], mpp if mpp is not None else recipe.mpp, level)
-    downsample = handle.slide.level_downsamples[chosen]
-    width, height = handle.slide.level_dimensions[chosen]
-    grid = TileGrid(height, width, tile, overlap)
-    notes = []
     target = mpp if mpp is not None else recipe.mpp
-    if target and levels_mpp[chosen] and abs(levels_mpp[chosen] / target - 1) > 0.1:
-        notes.append(f"predicting level {chosen} at {levels_mpp[chosen]:.3f} µm/px; the model expects {target} µm/px")
+    read = read_level(slide, target, level)
+    chosen, downsample, level_mpp = read.level, read.downsample, read.mpp
+    grid = TileGrid(read.height, read.width, tile, overlap)
+    notes = [note] if (note := read.note(target, "predicting")) else []
 
     mask, mask_downsample = slide_tissue_mask(slide, max_side=1024)
     fractions = tissue_fractions(grid, mask, mask_downsample, downsample)
@@ -221,10 +203,10 @@ def predict_slide(
     n_classes = max(2, len(info.classes))
     properties = {"format": STORE_FORMAT, "slide": slide_identity(slide), "model": model_identity(bundle, info),
                   "grid": grid.to_dict(), "level": int(chosen), "downsample": float(downsample),
-                  "mpp": levels_mpp[chosen], "tissue_threshold": tissue, "classes": info.classes,
+                  "mpp": level_mpp, "tissue_threshold": tissue, "classes": info.classes,
                   "slide_path": slide}
-    scale = (levels_mpp[chosen],) * 2 if levels_mpp[chosen] else (float(downsample),) * 2
-    units = ("um", "um") if levels_mpp[chosen] else ("pixel", "pixel")
+    scale = (level_mpp,) * 2 if level_mpp else (downsample,) * 2
+    units = ("um", "um") if level_mpp else ("pixel", "pixel")
     store = PredictionStore(out, grid, n_classes, properties, scale, units)
     done = store.done_mask()
     resumed = int((done & active).sum())

@@ -23,7 +23,7 @@ from ..errors import CancersegError
 from ..grading.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for, rgba_255
 from ..grading.report import TUMOUR_LABELS, label_mapping
 from ..io import stores
-from ..io.wsi import SlideHandle
+from ..io.wsi import SlideHandle, read_level
 
 
 @dataclass
@@ -50,11 +50,9 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
     to_label = classifier_labels(classifier.info.classes)
     size = classifier.recipe.tile_size
     handle = SlideHandle.shared(slide)
-    downsamples = list(handle.slide.level_downsamples)
-    base_mpp = float(handle.slide.properties.get("openslide.mpp-x", 0) or 0) or None
-    target = classifier.recipe.mpp
-    level = int(np.argmin([abs(np.log(base_mpp * d / target)) for d in downsamples])) if base_mpp and target else 0
-    footprint = size * downsamples[level] / seg.downsample  # a tile's side in segmentation pixels
+    read = read_level(slide, classifier.recipe.mpp)
+    level, downsample = read.level, read.downsample
+    footprint = size * downsample / seg.downsample  # a tile's side in segmentation pixels
     seg0 = seg.levels[0]
     rows, cols = int(np.ceil(seg0.shape[0] / footprint)), int(np.ceil(seg0.shape[1] / footprint))
 
@@ -72,8 +70,7 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
         tiles = []
         for r, c in members:
             y0, x0 = window(r, c)[0].start * seg.downsample, window(r, c)[1].start * seg.downsample
-            tiles.append(handle.read(level, int(round(x0 / downsamples[level])), int(round(y0 / downsamples[level])),
-                                     size, size))
+            tiles.append(handle.read(level, int(round(x0 / downsample)), int(round(y0 / downsample)), size, size))
         predicted = classifier.classify(np.stack(tiles)).argmax(axis=1)
         assigned.update({tile: int(to_label[k]) for tile, k in zip(members, predicted)})
         if progress:
@@ -99,10 +96,7 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
                   "segmentation": os.path.abspath(segmentation),
                   "patterns_from": {"name": classifier.info.name, "version": classifier.info.version,
                                     "tile": size, "level": level, "min_tumour": min_tumour}}
-    multiscale = stores.open_store(segmentation)[1]["multiscales"][0]
-    scale = next(t["scale"] for t in multiscale["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
-    units = tuple("um" if a.get("unit") == "micrometer" else "pixel" for a in multiscale["axes"][-2:])
-    stores.write_labels(out, stores.label_pyramid(level0), scale=scale[-2:], units=units, name="Gleason patterns",
+    stores.write_labels(out, stores.label_pyramid(level0), scale=seg.scale, units=seg.units, name="Gleason patterns",
                         colors=rgba_255(), properties=properties)
     names = {BENIGN: "benign", GLEASON_3: "3", GLEASON_4: "4", GLEASON_5: "5"}
     counts = {names[label]: sum(v == label for v in assigned.values()) for label in names}

@@ -149,14 +149,22 @@ def open_store(path: str | os.PathLike) -> tuple[list[da.Array], dict[str, Any]]
     return levels, attrs
 
 
+def level0_geometry(attrs: dict[str, Any], ndim: int) -> tuple[list[float], list[float], tuple[str, ...]]:
+    """(scale, translate, napari units) of level 0 of a store's NGFF multiscales metadata."""
+    multiscale = attrs["multiscales"][0]
+    transforms = multiscale["datasets"][0].get("coordinateTransformations", [])
+    scale = next((t["scale"] for t in transforms if t["type"] == "scale"), [1.0] * ndim)
+    translate = next((t["translation"] for t in transforms if t["type"] == "translation"), [0.0] * ndim)
+    axes = multiscale.get("axes", [])
+    units = tuple(_NAPARI_UNITS.get(a.get("unit"), a.get("unit") or "pixel") if isinstance(a, dict) else "pixel"
+                  for a in axes)
+    return [float(v) for v in scale], [float(v) for v in translate], units
+
+
 def read(path: str) -> list[LayerData]:
     levels, attrs = open_store(path)
     multiscale = attrs["multiscales"][0]
-    transforms = multiscale["datasets"][0].get("coordinateTransformations", [])
-    scale = next((t["scale"] for t in transforms if t["type"] == "scale"), [1.0] * levels[0].ndim)
-    translate = next((t["translation"] for t in transforms if t["type"] == "translation"), [0.0] * levels[0].ndim)
-    axes = multiscale.get("axes", [])
-    units = tuple(_NAPARI_UNITS.get(a.get("unit"), a.get("unit") or "pixel") if isinstance(a, dict) else "pixel" for a in axes)
+    scale, translate, units = level0_geometry(attrs, levels[0].ndim)
     is_labels = "image-label" in attrs
     kwargs: dict[str, Any] = {
         "name": multiscale.get("name") or Path(path).name,

@@ -225,6 +225,37 @@ class SlideInfo:
         return self.mpp if self.mpp is not None else (1.0, 1.0)
 
 
+@dataclass(frozen=True)
+class ReadLevel:
+    """The OpenSlide level a tool reads: its index, downsample, µm/px (None if unknown) and size."""
+
+    level: int
+    downsample: float
+    mpp: float | None
+    width: int
+    height: int
+
+    def note(self, target_mpp: float | None, what: str) -> str | None:
+        """A note when the level is more than 10% away from the µm/px asked for."""
+        if target_mpp and self.mpp and abs(self.mpp / target_mpp - 1) > 0.1:
+            return f"{what} level {self.level} at {self.mpp:.3f} µm/px, the nearest to {target_mpp} µm/px"
+        return None
+
+
+def read_level(path: str | os.PathLike, mpp: float | None = None, level: int | None = None) -> ReadLevel:
+    """``level`` if given, else the OpenSlide level nearest ``mpp`` (log scale), else level 0."""
+    slide = SlideHandle.shared(path).slide
+    downsamples = list(slide.level_downsamples)
+    if level is not None and not 0 <= level < len(downsamples):
+        raise ReadError(os.fspath(path), f"level {level} does not exist (the slide has {len(downsamples)})")
+    info = open_slide(path)
+    base = info.mpp[0] if info.mpp else None
+    if level is None:
+        level = int(np.argmin([abs(np.log(base * d / mpp)) for d in downsamples])) if base and mpp else 0
+    width, height = slide.level_dimensions[level]
+    return ReadLevel(level, float(downsamples[level]), base * downsamples[level] if base else None, width, height)
+
+
 def open_slide(path: str | os.PathLike) -> SlideInfo:
     """Open a slide lazily: dask levels, µm/px and metadata, no pixels read."""
     handle = SlideHandle.shared(path)

@@ -27,7 +27,7 @@ import zarr
 
 from ..errors import CancersegError
 from ..grading.classes import BENIGN, CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
-from ..io.wsi import SlideHandle, open_slide
+from ..io.wsi import SlideHandle, read_level
 
 TUMOUR_LABELS = (GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR)
 
@@ -45,17 +45,6 @@ class PatchSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _level_for(slide: str, mpp: float | None) -> tuple[int, float, float | None]:
-    from ..inference.engine import choose_level
-
-    info = open_slide(slide)
-    handle = SlideHandle.shared(slide)
-    base = info.mpp[0] if info.mpp else None
-    downsamples = list(handle.slide.level_downsamples)
-    level = choose_level([base * d if base else None for d in downsamples], mpp, None)
-    return level, float(downsamples[level]), base * downsamples[level] if base else None
 
 
 def grid_boxes(boxes: list[tuple[float, float, float, float]], footprint: float,
@@ -107,12 +96,11 @@ def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, a
 
     if not annotations and not store:
         raise CancersegError("give annotations, a corrected store, or both")
-    level, downsample, level_mpp = _level_for(slide, mpp)
+    read = read_level(slide, mpp)
+    level, downsample, level_mpp = read.level, read.downsample, read.mpp
     handle = SlideHandle.shared(slide)
     footprint = size * downsample
-    notes = []
-    if mpp and level_mpp and abs(level_mpp / mpp - 1) > 0.1:
-        notes.append(f"patches read at level {level} ({level_mpp:.3f} µm/px), the nearest to {mpp} µm/px")
+    notes = [note] if (note := read.note(mpp, "patches read at")) else []
     sources: list[tuple[str, Any, list]] = []  # (kind, labels source, level-0 patch origins)
     class_names = {label: name for label, (name, _) in CLASSES.items()}
     if annotations:

@@ -7,6 +7,7 @@ disk every ``CANCERSEG_AUTOSAVE_SECONDS`` (30 s), when a layer is removed and
 when napari quits; "Accept" writes the region into the store (``correction``).
 """
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,6 @@ from pathlib import Path
 import dask.array as da
 import napari
 import numpy as np
-import zarr
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, create_widget
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
@@ -38,13 +38,14 @@ def store_path(layer) -> str | None:
     return path if path and metadata.get("format") == "OME-Zarr" and os.path.isdir(path) else None
 
 
+_refreshes = itertools.count(1)
+
+
 def refresh_store_layer(layer, path: str) -> None:
     """Show what the store now holds: fresh dask names, so napari's chunk cache serves nothing stale."""
-    refresh_store_layer.count = getattr(refresh_store_layer, "count", 0) + 1
-    datasets = zarr.open_group(path, mode="r").attrs["multiscales"][0]["datasets"]
-    layer.data = [da.from_zarr(zarr.open_array(os.path.join(path, d["path"]), mode="r"),
-                               name=f"{Path(path).stem}-{k}-{refresh_store_layer.count}")
-                  for k, d in enumerate(datasets)]
+    token = next(_refreshes)
+    layer.data = [da.from_zarr(level, name=f"{Path(path).stem}-{k}-{token}")
+                  for k, level in enumerate(LabelStore(path).levels)]
 
 
 @dataclass

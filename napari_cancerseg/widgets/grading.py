@@ -14,6 +14,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import processes
+from ..correction.regions import LabelStore
 from ..errors import CancersegError
 from ..grading.classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
 from ..grading.gleason import RESEARCH_ONLY
@@ -124,8 +125,7 @@ class GradingWidget(Container):
         """The patch classifier colours the selected segmentation's tumour, in a model process."""
         segmentation = store_path(self.store_layer.value)
         classifier = str(self.classifier.value or "")
-        slide = (self.store_layer.value.metadata.get("attributes", {}).get("cancerseg", {}).get("slide_path")
-                 if segmentation else None)
+        slide = LabelStore(segmentation).slide if segmentation else None
         if not segmentation or not slide or not os.path.isfile(classifier):
             show_error("pick a prediction or annotation layer of a slide, and a Gleason classifier bundle")
             return

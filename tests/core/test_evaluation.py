@@ -9,7 +9,15 @@ import pytest
 from scipy import ndimage
 
 from napari_cancerseg.errors import CancersegError
-from napari_cancerseg.evaluation import LabelImage, evaluate_pair, evaluate_paths, hd95, read_label_image, score, surface
+from napari_cancerseg.evaluation import (
+    LabelImage,
+    evaluate_pair,
+    evaluate_paths,
+    hd95,
+    read_label_image,
+    score,
+    surface,
+)
 
 from ..conftest import data_path
 

@@ -223,3 +223,8 @@ def test_gleason_classifier_trains_on_real_tiles_and_colours_the_tumour(tmp_path
     assert len(np.unique(tile)) == 1
     report = grade_store(out)
     assert report.gleason_score is None or report.isup_grade_group in range(1, 6)
+    # the report's areas are the overlay's own pixel counts at 0.499 µm/px, graded by the rules
+    counted = {p: float((result == label).sum()) * 0.499 ** 2
+               for p, label in ((3, GLEASON_3), (4, GLEASON_4), (5, GLEASON_5))}
+    assert [report.areas[str(p)] for p in counted] == pytest.approx(list(counted.values()))
+    assert report.gleason_score == grade(counted).score
