@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import zarr
 
 from napari_cancerseg._writer import write_labels_zarr
 from napari_cancerseg.io import stores
@@ -56,3 +57,42 @@ def test_napari_writer_for_a_volume(tmp_path):
 def test_float_labels_refused(tmp_path):
     with pytest.raises(ValueError, match="integers"):
         stores.write_labels(str(tmp_path / "bad.zarr"), [np.zeros((4, 4), np.float32)], (1, 1), ("um", "um"))
+
+
+def test_chunk_files_writes_what_zarr_writes(tmp_path):
+    """Whole chunks written straight to files read back as written, and the files equal zarr's own."""
+    rng = np.random.default_rng(3)
+    data = (rng.random((2, 100, 130)) * 4).astype(np.uint8)  # compressible, edge chunks on both axes
+    arrays = {}
+    for name in ("by_zarr", "direct"):
+        root = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="w", zarr_format=2)
+        arrays[name] = stores.create_array(root, "probabilities", data.shape, (1, 64, 64), np.uint8)
+    arrays["by_zarr"][:] = data
+    writer = stores.ChunkFiles(arrays["direct"])
+    for index in np.ndindex(2, 2, 3):
+        writer.write(index, data[writer.box(index)])
+    np.testing.assert_array_equal(arrays["direct"][:], data)
+    for index in np.ndindex(2, 2, 3):
+        key = "/".join(map(str, index))
+        assert (tmp_path / "direct.zarr/probabilities" / key).read_bytes() == \
+            (tmp_path / "by_zarr.zarr/probabilities" / key).read_bytes()
+    assert not list(tmp_path.glob("direct.zarr/**/*.partial"))
+    with pytest.raises(ValueError, match=r"covers \(1, 36, 2\)"):
+        writer.write((0, 1, 2), np.zeros((1, 64, 64), np.uint8))
+
+
+def test_chunk_files_read_and_write_rows(tmp_path):
+    """Row bands read across chunk boundaries equal zarr's reads; never-written chunks read as the fill value."""
+    root = zarr.open_group(str(tmp_path / "rows.zarr"), mode="w", zarr_format=2)
+    array = stores.create_array(root, "labels", (300, 250), (64, 96), np.uint8)
+    labels = _labels()[:300, :250]
+    files = stores.ChunkFiles(array)
+    files.write_rows(0, labels[:128])
+    files.write_rows(256, labels[256:])  # the clipped last chunk row; rows 128..255 never written
+    expected = labels.copy()
+    expected[128:256] = 0
+    np.testing.assert_array_equal(array[:], expected)
+    for start, stop in [(0, 300), (37, 201), (250, 400)]:
+        np.testing.assert_array_equal(files.read_rows(start, stop), expected[start:stop])
+    with pytest.raises(ValueError, match="not whole chunk rows"):
+        files.write_rows(10, labels[10:74])
