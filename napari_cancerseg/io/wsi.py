@@ -72,6 +72,8 @@ class SlideHandle:
             raise ReadError(self.path, _diagnose_unsupported(self.path)) from None
         except openslide.OpenSlideError as err:
             raise ReadError(self.path, f"OpenSlide cannot open this slide: {err}") from None
+        # OpenSlide's properties call into C and build new tuples on every access: read once (hot path)
+        self.downsamples: tuple[float, ...] = tuple(self.slide.level_downsamples)
         self.reads: collections.Counter[int] = collections.Counter()
         self._count_lock = threading.Lock()
         background = self.slide.properties.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR)
@@ -98,13 +100,13 @@ class SlideHandle:
     def __dask_tokenize__(self):
         return ("SlideHandle", self.path, os.stat(self.path).st_mtime)
 
-    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """RGB uint8 pixels of a region given in *level* pixel coordinates.
+    def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+        """RGB uint8 pixels of a region given in *level* pixel coordinates (written into ``out`` if given).
 
         Transparent pixels (outside scanned areas) are composited on the
         slide's background colour, as viewers show them.
         """
-        downsample = self.slide.level_downsamples[level]
+        downsample = self.downsamples[level]
         origin = (int(round(x * downsample)), int(round(y * downsample)))
         with self._count_lock:
             self.reads[level] += 1
@@ -114,20 +116,25 @@ class SlideHandle:
             raise ReadError(
                 self.path, f"failed to read level {level} region x={x} y={y} {width}x{height}: {err}"
             ) from None
-        return composite_on_background(rgba, self.background)
+        return composite_on_background(rgba, self.background, out)
 
     def close(self) -> None:
         self.slide.close()
 
 
-def composite_on_background(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    """Alpha-composite straight (non-premultiplied) RGBA onto an opaque colour."""
+def composite_on_background(rgba: np.ndarray, background: tuple[int, int, int],
+                            out: np.ndarray | None = None) -> np.ndarray:
+    """Alpha-composite straight (non-premultiplied) RGBA onto an opaque colour (into ``out`` if given)."""
+    if out is None:
+        out = np.empty(rgba.shape[:-1] + (3,), np.uint8)
     alpha = rgba[..., 3]
     if alpha.min() == 255:  # the usual case inside tissue: no arithmetic needed
-        return np.ascontiguousarray(rgba[..., :3])
+        out[...] = rgba[..., :3]
+        return out
     a = alpha[..., None].astype(np.float32) / 255.0
     rgb = rgba[..., :3].astype(np.float32) * a + np.asarray(background, np.float32) * (1.0 - a)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    out[...] = np.clip(np.rint(rgb), 0, 255)
+    return out
 
 
 def _parse_hex_colour(text: str) -> tuple[int, int, int]:

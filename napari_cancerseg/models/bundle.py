@@ -189,13 +189,19 @@ class Bundle:
             tile = macenko_normalise(tile, reference).image
         return tile.astype(self.recipe.input_dtype, copy=False)
 
+    def _prepare_batch(self, tiles) -> np.ndarray:
+        if (isinstance(tiles, np.ndarray) and tiles.ndim == 4 and tiles.shape[-1] == self.recipe.channels
+                and not self.recipe.stain):  # the tiled engine's batches: used as they are, not copied
+            return tiles.astype(self.recipe.input_dtype, copy=False)
+        return np.stack([self.prepare(t) for t in tiles])
+
     def predict_batch(self, tiles: np.ndarray, as_uint8: bool = False) -> np.ndarray:
         """Per-class probabilities (N, H, W, C) of a batch of equally sized tiles.
 
         ``as_uint8`` gives round(255 p) computed inside the model, so a GPU hands
         back a quarter of the bytes (the tiled engine stores uint8 anyway).
         """
-        tiles = np.stack([self.prepare(t) for t in tiles])
+        tiles = self._prepare_batch(tiles)
         height, width = tiles.shape[1:3]
         divisor = self.recipe.divisor
         pad_y, pad_x = (-height) % divisor, (-width) % divisor
@@ -225,8 +231,7 @@ class Bundle:
 
     def classify(self, tiles: np.ndarray) -> np.ndarray:
         """Class probabilities (N, C) of a batch of equally sized tiles (image-level classifiers)."""
-        batch = np.stack([self.prepare(t) for t in tiles])
-        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+        return np.asarray(self.model.predict_on_batch(self._prepare_batch(tiles)), dtype=np.float32)
 
     def predict_tile(self, tile: np.ndarray) -> np.ndarray:
         """Per-class probabilities (H, W, C) of one tile (uint8 RGB for slides)."""
