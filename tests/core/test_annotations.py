@@ -12,7 +12,12 @@ from napari_cancerseg import annotations
 from napari_cancerseg.annotations import aperio, asap, geojson
 from napari_cancerseg.annotations.layers import to_annotations, to_layer_data
 from napari_cancerseg.annotations.raster import (
-    label_array, labelled_shapes, labels_to_annotations, mask_to_polygons, rasterise_region)
+    label_array,
+    labelled_shapes,
+    labels_to_annotations,
+    mask_to_polygons,
+    rasterise_region,
+)
 from napari_cancerseg.errors import ReadError
 from napari_cancerseg.grading.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
 

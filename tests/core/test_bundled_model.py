@@ -9,10 +9,9 @@ import pytest
 
 pytest.importorskip("keras")
 
+from napari_cancerseg import NUCLEI_MODEL, resource_path  # noqa: E402
 from napari_cancerseg.models import load_bundle, metrics  # noqa: E402
 from napari_cancerseg.models.bundle import bundle_info  # noqa: E402
-
-from napari_cancerseg import NUCLEI_MODEL, resource_path  # noqa: E402
 
 from ..conftest import data_path  # noqa: E402
 

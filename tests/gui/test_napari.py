@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import npe2
+import numpy as np
 import pytest
-
 
 from ..conftest import data_path
 
