@@ -6,8 +6,9 @@ Two kinds of task, named after the run so that two runs never share keys:
   processes), lets the model normalise and predict them, and returns uint8
   probabilities (N, C, T, T).  The model is loaded once per process and its
   forward passes are serialised by a lock: one model per process (per GPU).
-* ``chunk``: blends the up to 3 x 3 tiles around one output chunk and writes
-  its probabilities, argmax labels and done flag to the store.
+* ``segment``: blends the tiles around a run of up to 16 neighbouring output
+  chunks of one row, all at once, and writes each chunk's probabilities,
+  argmax labels and done flag to the store.
 
 Chunks without tissue get no task at all: they stay at the store's fill value,
 label 0 (background) and probability 0 for every class (not predicted).
@@ -21,11 +22,9 @@ Keras only when a task loads a model.
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -33,7 +32,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..io.wsi import SlideHandle
+from ..io.stores import ChunkFiles
+from .readers import TileReaders, column_owners
 from .tiling import TileGrid
 
 Tile = tuple[int, int]
@@ -50,6 +50,7 @@ class RunSpec:
     store: str
     bundle: str
     n_classes: int
+    batch: int = 16
     readers: int = 4
     reader_processes: bool = False
 
@@ -62,9 +63,10 @@ class RunSpec:
 
 _models: dict[str, Any] = {}  # bundle path or run name -> object with predict_batch
 _model_lock = threading.Lock()  # one forward pass at a time per process: one model per device
-_pools: dict[tuple[bool, int], Executor] = {}
-_pools_lock = threading.Lock()
+_readers: dict[str, TileReaders] = {}  # run name -> its tile readers, in this process
+_readers_lock = threading.Lock()
 _cancelled: set[str] = set()
+KEEP_READERS = 2  # runs whose readers a cluster worker keeps (older ones are closed)
 
 
 def register_model(spec: RunSpec, model) -> None:
@@ -73,8 +75,13 @@ def register_model(spec: RunSpec, model) -> None:
 
 
 def forget_run(spec: RunSpec) -> None:
+    """Drop this run's model and close its readers in this process."""
     _models.pop(spec.name, None)
     _cancelled.discard(spec.name)
+    with _readers_lock:
+        readers = _readers.pop(spec.name, None)
+    if readers is not None:
+        readers.close()
 
 
 def cancel_run(spec: RunSpec) -> None:
@@ -94,116 +101,157 @@ def _model(spec: RunSpec):
     return model
 
 
-def _pool(processes: bool, workers: int) -> Executor:
-    with _pools_lock:
-        key = (processes, workers)
-        if key not in _pools:
-            _pools[key] = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-                           if processes else ThreadPoolExecutor(workers, thread_name_prefix="cancerseg-read"))
-        return _pools[key]
-
-
-def shutdown_readers() -> None:
-    """Stop this process's reader pools (reader processes hold memory; threads are cheap to keep)."""
-    with _pools_lock:
-        for pool in _pools.values():
-            pool.shutdown(wait=False, cancel_futures=True)
-        _pools.clear()
-
-
-def _read_tile(slide: str, level: int, x: int, y: int, size: int) -> np.ndarray:
-    return SlideHandle.shared(slide).read(level, x, y, size, size)
+def _run_readers(spec: RunSpec) -> TileReaders:
+    with _readers_lock:
+        readers = _readers.get(spec.name)
+        if readers is None:
+            readers = TileReaders(spec.slide, spec.level, spec.grid.tile, spec.batch, spec.readers,
+                                  spec.reader_processes)
+            _readers[spec.name] = readers
+            for name in list(_readers)[:-KEEP_READERS]:  # a cluster worker sees run after run
+                _readers.pop(name).close()
+        return readers
 
 
 @lru_cache(maxsize=8)
-def _store_arrays(path: str, run: str) -> tuple[zarr.Array, zarr.Array, zarr.Array]:
+def _store_writers(path: str, run: str) -> tuple[ChunkFiles, ChunkFiles, ChunkFiles]:
     """The store's arrays, opened once per run and process (a later run may have recreated the store)."""
     root = zarr.open_group(path, mode="r+")
-    return root["labels/0"], root["probabilities"], root["done"]
+    return ChunkFiles(root["labels/0"]), ChunkFiles(root["probabilities"]), ChunkFiles(root["done"])
 
 
 # ---- tasks ------------------------------------------------------------------------------------------
 
-def predict_task(spec: RunSpec, tiles: Sequence[Tile], after: Sequence[bool] = ()) -> np.ndarray | None:
+def predict_task(spec: RunSpec, tiles: Sequence[Tile], owners: Sequence[int],
+                 after: Sequence[bool] = ()) -> np.ndarray | None:
     """Read, normalise and predict one batch: uint8 probabilities (N, C, T, T), or None if cancelled.
 
+    ``owners``: the reader of each tile (see ``readers.column_owners``).
     ``after``: results of the chunk tasks this batch waits for (back-pressure only, see ``build_graph``).
     """
     if spec.name in _cancelled:
         return None
-    size = spec.grid.tile
     origins = [spec.grid.tile_origin(*t) for t in tiles]
-    pool = _pool(spec.reader_processes, spec.readers)
-    futures = [pool.submit(_read_tile, spec.slide, spec.level, x, y, size) for y, x in origins]
-    batch = np.stack([f.result() for f in futures])
     model = _model(spec)
-    with _model_lock:
+    with _run_readers(spec).batch(origins, owners) as batch, _model_lock:  # a full batch: see TileReaders.batch
         probabilities = model.predict_batch(batch, as_uint8=True)
-    probabilities = np.asarray(probabilities)[..., :spec.n_classes]
+    probabilities = np.asarray(probabilities)[:len(tiles), ..., :spec.n_classes]
     if probabilities.dtype != np.uint8:  # models that only give floats
         probabilities = np.clip(np.rint(probabilities * 255), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(probabilities.transpose(0, 3, 1, 2))
 
 
-def blend_chunk(grid: TileGrid, chunk: Tile, tiles: dict[Tile, np.ndarray]) -> np.ndarray:
-    """uint8 probabilities (C, h, w) of one output chunk from the tiles around it (uint8, (C, T, T)).
+def blend_segment(grid: TileGrid, row: int, cols: range, tiles: dict[Tile, np.ndarray]) -> np.ndarray:
+    """uint8 probabilities (k, C, stride, stride) of chunks ``cols`` of chunk row ``row``.
 
-    Each pixel is sum(w_t p_t) / sum(w_t) over the tiles t that cover it.  The
-    chunk's own tile has weight exactly 1 away from a frame ``margin`` wide and
-    no other tile reaches there, so that interior is the tile itself: only the
-    frame is blended in floating point.
+    ``tiles``: uint8 (C, T, T) probabilities of every grid tile next to those
+    chunks (rows ``row`` +- 1, columns ``cols`` widened by one, within the grid).
+
+    Each pixel is sum(w_t p_t) / sum(w_t) over the tiles t that cover it, with
+    separable weights w_t(y, x) = ramp(y) ramp(x): every pixel's covering tiles
+    form a rows x columns product, so that equals blending along x within each
+    row of tiles and then along y, each pass normalised by its own weights.
+    A chunk's interior is its own tile alone (weight 1, no other tile reaches
+    it) and is copied; only the frame, ``margin`` wide, is blended in floating
+    point, for all k chunks at once: a few large array operations per segment
+    instead of dozens of small ones per chunk, which with many threads made
+    the GIL, not the arithmetic, the limit.
     """
-    row, col = chunk
-    y0, y1, x0, x1 = grid.chunk_box(row, col)
-    m, weights = grid.margin, grid.weights
-    own = tiles[chunk]
-    out = own[:, m:m + y1 - y0, m:m + x1 - x0].copy()
+    s, m, t = grid.stride, grid.margin, grid.tile
+    k = len(cols)
+    own = _stack_row(tiles, row, range(cols.start - 1, cols.stop + 1))
+    out = own.tiles[1:k + 1, :, m:m + s, m:m + s].copy()  # interior and frame; the frame is overwritten below
     if not m:
         return out
-    stride = grid.stride
-    frame = [(0, min(m, y1 - y0), 0, x1 - x0),  # top, bottom, left, right strips in chunk pixels
-             (stride - m, y1 - y0, 0, x1 - x0),
-             (m, min(stride - m, y1 - y0), 0, min(m, x1 - x0)),
-             (m, min(stride - m, y1 - y0), stride - m, x1 - x0)]
-    for sy0, sy1, sx0, sx1 in frame:
-        if sy0 >= sy1 or sx0 >= sx1:
-            continue
-        total = np.zeros((out.shape[0], sy1 - sy0, sx1 - sx0), np.float32)
-        weight = np.zeros((sy1 - sy0, sx1 - sx0), np.float32)
-        for (r, c), probabilities in tiles.items():
-            ty, tx = grid.tile_origin(r, c)
-            # the strip in this tile's pixels, clipped to the tile
-            ay0, ay1 = max(y0 + sy0, ty), min(y0 + sy1, ty + grid.tile)
-            ax0, ax1 = max(x0 + sx0, tx), min(x0 + sx1, tx + grid.tile)
-            if ay0 >= ay1 or ax0 >= ax1:
-                continue
-            w = weights[ay0 - ty:ay1 - ty, ax0 - tx:ax1 - tx]
-            region = (slice(ay0 - y0 - sy0, ay1 - y0 - sy0), slice(ax0 - x0 - sx0, ax1 - x0 - sx0))
-            total[(slice(None), *region)] += probabilities[:, ay0 - ty:ay1 - ty, ax0 - tx:ax1 - tx] * w
-            weight[region] += w
-        out[:, sy0:sy1, sx0:sx1] = np.rint(total / weight).astype(np.uint8)
+    ramp = grid.ramp.astype(np.float32)
+    near, far = ramp[m:2 * m], ramp[t - m:]  # a tile's own weight in its frame, its neighbour's weight there
+    # the own row of tiles, blended along x: the top and bottom bands of the frame, and its side columns between
+    top = _blend_along_x(own, k, slice(m, 2 * m), s, m, near, far)
+    bottom = _blend_along_x(own, k, slice(s, s + m), s, m, near, far)
+    middle = _blend_along_x(own, k, slice(2 * m, s), s, m, near, far, middle=False)
+    out[..., m:s - m, :m] = _round(middle[..., :m])
+    out[..., m:s - m, s - m:] = _round(middle[..., s - m:])
+    for band, neighbour_row, rows, own_weight, other_weight, place in (
+            (top, row - 1, slice(t - m, t), near, far, slice(0, m)),
+            (bottom, row + 1, slice(0, m), near[::-1], far[::-1], slice(s - m, s))):
+        if 0 <= neighbour_row < grid.rows:  # blended along y with the row of tiles above or below
+            other = _blend_along_x(_stack_row(tiles, neighbour_row, range(cols.start - 1, cols.stop + 1)),
+                                   k, rows, s, m, near, far)
+            band = (band * own_weight[:, None] + other * other_weight[:, None]) / (own_weight + other_weight)[:, None]
+        out[..., place, :] = _round(band)
     return out
 
 
-def write_chunk(spec: RunSpec, chunk: Tile, probabilities: np.ndarray) -> None:
-    labels, stored, done = _store_arrays(spec.store, spec.name)
-    y0, y1, x0, x1 = spec.grid.chunk_box(*chunk)
-    stored[:, y0:y1, x0:x1] = probabilities
-    if len(probabilities) == 2:  # 10x faster than argmax, same ties (class 0)
-        labels[y0:y1, x0:x1] = (probabilities[1] > probabilities[0]).view(np.uint8)
-    else:
-        labels[y0:y1, x0:x1] = np.argmax(probabilities, axis=0).astype(np.uint8)
-    done[chunk] = 1  # after the data: a chunk marked done is always complete
+@dataclass
+class _Row:
+    tiles: np.ndarray  # (n, C, T, T) uint8, zeros where the grid has no tile
+    present: np.ndarray  # (n,) float32: 1 where it has
 
 
-def chunk_task(spec: RunSpec, chunk: Tile, tiles: Sequence[Tile], batches: Sequence[np.ndarray | None],
-               positions: Sequence[int]) -> bool:
-    """Blend and write one chunk; ``batches[i][positions[i]]`` is tile ``tiles[i]``.  False if cancelled."""
+def _stack_row(tiles: dict[Tile, np.ndarray], row: int, cols: range) -> _Row:
+    present = [(row, c) in tiles for c in cols]
+    sample = next(tiles[(row, c)] for c, p in zip(cols, present) if p)
+    stacked = np.zeros((len(cols), *sample.shape), sample.dtype)
+    for i, c in enumerate(cols):
+        if present[i]:
+            stacked[i] = tiles[(row, c)]
+    return _Row(stacked, np.asarray(present, np.float32))
+
+
+def _blend_along_x(row: _Row, k: int, rows: slice, s: int, m: int, near: np.ndarray, far: np.ndarray,
+                   middle: bool = True) -> np.ndarray:
+    """float32 (k, C, len(rows), s): tile rows ``rows`` of the k chunks, blended along x with their neighbours.
+
+    ``row`` holds the k chunks' own tiles at 1..k and their left and right
+    neighbours at 0 and k + 1.  Without ``middle`` only the m columns at each
+    side are filled (the middle is the own tile alone).
+    """
+    t = s + 2 * m
+    own = row.tiles[1:k + 1, :, rows]
+    left, right = row.tiles[0:k, :, rows, t - m:], row.tiles[2:k + 2, :, rows, :m]
+    has_left, has_right = row.present[0:k, None, None, None], row.present[2:k + 2, None, None, None]
+    out = np.empty(own.shape[:3] + (s,), np.float32)
+    if middle:
+        out[..., m:s - m] = own[..., 2 * m:s]
+    out[..., :m] = (own[..., m:2 * m] * near + left * (far * has_left)) / (near + far * has_left)
+    out[..., s - m:] = (own[..., s:s + m] * near[::-1] + right * (far[::-1] * has_right)) / (
+        near[::-1] + far[::-1] * has_right)
+    return out
+
+
+def _round(values: np.ndarray) -> np.ndarray:
+    return np.rint(values).astype(np.uint8)
+
+
+def write_chunks(spec: RunSpec, row: int, cols: range, probabilities: np.ndarray) -> None:
+    """Write each chunk's probabilities (C, h, w), its argmax labels and then its done flag.
+
+    The store's chunks are the grid's chunks, so each is one whole-chunk write.
+    """
+    labels, stored, done = _store_writers(spec.store, spec.name)
+    for col, chunk_probabilities in zip(cols, probabilities):
+        y0, y1, x0, x1 = spec.grid.chunk_box(row, col)
+        chunk = chunk_probabilities[:, :y1 - y0, :x1 - x0]  # clipped at the slide's edges
+        for k, plane in enumerate(chunk):
+            stored.write((k, row, col), plane[None])
+        if len(chunk) == 2:  # 10x faster than argmax, same ties (class 0)
+            labels.write((row, col), (chunk[1] > chunk[0]).view(np.uint8))
+        else:
+            labels.write((row, col), np.argmax(chunk, axis=0).astype(np.uint8))
+        done.write((row, col), np.ones((1, 1), np.uint8))  # after the data: a chunk marked done is complete
+
+
+def segment_task(spec: RunSpec, row: int, cols: range, tiles: Sequence[Tile],
+                 batches: Sequence[np.ndarray | None], positions: Sequence[int]) -> int:
+    """Blend and write chunks ``cols`` of chunk row ``row``; ``batches[i][positions[i]]`` is tile ``tiles[i]``.
+
+    Returns the number of chunks written (0 if cancelled).
+    """
     if spec.name in _cancelled or any(b is None for b in batches):
-        return False
+        return 0
     around = {tile: batch[position] for tile, batch, position in zip(tiles, batches, positions)}
-    write_chunk(spec, chunk, blend_chunk(spec.grid, chunk, around))
-    return True
+    write_chunks(spec, row, cols, blend_segment(spec.grid, row, cols, around))
+    return len(cols)
 
 
 # ---- the graph and its execution ---------------------------------------------------------------------
@@ -213,42 +261,66 @@ class Graph:
     spec: RunSpec
     tasks: dict
     predict_keys: dict[tuple, int]  # key -> tiles in that batch
-    chunk_keys: list[tuple]
+    segment_batches: dict[tuple, set[tuple]]  # segment key -> the batches it blends
 
     @property
     def keys(self) -> list[tuple]:
-        return [*self.predict_keys, *self.chunk_keys]
+        return [*self.predict_keys, *self.segment_batches]
 
 
-def build_graph(spec: RunSpec, tiles: Sequence[Tile], chunks: Sequence[Tile], batch: int) -> Graph:
-    """The graph predicting ``tiles`` (row-major) in batches and writing ``chunks`` from them.
+SEGMENT_CHUNKS = 16  # chunks blended together: large array operations, yet many segments per row to share out
 
-    Back-pressure: batch i also waits for the chunks that use batch i - window,
+
+def segments(chunks: Sequence[Tile], longest: int = SEGMENT_CHUNKS) -> list[tuple[int, range]]:
+    """Chunks grouped into (row, columns): runs of neighbouring chunks in a row, at most ``longest`` long."""
+    by_row: dict[int, list[int]] = {}
+    for row, col in chunks:
+        by_row.setdefault(int(row), []).append(int(col))
+    out = []
+    for row, cols in sorted(by_row.items()):
+        cols.sort()
+        start = previous = cols[0]
+        for col in [*cols[1:], None]:
+            if col is None or col != previous + 1 or col - start == longest:
+                out.append((row, range(start, previous + 1)))
+                start = col
+            previous = col
+    return out
+
+
+def build_graph(spec: RunSpec, tiles: Sequence[Tile], chunks: Sequence[Tile]) -> Graph:
+    """The graph predicting ``tiles`` (row-major) in batches of ``spec.batch`` and writing ``chunks`` from them.
+
+    Back-pressure: batch i also waits for the segments that use batch i - window,
     where the window spans two rows of tiles and a bit.  Without it a scheduler
     may predict far ahead of the blending, and memory grows with the slide's
     area; with it, memory is a few rows of tiles whatever the slide's height.
     """
+    batch = spec.batch
     batches = [[tuple(map(int, t)) for t in tiles[start:start + batch]] for start in range(0, len(tiles), batch)]
     predict_keys = {(f"{spec.name}-predict", i): len(members) for i, members in enumerate(batches)}
     where = {t: ((f"{spec.name}-predict", i), j) for i, members in enumerate(batches) for j, t in enumerate(members)}
     tasks: dict = {}
-    chunk_keys = []
+    segment_batches: dict[tuple, set[tuple]] = {}
     users: dict[tuple, list[tuple]] = {key: [] for key in predict_keys}
-    for chunk in chunks:
-        chunk = tuple(map(int, chunk))
-        around = [t for t in spec.grid.tiles_of_chunk(*chunk) if t in where]
-        key = (f"{spec.name}-chunk", *chunk)
-        tasks[key] = (chunk_task, spec, chunk, around, [where[t][0] for t in around], [where[t][1] for t in around])
-        chunk_keys.append(key)
-        for batch_key in {where[t][0] for t in around}:
+    for row, cols in segments(chunks):
+        around = [(r, c) for r in range(row - 1, row + 2) for c in range(cols.start - 1, cols.stop + 1)
+                  if (r, c) in where]
+        key = (f"{spec.name}-segment", row, cols.start)
+        tasks[key] = (segment_task, spec, row, cols, around, [where[t][0] for t in around],
+                      [where[t][1] for t in around])
+        segment_batches[key] = {where[t][0] for t in around}
+        for batch_key in segment_batches[key]:
             users[batch_key].append(key)
-    # a chunk's tiles lie within 2 rows + 3 tiles of the row-major list: waiting on batch i - window's
-    # users never waits on batch i or later, so the back-pressure cannot deadlock
-    window = -(-(2 * spec.grid.cols + 3) // batch) + 2
+    # a segment's tiles lie within 2 rows + SEGMENT_CHUNKS + 2 tiles of the row-major list: waiting on batch
+    # i - window's users never waits on batch i or later, so the back-pressure cannot deadlock
+    reach = 2 * spec.grid.cols + SEGMENT_CHUNKS + 2
+    window = -(-reach // batch) + 4  # + 4: the model may run 2 batches ahead of blending
+    owners = column_owners([t for members in batches for t in members], spec.readers)
     for (name, i), members in zip(predict_keys, batches):
         after = users[(name, i - window)] if i >= window else []
-        tasks[(name, i)] = (predict_task, spec, members, after)
-    return Graph(spec, tasks, predict_keys, chunk_keys)
+        tasks[(name, i)] = (predict_task, spec, members, [owners[t] for t in members], after)
+    return Graph(spec, tasks, predict_keys, segment_batches)
 
 
 @dataclass
@@ -278,14 +350,14 @@ def run_local(graph: Graph, on_task: Callable[[Counts], None], threads: int = 4,
         on_task(counts)
 
     tasks = dict(graph.tasks)
-    rows = sorted({key[1] for key in graph.chunk_keys})
+    rows = sorted({key[1] for key in graph.segment_batches})
     band_of_row = {row: index // band_rows for index, row in enumerate(rows)}
     bands: dict[int, list[tuple]] = {}
     last_band: dict[tuple, int] = {}  # batch -> the last band that uses it
-    for key in graph.chunk_keys:
+    for key, batch_keys in graph.segment_batches.items():
         band = band_of_row[key[1]]
         bands.setdefault(band, []).append(key)
-        for batch_key in tasks[key][4]:
+        for batch_key in batch_keys:
             last_band[batch_key] = max(band, last_band.get(batch_key, band))
     carried: set[tuple] = set()
     with Callback(posttask=posttask):
@@ -316,7 +388,7 @@ def run_distributed(graph: Graph, address: str, on_task: Callable[[Counts], None
             if future.status == "error":
                 client.cancel(list(results.futures))
                 future.result()  # raises the task's error here
-            result = future.result() if future.key not in graph.predict_keys else True
+            result = future.result() if future.key not in graph.predict_keys else True  # batches stay remote
             _count(graph, future.key, result, counts)
             on_task(counts)
             if cancelled():
@@ -326,7 +398,7 @@ def run_distributed(graph: Graph, address: str, on_task: Callable[[Counts], None
 
 
 def _count(graph: Graph, key, result, counts: Counts) -> None:
-    if key in graph.predict_keys and result is not None:
-        counts.tiles += graph.predict_keys[key]
-    elif result is True:
-        counts.chunks += 1
+    if key in graph.predict_keys:
+        counts.tiles += graph.predict_keys[key] if result is not None else 0
+    else:
+        counts.chunks += result  # chunks the segment wrote

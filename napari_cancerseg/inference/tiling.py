@@ -72,12 +72,13 @@ class TileGrid:
         return {"height": self.height, "width": self.width, "tile": self.tile, "overlap": self.overlap}
 
     @cached_property
-    def weights(self) -> np.ndarray:
-        return blend_weights(self.tile, self.overlap)
+    def ramp(self) -> np.ndarray:
+        """The 1-D blend weight across a tile (weights are separable: ``blend_weights`` is its outer product)."""
+        return blend_ramp(self.tile, self.overlap)
 
 
-def blend_weights(tile: int, overlap: int, kind: str = "cosine") -> np.ndarray:
-    """(tile, tile) float64 weights: 1 in the middle, falling smoothly over the overlap to near 0.
+def blend_ramp(tile: int, overlap: int, kind: str = "cosine") -> np.ndarray:
+    """(tile,) float64 weights: 1 in the middle, falling smoothly over the overlap to near 0.
 
     Never exactly 0, so that pixels seen by one tile only (slide edges) keep
     their prediction after normalising by the summed weight.
@@ -93,6 +94,12 @@ def blend_weights(tile: int, overlap: int, kind: str = "cosine") -> np.ndarray:
             raise ValueError(f"blend kind must be 'cosine' or 'gaussian', not {kind!r}")
         ramp[:overlap] = edge
         ramp[-overlap:] = edge[::-1]
+    return ramp
+
+
+def blend_weights(tile: int, overlap: int, kind: str = "cosine") -> np.ndarray:
+    """(tile, tile) float64 weights of one tile: the outer product of ``blend_ramp`` with itself."""
+    ramp = blend_ramp(tile, overlap, kind)
     return np.outer(ramp, ramp)
 
 

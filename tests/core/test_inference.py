@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_cancerseg.errors import CancersegError
+from napari_cancerseg.errors import CancersegError, ReadError
 from napari_cancerseg.inference.engine import predict_slide
-from napari_cancerseg.inference.tiling import TileGrid, blend_weights, map_coordinate
+from napari_cancerseg.inference.graph import blend_segment, segments
+from napari_cancerseg.inference.readers import TileReaders, column_owners
+from napari_cancerseg.inference.tiling import TileGrid, blend_ramp, blend_weights, map_coordinate
 from napari_cancerseg.io import stores
 from napari_cancerseg.io.wsi import SlideHandle
 
@@ -24,10 +26,10 @@ class PixelModel:
     """
 
     def __init__(self):
-        self.tiles_seen = 0
+        self.batch_sizes = []
 
     def predict_batch(self, tiles, as_uint8=False):  # the float path: the engine quantises
-        self.tiles_seen += len(tiles)
+        self.batch_sizes.append(len(tiles))
         p = 1.0 - np.asarray(tiles, np.float32).mean(axis=-1) / 255.0
         return np.stack([1.0 - p, p], axis=-1)
 
@@ -85,8 +87,10 @@ def test_blended_prediction_is_seam_free(tmp_path, bundle):
     summary = predict_slide(data_path(CMU), bundle, out, model=model, tissue=0.0, band_rows=8)
     assert not summary.cancelled and summary.chunks_skipped_glass == 0
     grid = TileGrid(2967, 2220, 128, 32)
-    # 31 rows of chunks run as four bands of 8: the batches two bands need are carried over, not redone
-    assert model.tiles_seen == summary.tiles == len(grid) and grid.rows == 31
+    # 31 rows of chunks run as four bands of 8: the batches two bands need are carried over, not redone;
+    # every batch is whole (the last one padded: one model shape per run)
+    assert summary.tiles == len(grid) and grid.rows == 31
+    assert set(model.batch_sizes) == {16} and len(model.batch_sizes) == -(-len(grid) // 16)
     probabilities = np.asarray(stores.zarr.open_array(f"{out}/probabilities", mode="r")[1])
     slide = SlideHandle.shared(data_path(CMU)).read(0, 0, 0, 2220, 2967)
     expected = 1.0 - slide.astype(np.float32).mean(axis=-1) / 255.0
@@ -121,14 +125,16 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
     assert not np.asarray(group["labels/0"][y:y + 96, x:x + 96]).any()
     assert not np.asarray(group["probabilities"][:, y:y + 96, x:x + 96]).any()
     grid_tiles = TileGrid(2967, 2220, 128, 32)
-    assert full_model.tiles_seen < len(grid_tiles)  # glass was not predicted
+    assert whole.tiles < len(grid_tiles)  # glass was not predicted
+    assert len(full_model.batch_sizes) == -(-whole.tiles // 16)
 
     out = str(tmp_path / "resumed.zarr")
     interrupted = predict_slide(data_path(CMU), bundle, out, model=first, tissue=0.5, stop_after_chunks=20)
     assert interrupted.cancelled and not stores.zarr.open_group(out).attrs["cancerseg"]["complete"]
     resumed = predict_slide(data_path(CMU), bundle, out, model=second, tissue=0.5)
     assert resumed.chunks_resumed >= 20 and not resumed.cancelled
-    assert second.tiles_seen < full_model.tiles_seen  # only what the missing chunks need
+    assert resumed.tiles < whole.tiles  # only what the missing chunks need
+    assert len(second.batch_sizes) == -(-resumed.tiles // 16)
     np.testing.assert_array_equal(stores.zarr.open_array(f"{out}/labels/0")[:],
                                   stores.zarr.open_array(f"{reference}/labels/0")[:])
     (levels, kwargs, layer_type), = stores.read(out)
@@ -206,3 +212,64 @@ def test_reader_processes_read_what_threads_read(tmp_path, bundle):
     predict_slide(data_path(CMU), bundle, processes, model=PixelModel(), tissue=0.5, readers=2, reader_processes=True)
     np.testing.assert_array_equal(stores.zarr.open_array(f"{threads}/probabilities")[:],
                                   stores.zarr.open_array(f"{processes}/probabilities")[:])
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_tile_readers_give_openslide_pixels_in_their_slots(processes):
+    """Batches read by threads or by processes into shared memory equal direct reads, edges included."""
+    slide = data_path(CMU)
+    grid = TileGrid(2967, 2220, 256, 32)
+    tiles = [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
+    owners = column_owners(tiles, 3)
+    readers = TileReaders(slide, 0, 256, batch=7, workers=3, processes=processes, slots=2)
+    try:
+        for members in (tiles[:7], tiles[7:14], tiles[-3:]):  # a short last batch, past both slide edges
+            with readers.batch([grid.tile_origin(*t) for t in members], [owners[t] for t in members]) as batch:
+                expected = np.stack([SlideHandle.shared(slide).read(0, x, y, 256, 256)
+                                     for y, x in (grid.tile_origin(*t) for t in members)])
+                assert batch.shape == (7, 256, 256, 3)  # always whole: one model shape per run
+                np.testing.assert_array_equal(batch[:len(members)], expected)
+        if processes:  # a reader that dies fails the batch with an error naming the slide, not a hang
+            readers._backend.processes[1].kill()
+            readers._backend.processes[1].join()
+            with pytest.raises(ReadError, match="CMU-1-Small-Region.svs: a tile reader process ended"):
+                with readers.batch([grid.tile_origin(*t) for t in tiles[:3]], [0, 1, 2]):
+                    pass
+    finally:
+        readers.close()
+
+
+def test_each_reader_owns_a_run_of_neighbouring_columns_in_every_row():
+    tiles = [(r, c) for r in range(3) for c in range(2 + r, 12)]  # rows of 10, 9 and 8 tiles
+    owners = column_owners(tiles, 4)
+    for row in range(3):
+        row_owners = [owners[(row, c)] for c in range(2 + row, 12)]
+        assert row_owners == sorted(row_owners) and set(row_owners) == {0, 1, 2, 3}  # contiguous, all busy
+        assert max(row_owners.count(k) for k in range(4)) - min(row_owners.count(k) for k in range(4)) <= 1
+
+
+@pytest.mark.parametrize("kind", ["cosine", "gaussian"])
+def test_segment_blend_equals_the_weighted_mean_of_every_covering_tile(kind, monkeypatch):
+    """Against a brute-force reference: every tile's weights painted on a canvas, then divided."""
+    grid = TileGrid(700, 1000, tile=64, overlap=16)  # 13 x 21 chunks of 48 px, the last ones clipped
+    ramp = blend_ramp(64, 16, kind)
+    monkeypatch.setitem(grid.__dict__, "ramp", ramp)
+    rng = np.random.default_rng(7)
+    tiles = {(r, c): rng.integers(0, 256, (2, 64, 64), dtype=np.uint8) for r in range(grid.rows) for c in range(grid.cols)}
+    total = np.zeros((2, 700 + 128, 1000 + 128))  # margin for tiles hanging over the edges
+    weight = np.zeros((700 + 128, 1000 + 128))
+    for (r, c), tile in tiles.items():
+        y, x = grid.tile_origin(r, c)
+        total[:, 64 + y:64 + y + 64, 64 + x:64 + x + 64] += tile * np.outer(ramp, ramp)
+        weight[64 + y:64 + y + 64, 64 + x:64 + x + 64] += np.outer(ramp, ramp)
+    reference = (total / weight)[:, 64:764, 64:1064]
+    for row, cols in [(0, range(0, 21)), (5, range(3, 9)), (12, range(15, 21)), (6, range(20, 21))]:
+        out = blend_segment(grid, row, cols, tiles)
+        for i, col in enumerate(cols):
+            y0, y1, x0, x1 = grid.chunk_box(row, col)
+            expected = reference[:, y0:y1, x0:x1]
+            got = out[i][:, :y1 - y0, :x1 - x0].astype(float)
+            assert np.abs(got - expected).max() <= 0.5 + 1e-3  # rounded once, float32 arithmetic
+    assert [(row, (c.start, c.stop)) for row, c in segments([(0, 1), (0, 2), (0, 5), (1, 0)] + [(2, c) for c in range(40)],
+                                                             longest=16)] == \
+        [(0, (1, 3)), (0, (5, 6)), (1, (0, 1)), (2, (0, 16)), (2, (16, 32)), (2, (32, 40))]
