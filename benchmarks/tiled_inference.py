@@ -52,14 +52,17 @@ def small_bundle(path: Path) -> str:
     return str(path)
 
 
-def run_engine(slide: str, bundle: str, batch: int, readers: int, reader_processes: bool) -> dict:
+def run_engine(slide: str, bundle: str, batch: int, readers: int, reader_processes: bool, tile: int | None = None,
+               overlap: int | None = None) -> dict:
     from napari_cancerseg.inference.engine import predict_slide
     from napari_cancerseg.models.bundle import load_bundle
 
-    model = load_bundle(bundle)  # loaded before timing, as for the other two methods
+    model = load_bundle(bundle)  # loaded and compiled for the run's batch shape before timing, as for forward
+    size = tile or model.recipe.tile_size
+    model.predict_batch(np.zeros((batch, size, size, model.recipe.channels), np.uint8), as_uint8=True)
     out = tempfile.mkdtemp(suffix=".zarr")
     shutil.rmtree(out)
-    summary = predict_slide(slide, bundle, out, level=0, batch=batch, readers=readers,
+    summary = predict_slide(slide, bundle, out, level=0, batch=batch, readers=readers, tile=tile, overlap=overlap,
                             reader_processes=reader_processes, model=model)
     shutil.rmtree(out, ignore_errors=True)
     return {"tiles": summary.tiles, "seconds": summary.seconds, "peak_rss_mb": peak_rss_mb()}
@@ -86,12 +89,12 @@ def run_original(slide: str, bundle: str) -> dict:
     return {"tiles": tiles, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
 
 
-def run_forward(bundle: str, batch: int, batches: int = 8, repeats: int = 5) -> dict:
+def run_forward(bundle: str, batch: int, tile: int | None = None, batches: int = 8, repeats: int = 5) -> dict:
     """The median of ``repeats`` timings of ``batches`` forward passes: one timing of 128 tiles varied 20%."""
     from napari_cancerseg.models.bundle import load_bundle
 
     model = load_bundle(bundle)
-    size = model.recipe.tile_size
+    size = tile or model.recipe.tile_size
     tiles = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     model.predict_batch(tiles, as_uint8=True)  # warm up; the engine's own call (uint8 probabilities out)
     seconds = []
@@ -103,9 +106,10 @@ def run_forward(bundle: str, batch: int, batches: int = 8, repeats: int = 5) -> 
     return {"tiles": batch * batches, "seconds": float(np.median(seconds)), "peak_rss_mb": peak_rss_mb()}
 
 
-def in_subprocess(options: list[str], *args: str) -> dict:
+def in_subprocess(options: list[str], *args: str, script: str = __file__) -> dict:
+    """``script --one ARGS`` in a fresh process: its last stdout line, as JSON."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, __file__, *options, "--one", *args], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, script, *options, "--one", *args], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -118,23 +122,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--readers", type=int, default=max(2, os.cpu_count() or 2))
     parser.add_argument("--reader-processes", action="store_true", help="decode tiles in processes, not threads")
+    parser.add_argument("--tile", type=int, help="tile size (default: the model's)")
+    parser.add_argument("--overlap", type=int, help="tile overlap (default: the model's)")
     parser.add_argument("--original-max", type=int, default=16384, help="largest slide for the whole-level baseline")
     parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         kind, *rest = args.one
         if kind == "engine":
-            result = run_engine(rest[0], rest[1], args.batch, args.readers, args.reader_processes)
+            result = run_engine(rest[0], rest[1], args.batch, args.readers, args.reader_processes, args.tile,
+                                args.overlap)
         elif kind == "original":
             result = run_original(rest[0], rest[1])
         else:
-            result = run_forward(rest[0], args.batch)
+            result = run_forward(rest[0], args.batch, args.tile)
         print(json.dumps(result))
         return
 
     bundle = args.model or small_bundle(CACHE / "benchmark_unet.keras")
     options = ["--batch", str(args.batch), "--readers", str(args.readers)] + (
-        ["--reader-processes"] if args.reader_processes else [])
+        ["--reader-processes"] if args.reader_processes else []) + [
+        f"--{name}={value}" for name, value in (("tile", args.tile), ("overlap", args.overlap)) if value is not None]
     forward = in_subprocess(options, "forward", bundle)
     forward_rate = forward["tiles"] / forward["seconds"]
     print(f"# model {Path(bundle).name}, batch {args.batch}, {args.readers} reader {'processes' if args.reader_processes else 'threads'}, {os.cpu_count()} cores; "
