@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -75,16 +73,10 @@ def run_decode(slide: str, bundle: str, batch: int, readers: int, processes: boo
 
 def run_pipeline(slide: str, bundle: str, batch: int, readers: int, processes: bool, tile: int | None,
                  overlap: int | None) -> dict:
-    from napari_cancerseg.inference.engine import predict_slide
     from napari_cancerseg.models.bundle import bundle_info
 
     model = InstantModel(max(2, len(bundle_info(bundle).classes)))
-    out = tempfile.mkdtemp(suffix=".zarr")
-    shutil.rmtree(out)
-    summary = predict_slide(slide, bundle, out, level=0, batch=batch, readers=readers, tile=tile, overlap=overlap,
-                            reader_processes=processes, model=model)
-    shutil.rmtree(out, ignore_errors=True)
-    return {"tiles": summary.tiles, "seconds": summary.seconds, "peak_rss_mb": peak_rss_mb()}
+    return run_engine(slide, bundle, batch, readers, processes, tile, overlap, model=model)
 
 
 def main() -> None:

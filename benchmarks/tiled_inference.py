@@ -53,13 +53,15 @@ def small_bundle(path: Path) -> str:
 
 
 def run_engine(slide: str, bundle: str, batch: int, readers: int, reader_processes: bool, tile: int | None = None,
-               overlap: int | None = None) -> dict:
+               overlap: int | None = None, model=None) -> dict:
+    """``predict_slide`` timed; ``model``: a stand-in for the bundle's model (pipeline_stages.py)."""
     from napari_cancerseg.inference.engine import predict_slide
     from napari_cancerseg.models.bundle import load_bundle
 
-    model = load_bundle(bundle)  # loaded and compiled for the run's batch shape before timing, as for forward
-    size = tile or model.recipe.tile_size
-    model.predict_batch(np.zeros((batch, size, size, model.recipe.channels), np.uint8), as_uint8=True)
+    if model is None:
+        model = load_bundle(bundle)  # loaded and compiled for the run's batch shape before timing, as for forward
+        size = tile or model.recipe.tile_size
+        model.predict_batch(np.zeros((batch, size, size, model.recipe.channels), np.uint8), as_uint8=True)
     out = tempfile.mkdtemp(suffix=".zarr")
     shutil.rmtree(out)
     summary = predict_slide(slide, bundle, out, level=0, batch=batch, readers=readers, tile=tile, overlap=overlap,
