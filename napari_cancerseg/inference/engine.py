@@ -247,7 +247,7 @@ def predict_slide(
         else:
             if graph.predict_keys:
                 register_model(spec, model if model is not None else load_model(bundle))
-            # threads run predict tasks (waiting on readers and the model) and chunk tasks (blending, file writes)
+            # threads run predict tasks (waiting on readers and the model) and segment tasks (blending, file writes)
             counts = run_local(graph, on_task, threads=max(4, min(16, os.cpu_count() or 4)), band_rows=band_rows)
     finally:
         forget_run(spec)  # closes this run's readers (reader processes hold memory)

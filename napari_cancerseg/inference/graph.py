@@ -115,7 +115,7 @@ def _run_readers(spec: RunSpec) -> TileReaders:
 
 @lru_cache(maxsize=8)
 def _store_writers(path: str, run: str) -> tuple[ChunkFiles, ChunkFiles, ChunkFiles]:
-    """The store's arrays, opened once per run and process (a later run may have recreated the store)."""
+    """The store's arrays as chunk files, opened once per run and process (a later run may have recreated it)."""
     root = zarr.open_group(path, mode="r+")
     return ChunkFiles(root["labels/0"]), ChunkFiles(root["probabilities"]), ChunkFiles(root["done"])
 
@@ -127,7 +127,7 @@ def predict_task(spec: RunSpec, tiles: Sequence[Tile], owners: Sequence[int],
     """Read, normalise and predict one batch: uint8 probabilities (N, C, T, T), or None if cancelled.
 
     ``owners``: the reader of each tile (see ``readers.column_owners``).
-    ``after``: results of the chunk tasks this batch waits for (back-pressure only, see ``build_graph``).
+    ``after``: results of the segment tasks this batch waits for (back-pressure only, see ``build_graph``).
     """
     if spec.name in _cancelled:
         return None
