@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CancersegError
+from .io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIXES = ("_mask", "_masks", "_seg", "_labels", "_label", "_gt", "_pred", "_prediction")
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import zarr
 
 from ..errors import CancersegError
+from ..inference.tiling import TileGrid
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,17 @@ def uncertain_regions(store: str | os.PathLike, k: int = 5, skip_corrected: bool
     if "probabilities" not in root or "done" not in root:
         raise CancersegError(f"{store}: not a prediction store (no probabilities): predict the slide first")
     props = dict(root.attrs.get("cancerseg", {}))
-    grid, downsample = props["grid"], float(props.get("downsample", 1.0))
-    stride = grid["tile"] - grid["overlap"]
+    grid, downsample = TileGrid(**props["grid"]), float(props.get("downsample", 1.0))
     probabilities, done = root["probabilities"], np.asarray(root["done"][:]).astype(bool)
     table, n_classes = _plogp_table(), probabilities.shape[0]
     corrected = [c["box"] for c in props.get("corrections", [])] if skip_corrected else []
     scores = []
     for row, col in zip(*np.nonzero(done)):
-        y0, x0 = row * stride, col * stride
-        box = (int(x0 * downsample), int(y0 * downsample),
-               int(min(stride, grid["width"] - x0) * downsample), int(min(stride, grid["height"] - y0) * downsample))
+        y0, y1, x0, x1 = grid.chunk_box(row, col)
+        box = (int(x0 * downsample), int(y0 * downsample), int((x1 - x0) * downsample), int((y1 - y0) * downsample))
         if any(_inside(box, c) for c in corrected):
             continue
-        chunk = np.asarray(probabilities[:, y0:y0 + stride, x0:x0 + stride])
+        chunk = np.asarray(probabilities[:, y0:y1, x0:x1])
         entropy = table[chunk].sum(axis=0).mean() / np.log(n_classes)
         scores.append(Suggestion(box, float(entropy)))
     scores.sort(key=lambda s: -s.entropy)

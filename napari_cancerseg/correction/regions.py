@@ -155,7 +155,3 @@ class LabelStore:
         return list(self.properties.get("corrections", []))
 
 
-def corrected_boxes(store: str | os.PathLike) -> list[tuple[int, int, int, int]]:
-    """Level-0 boxes of every accepted correction of a store, oldest first."""
-    return [tuple(c["box"]) for c in LabelStore(store).corrections]
-

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import CancersegError
 from ..preprocess.contrast import clahe, normalise_intensity
-from ..preprocess.geometry import breast_box, pad_crop, resize_nearest
+from ..preprocess.geometry import breast_box, pad_crop
 
 
 def _labels(probabilities: np.ndarray) -> np.ndarray:
@@ -89,11 +89,6 @@ def predict_mammogram(image: np.ndarray, model) -> MammogramPrediction:
     prepared, box = prepare_mammogram(image, model.recipe.tile_size)
     mask = _labels(model.predict_batch(_channels(prepared, model.recipe)[None]))[0]
     return MammogramPrediction(box.paste(mask, image.shape), (box.top, box.left, box.bottom, box.right))
-
-
-def mask_to_model_size(mask: np.ndarray, box, size: int) -> np.ndarray:
-    """A full-resolution training mask cut to the breast box and resized to the model (nearest, no filtering)."""
-    return resize_nearest(np.asarray(mask)[box.top:box.bottom, box.left:box.right], (size, size))
 
 
 def canonical_nifti_metadata(shape: tuple[int, int, int], scale, translate) -> dict[str, Any]:

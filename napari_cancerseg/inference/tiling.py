@@ -64,10 +64,6 @@ class TileGrid:
         y0, x0 = row * self.stride, col * self.stride
         return y0, min(y0 + self.stride, self.height), x0, min(x0 + self.stride, self.width)
 
-    def tiles_of_chunk(self, row: int, col: int) -> list[tuple[int, int]]:
-        return [(r, c) for r in range(max(0, row - 1), min(self.rows, row + 2))
-                for c in range(max(0, col - 1), min(self.cols, col + 2))]
-
     def to_dict(self) -> dict:
         return {"height": self.height, "width": self.width, "tile": self.tile, "overlap": self.overlap}
 

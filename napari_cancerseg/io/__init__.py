@@ -9,3 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 LayerData = tuple[Any, dict[str, Any], str]
+
+#: Plain 2-D image files (training folders, evaluation masks), read with imageio.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

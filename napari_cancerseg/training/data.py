@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CancersegError
+from ..io import IMAGE_SUFFIXES
 from ..preprocess.augment import Augmenter, random_crop
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_MARKERS = ("_labels", "_label", "_mask", "_masks", "_seg")
 
 
@@ -191,10 +190,6 @@ class WholeImages(_keras_dataset_base()):
         # never optimistic (the model card's test scores use the unpadded image)
         mask = np.pad(pair.mask, pad, mode="constant")
         return image[None], to_target(mask, self.n_classes)[None]
-
-
-def image_paths(folder: str) -> list[str]:
-    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.lower().endswith(IMAGE_SUFFIXES)]
 
 
 def load_patch_dataset(path: str) -> list[Pair]:
