@@ -127,14 +127,22 @@ def composite_on_background(rgba: np.ndarray, background: tuple[int, int, int],
     """Alpha-composite straight (non-premultiplied) RGBA onto an opaque colour (into ``out`` if given)."""
     if out is None:
         out = np.empty(rgba.shape[:-1] + (3,), np.uint8)
-    alpha = rgba[..., 3]
-    if alpha.min() == 255:  # the usual case inside tissue: no arithmetic needed
-        out[...] = rgba[..., :3]
+    if _opaque(rgba):  # the usual case inside tissue: no arithmetic needed
+        for channel in range(3):  # 3x faster than one strided RGBA -> RGB copy
+            out[..., channel] = rgba[..., channel]
         return out
+    alpha = rgba[..., 3]
     a = alpha[..., None].astype(np.float32) / 255.0
     rgb = rgba[..., :3].astype(np.float32) * a + np.asarray(background, np.float32) * (1.0 - a)
     out[...] = np.clip(np.rint(rgb), 0, 255)
     return out
+
+
+def _opaque(rgba: np.ndarray) -> bool:
+    """Every alpha is 255: on contiguous RGBA, one SIMD min over 32-bit pixels (alpha is their top byte)."""
+    if rgba.flags.c_contiguous:
+        return int(rgba.view("<u4").min()) >= 0xFF000000
+    return int(rgba[..., 3].min()) == 255
 
 
 def _parse_hex_colour(text: str) -> tuple[int, int, int]:

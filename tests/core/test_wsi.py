@@ -76,6 +76,21 @@ def test_composite_on_background_matches_pil():
     assert np.abs(ours.astype(int) - np.asarray(reference)[..., :3]).max() <= 1
 
 
+@pytest.mark.parametrize("transparent", [None, (0, 0), (63, 63), (31, 17)])
+def test_composite_of_opaque_and_one_transparent_pixel(transparent):
+    """The opaque fast path must see a single non-opaque pixel anywhere (it tests all alphas at once)."""
+    rgba = np.random.default_rng(1).integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    if transparent:
+        rgba[transparent + (3,)] = 0
+    ours = wsi.composite_on_background(rgba, (10, 20, 30))
+    expected = rgba[..., :3].copy()
+    if transparent:
+        expected[transparent] = (10, 20, 30)
+    np.testing.assert_array_equal(ours, expected)
+    np.testing.assert_array_equal(wsi.composite_on_background(rgba[:, ::-1], (10, 20, 30)), expected[:, ::-1])
+
+
 def test_associated_image_on_request():
     label = wsi.read_associated_image(data_path("wsi/CMU-1-Small-Region.svs"), "label")
     assert label.ndim == 3 and label.shape[2] == 3 and label.dtype == np.uint8
