@@ -9,6 +9,7 @@ import numpy as np
 import zarr
 
 from ..errors import CancersegError
+from ..inference.engine import predicted_chunks
 from ..inference.tiling import TileGrid
 
 
@@ -33,11 +34,11 @@ def uncertain_regions(store: str | os.PathLike, k: int = 5, skip_corrected: bool
     skipped, since an annotator already settled them.
     """
     root = zarr.open_group(os.fspath(store), mode="r")
-    if "probabilities" not in root or "done" not in root:
+    if "probabilities" not in root:
         raise CancersegError(f"{store}: not a prediction store (no probabilities): predict the slide first")
     props = dict(root.attrs.get("cancerseg", {}))
     grid, downsample = TileGrid(**props["grid"]), float(props.get("downsample", 1.0))
-    probabilities, done = root["probabilities"], np.asarray(root["done"][:]).astype(bool)
+    probabilities, done = root["probabilities"], predicted_chunks(root)
     table, n_classes = _plogp_table(), probabilities.shape[0]
     corrected = [c["box"] for c in props.get("corrections", [])] if skip_corrected else []
     scores = []

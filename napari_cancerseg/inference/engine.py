@@ -2,10 +2,11 @@
 
 This module plans a run (level, tile grid, tissue, what a resumed store still
 needs) and owns the store; ``graph.py`` holds the dask graph that does the
-work.  A chunk is blended from the 3 x 3 tiles around it, written
-(probabilities as uint8 and argmax labels) and marked done as soon as those
-tiles are predicted, so a rerun on the same store skips done chunks and
-predicts only the tiles that unfinished chunks need.
+work.  A chunk is blended from the 3 x 3 tiles around it and written as soon
+as those tiles are predicted: its argmax labels, then its uint8 probabilities
+(every class in one chunk file).  That last file marks the chunk done, so a
+rerun on the same store skips done chunks and predicts only the tiles that
+unfinished chunks need.
 
 This module imports Keras (through the bundle) only when it loads a model: the
 napari process runs it in a separate, spawned process (``worker.py``).
@@ -102,7 +103,14 @@ def model_identity(bundle_path: str, info: BundleInfo) -> dict[str, Any]:
 
 
 class PredictionStore:
-    """The zarr store of one prediction: labels and probabilities at the predicted level, and done flags."""
+    """The zarr store of one prediction: labels and probabilities at the predicted level.
+
+    A chunk is done when its probabilities chunk file exists (``predicted_chunks``):
+    files are replaced atomically and written after the labels, and a written
+    chunk of probabilities is never all zero (the fill value), so zarr never
+    drops it either.  Two files per chunk: creating files is what writing cost most
+    (the earlier layout, one file per class and a done flag per chunk, made four).
+    """
 
     def __init__(self, path: str, grid: TileGrid, n_classes: int, properties: dict[str, Any], scale, units):
         self.path, self.grid = path, grid
@@ -110,6 +118,10 @@ class PredictionStore:
         identity = {k: properties[k] for k in ("format", "slide", "model", "grid", "level")}
         if os.path.exists(os.path.join(path, ".zattrs")):
             root = zarr.open_group(path, mode="r+")
+            if "done" in root:
+                raise CancersegError(
+                    f"{path}: this store was made by an earlier napari-cancerseg (one file per class and a done "
+                    "flag per chunk) and cannot be resumed; it still opens in napari. Predict into a new --out")
             existing = dict(root.attrs.get("cancerseg", {}))
             mismatch = [k for k in identity if existing.get(k) != identity[k]]
             if mismatch:
@@ -124,12 +136,12 @@ class PredictionStore:
             root = zarr.open_group(path, mode="w", zarr_format=2)
             stride = grid.stride
             stores.create_array(root, "labels/0", (grid.height, grid.width), (stride, stride), np.uint8)
-            stores.create_array(root, "probabilities", (n_classes, grid.height, grid.width), (1, stride, stride), np.uint8)
-            stores.create_array(root, "done", (grid.rows, grid.cols), (1, 1), np.uint8)
+            stores.create_array(root, "probabilities", (n_classes, grid.height, grid.width),
+                                (n_classes, stride, stride), np.uint8)
             stores.set_label_metadata(root, [(grid.height, grid.width)], ["labels/0"], scale, units, "prediction",
                                       colors=self.colors, properties={**properties, "complete": False})
             self.root, self.created = root, True
-        self.labels, self.probabilities, self.done = self.root["labels/0"], self.root["probabilities"], self.root["done"]
+        self.labels, self.probabilities = self.root["labels/0"], self.root["probabilities"]
         self.scale, self.units = scale, units
 
     @property
@@ -137,9 +149,9 @@ class PredictionStore:
         return bool(self.root.attrs.get("cancerseg", {}).get("complete"))
 
     def done_mask(self) -> np.ndarray:
-        if self.created:  # nothing done yet: reading one flag per chunk through zarr takes a while on big slides
-            return np.zeros(self.done.shape, bool)
-        return np.asarray(self.done[:]).astype(bool)
+        if self.created:  # nothing done yet
+            return np.zeros((self.grid.rows, self.grid.cols), bool)
+        return predicted_chunks(self.root)
 
     def finish(self, band_bytes: int = 32 << 20) -> None:
         """Build the label pyramid from level 0 (stride 2), a band of rows at a time, and mark the store complete.
@@ -164,6 +176,13 @@ class PredictionStore:
         properties = {**dict(self.root.attrs["cancerseg"]), "complete": True}
         stores.set_label_metadata(self.root, shapes, paths, self.scale, self.units, "prediction",
                                   colors=self.colors, properties=properties)
+
+
+def predicted_chunks(root: zarr.Group) -> np.ndarray:
+    """(rows, cols) bool over a prediction store's chunk grid: True where the chunk was predicted (or corrected)."""
+    if "done" in root:  # the earlier layout kept a flag per chunk
+        return np.asarray(root["done"][:]).astype(bool)
+    return stores.ChunkFiles(root["probabilities"]).written()[0]
 
 
 def predict_slide(

@@ -7,8 +7,8 @@ Two kinds of task, named after the run so that two runs never share keys:
   probabilities (N, C, T, T).  The model is loaded once per process and its
   forward passes are serialised by a lock: one model per process (per GPU).
 * ``segment``: blends the tiles around a run of up to 16 neighbouring output
-  chunks of one row, all at once, and writes each chunk's probabilities,
-  argmax labels and done flag to the store.
+  chunks of one row, all at once, and writes each chunk's argmax labels and
+  then its probabilities (which mark it done) to the store.
 
 Chunks without tissue get no task at all: they stay at the store's fill value,
 label 0 (background) and probability 0 for every class (not predicted).
@@ -114,10 +114,10 @@ def _run_readers(spec: RunSpec) -> TileReaders:
 
 
 @lru_cache(maxsize=8)
-def _store_writers(path: str, run: str) -> tuple[ChunkFiles, ChunkFiles, ChunkFiles]:
+def _store_writers(path: str, run: str) -> tuple[ChunkFiles, ChunkFiles]:
     """The store's arrays as chunk files, opened once per run and process (a later run may have recreated it)."""
     root = zarr.open_group(path, mode="r+")
-    return ChunkFiles(root["labels/0"]), ChunkFiles(root["probabilities"]), ChunkFiles(root["done"])
+    return ChunkFiles(root["labels/0"]), ChunkFiles(root["probabilities"])
 
 
 # ---- tasks ------------------------------------------------------------------------------------------
@@ -224,21 +224,19 @@ def _round(values: np.ndarray) -> np.ndarray:
 
 
 def write_chunks(spec: RunSpec, row: int, cols: range, probabilities: np.ndarray) -> None:
-    """Write each chunk's probabilities (C, h, w), its argmax labels and then its done flag.
+    """Write each chunk's argmax labels and then its probabilities (C, h, w), which mark it done.
 
     The store's chunks are the grid's chunks, so each is one whole-chunk write.
     """
-    labels, stored, done = _store_writers(spec.store, spec.name)
+    labels, stored = _store_writers(spec.store, spec.name)
     for col, chunk_probabilities in zip(cols, probabilities):
         y0, y1, x0, x1 = spec.grid.chunk_box(row, col)
         chunk = chunk_probabilities[:, :y1 - y0, :x1 - x0]  # clipped at the slide's edges
-        for k, plane in enumerate(chunk):
-            stored.write((k, row, col), plane[None])
         if len(chunk) == 2:  # 10x faster than argmax, same ties (class 0)
             labels.write((row, col), (chunk[1] > chunk[0]).view(np.uint8))
         else:
             labels.write((row, col), np.argmax(chunk, axis=0).astype(np.uint8))
-        done.write((row, col), np.ones((1, 1), np.uint8))  # after the data: a chunk marked done is complete
+        stored.write((0, row, col), chunk)  # last: a chunk whose probabilities exist is complete
 
 
 def segment_task(spec: RunSpec, row: int, cols: range, tiles: Sequence[Tile],

@@ -169,6 +169,25 @@ class ChunkFiles:
         block = np.frombuffer(raw, self.dtype).reshape(self.chunks)
         return block[tuple(slice(0, e) for e in expected)]
 
+    def written(self) -> np.ndarray:
+        """True for every chunk (over the chunk grid) whose file exists: what a run has written so far."""
+        grid = tuple(-(-s // c) for s, c in zip(self.shape, self.chunks))
+        out = np.zeros(grid, bool)
+        for folder, _, names in os.walk(self.folder):
+            relative = os.path.relpath(folder, self.folder)
+            prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+            for name in names:
+                if name.startswith(".") or name.endswith(".partial"):  # metadata, chunks being written
+                    continue
+                key = prefix + name
+                try:
+                    index = tuple(int(i) for i in (key.split("/") if self.separator == "/" else key.split(".")))
+                except ValueError:
+                    continue
+                if len(index) == len(grid) and all(0 <= i < n for i, n in zip(index, grid)):
+                    out[index] = True
+        return out
+
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a 2-D array, every column."""
         height, width = self.chunks

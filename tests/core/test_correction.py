@@ -16,7 +16,7 @@ from napari_cancerseg.correction.active import uncertain_regions
 from napari_cancerseg.correction.drafts import Draft, pending_drafts
 from napari_cancerseg.correction.regions import LabelStore
 from napari_cancerseg.errors import CancersegError
-from napari_cancerseg.inference.engine import predict_slide
+from napari_cancerseg.inference.engine import predict_slide, predicted_chunks
 from napari_cancerseg.io.wsi import SlideHandle
 from napari_cancerseg.training.patches import balance, extract_patches
 
@@ -152,7 +152,7 @@ def test_patches_from_a_corrected_store_take_the_corrected_labels(tmp_path, pred
 
 def test_uncertain_regions_rank_chunks_by_entropy(prediction):
     probabilities = zarr.open_array(f"{prediction}/probabilities", mode="r+")
-    done = np.asarray(zarr.open_array(f"{prediction}/done")[:])
+    done = predicted_chunks(zarr.open_group(prediction, mode="r"))
     (r1, c1), (r2, c2) = np.argwhere(done)[:2]
     probabilities[0] = 255  # certain everywhere...
     probabilities[1] = 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_cancerseg.errors import CancersegError, ReadError
-from napari_cancerseg.inference.engine import predict_slide
+from napari_cancerseg.inference.engine import predict_slide, predicted_chunks
 from napari_cancerseg.inference.graph import blend_segment, segments
 from napari_cancerseg.inference.readers import TileReaders, column_owners
 from napari_cancerseg.inference.tiling import TileGrid, blend_ramp, blend_weights, map_coordinate
@@ -120,7 +120,7 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
     whole = predict_slide(data_path(CMU), bundle, reference, model=full_model, tissue=0.5)
     assert whole.chunks_skipped_glass > 0
     group = stores.zarr.open_group(reference)
-    glass_row, glass_col = np.argwhere(np.asarray(group["done"][:]) == 0)[0]  # never predicted, never written:
+    glass_row, glass_col = np.argwhere(~predicted_chunks(group))[0]  # never predicted, never written:
     y, x = glass_row * 96, glass_col * 96  # the fill values say background, and no probability for any class
     assert not np.asarray(group["labels/0"][y:y + 96, x:x + 96]).any()
     assert not np.asarray(group["probabilities"][:, y:y + 96, x:x + 96]).any()
@@ -156,6 +156,22 @@ def test_store_of_another_model_or_level_is_refused(tmp_path, bundle):
     attrs = stores.zarr.open_group(out).attrs["cancerseg"]
     assert attrs["model"]["name"] == "tiny" and attrs["slide"]["dimensions"] == [2220, 2967]
     assert attrs["grid"] == {"height": 2967, "width": 2220, "tile": 128, "overlap": 32} and attrs["level"] == 0
+
+
+def test_store_of_the_earlier_layout_opens_but_is_not_resumed(tmp_path, bundle):
+    """Stores with a done flag per chunk (before probabilities were one chunk file per chunk) stay readable."""
+    out = str(tmp_path / "old.zarr")
+    predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5)
+    group = stores.zarr.open_group(out)
+    flags = stores.create_array(group, "done", (31, 24), (1, 1), np.uint8)
+    flags[0, :2] = 1
+    labels_before = np.asarray(group["labels/0"][:])
+    with pytest.raises(CancersegError, match="earlier napari-cancerseg.*new --out"):
+        predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5)
+    np.testing.assert_array_equal(np.asarray(stores.zarr.open_array(f"{out}/labels/0")[:]), labels_before)
+    (levels, _, layer_type), = stores.read(out)
+    assert layer_type == "labels" and levels[0].shape == (2967, 2220)
+    assert predicted_chunks(group).sum() == 2  # its own flags, for active learning
 
 
 def test_cli_predict_with_the_bundled_model(tmp_path, capsys):
@@ -199,7 +215,8 @@ def test_the_same_graph_on_a_dask_distributed_cluster(tmp_path, bundle):
                      *common]) == 0
     remote_group, local_group = stores.zarr.open_group(remote), stores.zarr.open_group(local)
     assert remote_group.attrs["cancerseg"]["complete"]
-    np.testing.assert_array_equal(remote_group["done"][:], local_group["done"][:])  # the same chunks, glass left out
+    # the same chunks, glass left out
+    np.testing.assert_array_equal(predicted_chunks(remote_group), predicted_chunks(local_group))
     difference = np.abs(np.asarray(remote_group["probabilities"][:], np.int16)
                         - np.asarray(local_group["probabilities"][:], np.int16))
     assert difference.max() <= 1  # the same model in another process: equal up to float rounding

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,26 @@ def test_chunk_files_writes_what_zarr_writes(tmp_path):
     assert not list(tmp_path.glob("direct.zarr/**/*.partial"))
     with pytest.raises(ValueError, match=r"covers \(1, 36, 2\)"):
         writer.write((0, 1, 2), np.zeros((1, 64, 64), np.uint8))
+
+
+@pytest.mark.parametrize("separator", ["/", "."])
+def test_chunk_files_written_lists_the_chunks_zarr_wrote(tmp_path, separator):
+    """The chunk grid's written chunks, found from the files: what resuming a prediction relies on."""
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=2)
+    array = root.create_array("p", shape=(3, 200, 130), chunks=(3, 64, 64), dtype=np.uint8, fill_value=0,
+                              chunk_key_encoding={"name": "v2", "separator": separator})
+    array[:, 70:100, 0:10] = 7  # chunk row 1, column 0
+    array[:, 199, 129] = 9  # the clipped corner chunk (3, 2)
+    files = stores.ChunkFiles(array)
+    expected = np.zeros((1, 4, 3), bool)
+    expected[0, 1, 0] = expected[0, 3, 2] = True
+    np.testing.assert_array_equal(files.written(), expected)
+    files.write((0, 0, 1), np.ones((3, 64, 64), np.uint8))
+    partial = Path(files.path((0, 2, 2)) + ".1-2.partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"")  # a chunk still being written is not written
+    expected[0, 0, 1] = True
+    np.testing.assert_array_equal(files.written(), expected)
 
 
 def test_chunk_files_read_and_write_rows(tmp_path):
