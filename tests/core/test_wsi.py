@@ -66,6 +66,28 @@ def test_pixels_equal_openslide_composited_on_white():
     np.testing.assert_array_equal(region, np.asarray(reference)[..., :3])
 
 
+@pytest.mark.parametrize("relative, level, x, y, size", [
+    ("wsi/CMU-1-Small-Region.svs", 0, 700, 300, 512),  # tissue: opaque
+    ("wsi/CMU-1-Small-Region.svs", 0, 2000, 2800, 512),  # past the right and bottom edges: transparent there
+    ("wsi/CMU-1-Small-Region.svs", 0, -100, -40, 256),  # before the left and top edges
+    ("wsi/test3-DAPI-2-387.ndpi", 2, 900, 1100, 300),  # another format, a lower level, across its edges
+])
+@pytest.mark.parametrize("background", [None, (240, 230, 10)])
+def test_direct_reads_equal_openslide_public_reads(relative, level, x, y, size, background, monkeypatch):
+    """The engine's reads (OpenSlide's premultiplied pixels in a reused buffer) equal the public read_region's."""
+    handle = wsi.SlideHandle(data_path(relative))
+    if background:
+        handle.background = background
+    assert wsi._RAW_READ is not None  # else this test compares the public path with itself
+    direct = [handle.read(level, x, y, size, size), handle.read(level, x + 7, y, size, size)]  # the buffer reused
+    monkeypatch.setattr(wsi, "_RAW_READ", None)
+    public = [handle.read(level, x, y, size, size), handle.read(level, x + 7, y, size, size)]
+    for ours, theirs in zip(direct, public):
+        np.testing.assert_array_equal(ours, theirs)
+    if x < 0 or x + size > handle.slide.level_dimensions[level][0]:
+        assert (direct[0] == np.asarray(handle.background, np.uint8)).all(axis=-1).any()  # the edge was reached
+
+
 def test_composite_on_background_matches_pil():
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
