@@ -175,8 +175,9 @@ def blend_segment(grid: TileGrid, row: int, cols: range, tiles: dict[Tile, np.nd
             (top, row - 1, slice(t - m, t), near, far, slice(0, m)),
             (bottom, row + 1, slice(0, m), near[::-1], far[::-1], slice(s - m, s))):
         if 0 <= neighbour_row < grid.rows:  # blended along y with the row of tiles above or below
-            other = _blend_along_x(_stack_row(tiles, neighbour_row, range(cols.start - 1, cols.stop + 1)),
-                                   k, rows, s, m, near, far)
+            # only the m rows of theirs that reach into these chunks are stacked
+            other = _blend_along_x(_stack_row(tiles, neighbour_row, range(cols.start - 1, cols.stop + 1), rows),
+                                   k, slice(None), s, m, near, far)
             band = (band * own_weight[:, None] + other * other_weight[:, None]) / (own_weight + other_weight)[:, None]
         out[..., place, :] = _round(band)
     return out
@@ -188,13 +189,14 @@ class _Row:
     present: np.ndarray  # (n,) float32: 1 where it has
 
 
-def _stack_row(tiles: dict[Tile, np.ndarray], row: int, cols: range) -> _Row:
+def _stack_row(tiles: dict[Tile, np.ndarray], row: int, cols: range, rows: slice = slice(None)) -> _Row:
+    """Tile rows ``rows`` of the tiles of grid row ``row`` in columns ``cols``, stacked."""
     present = [(row, c) in tiles for c in cols]
-    sample = next(tiles[(row, c)] for c, p in zip(cols, present) if p)
+    sample = next(tiles[(row, c)] for c, p in zip(cols, present) if p)[:, rows]
     stacked = np.zeros((len(cols), *sample.shape), sample.dtype)
     for i, c in enumerate(cols):
         if present[i]:
-            stacked[i] = tiles[(row, c)]
+            stacked[i] = tiles[(row, c)][:, rows]
     return _Row(stacked, np.asarray(present, np.float32))
 
 
