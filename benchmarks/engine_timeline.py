@@ -12,6 +12,7 @@ uses constant probabilities, to see the engine without the network.
 
     python benchmarks/engine_timeline.py SLIDE [--model BUNDLE|instant] [--tile 512 --overlap 64]
         [--batch 64] [--readers 16] [--reader-processes] [--threads N] [--switch-interval S]
+        [--segment-chunks K]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--reader-processes", action="store_true")
     parser.add_argument("--threads", type=int, help="scheduler threads (default: the engine's choice)")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, seconds")
+    parser.add_argument("--segment-chunks", type=int, help="chunks blended per segment task (default: the engine's)")
     args = parser.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
@@ -75,6 +77,9 @@ def main() -> None:
     graph.blend_segment = timed("B", graph.blend_segment)
     graph.write_chunks = timed("W", graph.write_chunks)
     readers.TileReaders.batch = _timed_batch(readers.TileReaders.batch)
+    if args.segment_chunks:
+        segments = graph.segments
+        graph.segments = lambda chunks: segments(chunks, longest=args.segment_chunks)
     if args.threads:
         run_local = engine.run_local
         engine.run_local = lambda g, on_task, threads=4, band_rows=64: run_local(g, on_task, args.threads, band_rows)
