@@ -30,7 +30,7 @@ class InferenceWidget(Container):
         self.mpp = FloatSpinBox(label="µm/px (0: model's)", value=0.0, min=0.0, max=100.0, step=0.05)
         self.tissue = FloatSpinBox(label="min tissue fraction", value=0.1, min=0.0, max=1.0, step=0.05)
         self.out = FileEdit(label="store (empty: temporary)", mode="w", filter="*.zarr", value="")
-        self.heatmap = ComboBox(label="also show", choices=["labels only", "probability heat map"])
+        self.heatmap = ComboBox(label="also show", choices=["labels only", "probability heat maps"])
         self.run_button, self.cancel_button = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
         self.status = Label(value="research use only, not for diagnosis")
@@ -113,11 +113,19 @@ class InferenceWidget(Container):
         kwargs.update(opacity=0.5, name=Path(out).stem)
         layer = self.viewer.add_labels(levels, **kwargs)
         layer.editable = False  # multiscale labels are read-only in napari; correct a region instead
-        if self.heatmap.value == "probability heat map":
-            probabilities = da.from_zarr(zarr.open_array(os.path.join(out, "probabilities"), mode="r"))[-1]
-            self.viewer.add_image(stores.label_pyramid(probabilities), name=f"{Path(out).stem} probability",
-                                  scale=kwargs["scale"], colormap="inferno", contrast_limits=(0, 255), opacity=0.5,
-                                  blending="additive", multiscale=True)
+        if self.heatmap.value == "probability heat maps":
+            self._show_heat_maps(out, kwargs["scale"])
+
+    def _show_heat_maps(self, out: str, scale) -> None:
+        """One lazy heat map per class but background (label 0), named after it; the first shown, the rest to toggle."""
+        probabilities = da.from_zarr(zarr.open_array(os.path.join(out, "probabilities"), mode="r"))
+        classes = zarr.open_group(out, mode="r").attrs.get("cancerseg", {}).get("classes", [])
+        names = {int(c["label"]): c["name"] for c in classes if "label" in c and "name" in c}
+        for label in range(1, probabilities.shape[0]):
+            self.viewer.add_image(stores.label_pyramid(probabilities[label]),
+                                  name=f"{Path(out).stem} p({names.get(label, f'class {label}')})",
+                                  scale=scale, colormap="inferno", contrast_limits=(0, 255), opacity=0.5,
+                                  blending="additive", multiscale=True, visible=label == 1)
 
     def cancel(self, *_):
         if self.process is not None and self.process.poll() is None:

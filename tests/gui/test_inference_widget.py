@@ -17,7 +17,7 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict slide")
     widget.slide.value = slide
     widget.tissue.value = 0.3
-    widget.heatmap.value = "probability heat map"
+    widget.heatmap.value = "probability heat maps"
     widget.out.value = str(tmp_path / "cmu.zarr")
 
     with event_loop_latency as latency:
@@ -31,6 +31,10 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     labels = np.asarray(prediction.data[0])
     assert labels.shape == (2967, 2220) and 0.01 < (labels == 1).mean() < 0.3
     assert tuple(prediction.scale) == tuple(slide.scale)
-    assert "cmu probability" in viewer.layers and "cmu (running)" not in viewer.layers
+    assert "cmu (running)" not in viewer.layers
+    heat_map = viewer.layers["cmu p(nucleus)"]  # one per class but background, named after it
+    assert heat_map.multiscale and heat_map.visible and tuple(heat_map.scale) == tuple(slide.scale)
+    nucleus = np.asarray(heat_map.data[-1]) > 127  # the lowest level: p(nucleus) > 0.5 where labels say nucleus
+    assert (nucleus == (np.asarray(prediction.data[len(heat_map.data) - 1]) == 1)).mean() > 0.99
     print(f"event loop during prediction: {latency.summary()}")
     assert len(latency.gaps) > 10  # the GUI kept running while the model process worked
