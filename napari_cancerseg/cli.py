@@ -13,6 +13,27 @@ import numpy as np
 from .errors import CancersegError
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, not {text}")
+    return value
+
+
 def _layers(path: str):
     from ._reader import layer_reader
 
@@ -335,13 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help="model bundle (.keras); default: the bundled nucleus U-Net")
     pr.add_argument("--out", required=True, help="output store (.zarr); an unfinished one is resumed")
     where = pr.add_mutually_exclusive_group()
-    where.add_argument("--mpp", type=float, help="predict the level closest to this many µm/px (default: the model's)")
+    where.add_argument("--mpp", type=positive_float, help="predict the level closest to this many µm/px (default: the model's)")
     where.add_argument("--level", type=int, help="predict this OpenSlide level")
-    pr.add_argument("--tile", type=int, help="tile size (default: the model's)")
+    pr.add_argument("--tile", type=positive_int, help="tile size (default: the model's)")
     pr.add_argument("--overlap", type=int, help="overlap between tiles, even (default: the model's)")
-    pr.add_argument("--batch", type=int, default=16)
-    pr.add_argument("--tissue", type=float, default=0.1, help="minimum tissue fraction of a chunk to predict it")
-    pr.add_argument("--readers", type=int, default=4, help="tile decoders (threads, or processes with the next flag)")
+    pr.add_argument("--batch", type=positive_int, default=16)
+    pr.add_argument("--tissue", type=fraction, default=0.1, help="minimum tissue fraction of a chunk to predict it")
+    pr.add_argument("--readers", type=positive_int, default=4, help="tile decoders (threads, or processes with the next flag)")
     pr.add_argument("--reader-processes", action="store_true",
                     help="decode tiles in processes (for many cores: OpenSlide's pixel conversion holds the GIL)")
     pr.add_argument("--scheduler", metavar="ADDRESS",
@@ -355,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--annotations", help="ImageScope/ASAP XML or GeoJSON of the slide")
     pa.add_argument("--store", help="a prediction or annotation store with accepted corrections")
     pa.add_argument("--out", required=True, help="dataset (.zarr)")
-    pa.add_argument("--mpp", type=float, help="µm/px of the patches (the nearest slide level is read)")
-    pa.add_argument("--size", type=int, default=256, help="patch side in pixels")
+    pa.add_argument("--mpp", type=positive_float, help="µm/px of the patches (the nearest slide level is read)")
+    pa.add_argument("--size", type=positive_int, default=256, help="patch side in pixels")
     pa.add_argument("--seed", type=int, default=0, help="which patches balancing keeps")
     pa.add_argument("--json", action="store_true")
     pa.set_defaults(func=cmd_patches)
@@ -366,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--segmentation", required=True, help="label store with tumour (a prediction or annotations)")
     ov.add_argument("--model", required=True, help="Gleason classifier bundle (cancerseg train --task gleason)")
     ov.add_argument("--out", required=True, help="pattern label store (.zarr)")
-    ov.add_argument("--min-tumour", type=float, default=0.05, help="tumour fraction for a tile to be classified")
-    ov.add_argument("--batch", type=int, default=16)
+    ov.add_argument("--min-tumour", type=fraction, default=0.05, help="tumour fraction for a tile to be classified")
+    ov.add_argument("--batch", type=positive_int, default=16)
     ov.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
     ov.set_defaults(func=cmd_overlay)
 
@@ -396,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gr = sub.add_parser("grade", help="Gleason score and ISUP grade group of a store or annotation file")
     gr.add_argument("input", help="a label store (.zarr: prediction or rasterised annotations) or an annotation file")
-    gr.add_argument("--mpp", type=float, help="µm per level-0 pixel, when an annotation file does not say")
+    gr.add_argument("--mpp", type=positive_float, help="µm per level-0 pixel, when an annotation file does not say")
     gr.add_argument("--map", nargs="*", metavar="CLASS=PATTERN",
                     help="annotation class names to 3, 4, 5, benign or tumour (case-insensitive), e.g. CaP=4")
     gr.add_argument("--csv", help="also write the slide and its regions to this CSV file")
@@ -424,17 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--version", default="1.0.0")
     tr.add_argument("--architecture", choices=["unet", "sk_unet"], default="unet")
     tr.add_argument("--filters", default="16,32,64,128,256")
-    tr.add_argument("--classes", type=int, default=1, help="1: sigmoid foreground; >1: softmax classes")
+    tr.add_argument("--classes", type=positive_int, default=1, help="1: sigmoid foreground; >1: softmax classes")
     tr.add_argument("--class-names", help="comma-separated names, label 0 first")
     tr.add_argument("--channels", type=int, choices=[1, 3], default=3)
-    tr.add_argument("--size", type=int, default=256, help="training patch side (multiple of 2**depth)")
-    tr.add_argument("--batch", type=int, default=8)
-    tr.add_argument("--epochs", type=int, default=50)
-    tr.add_argument("--steps", type=int, default=50, help="batches per epoch")
-    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--size", type=positive_int, default=256, help="training patch side (multiple of 2**depth)")
+    tr.add_argument("--batch", type=positive_int, default=8)
+    tr.add_argument("--epochs", type=positive_int, default=50)
+    tr.add_argument("--steps", type=positive_int, default=50, help="batches per epoch")
+    tr.add_argument("--lr", type=positive_float, default=1e-3)
     tr.add_argument("--loss", default="bce_dice", choices=["bce", "dice", "bce_dice", "focal", "cce", "multiclass_dice", "cce_dice"])
-    tr.add_argument("--patience", type=int, default=10)
-    tr.add_argument("--mpp", type=float, help="µm per pixel of the training images (slides)")
+    tr.add_argument("--patience", type=positive_int, default=10)
+    tr.add_argument("--mpp", type=positive_float, help="µm per pixel of the training images (slides)")
     tr.add_argument("--no-augment", action="store_true")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--training-data", help="description of the training data for the model card")

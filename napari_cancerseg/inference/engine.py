@@ -212,6 +212,12 @@ def predict_slide(
     (anything with ``predict_batch``), local runs only.
     """
     start = time.perf_counter()
+    problems = [f"{name} must be 1 or more, not {value}" for name, value in (("batch", batch), ("readers", readers))
+                if value < 1]
+    problems += [f"tissue must be a fraction from 0 to 1, not {tissue}"] if not 0 <= tissue <= 1 else []
+    problems += [f"mpp must be positive, not {mpp}"] if mpp is not None and not mpp > 0 else []
+    if problems:
+        raise CancersegError("; ".join(problems))
     slide, bundle, out = (os.path.abspath(p) for p in (slide, bundle, out))  # cluster workers see the same paths
     info = bundle_info(bundle)
     recipe = info.recipe
@@ -219,7 +225,10 @@ def predict_slide(
     target = mpp if mpp is not None else recipe.mpp
     read = read_level(slide, target, level)
     chosen, downsample, level_mpp = read.level, read.downsample, read.mpp
-    grid = TileGrid(read.height, read.width, tile, overlap)
+    try:
+        grid = TileGrid(read.height, read.width, tile, overlap)
+    except ValueError as err:
+        raise CancersegError(f"tile {tile} px with overlap {overlap}: {err}") from None
     notes = [note] if (note := read.note(target, "predicting")) else []
 
     mask, mask_downsample = slide_tissue_mask(slide, max_side=1024)

@@ -148,6 +148,32 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
     assert attrs["complete"] and attrs["tissue_threshold"] == 0.2
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"batch": 0}, "batch must be 1 or more, not 0"),
+    ({"readers": -2}, "readers must be 1 or more, not -2"),
+    ({"tissue": 2.0}, "tissue must be a fraction from 0 to 1, not 2.0"),
+    ({"mpp": -1.0}, "mpp must be positive, not -1.0"),
+    ({"tile": 8}, r"tile 8 px with overlap 32: overlap must be even and at most half the tile"),
+    ({"tile": 128, "overlap": 31}, "overlap must be even"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, bundle, options, message):
+    out = tmp_path / "p.zarr"
+    with pytest.raises(CancersegError, match=message):
+        predict_slide(data_path(CMU), bundle, str(out), model=PixelModel(), **options)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value", [("--batch", "0"), ("--tissue", "1.5"), ("--mpp", "-1"), ("--mpp", "0"),
+                                           ("--readers", "0"), ("--tile", "-5"), ("--batch", "x")])
+def test_cli_predict_refuses_bad_numbers(tmp_path, capsys, option, value):
+    from napari_cancerseg.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", data_path(CMU), "--out", str(tmp_path / "p.zarr"), option, value])
+    assert exit_.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+    assert not (tmp_path / "p.zarr").exists()
+
+
 def test_store_of_another_model_or_level_is_refused(tmp_path, bundle):
     out = str(tmp_path / "p.zarr")
     predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5, stop_after_chunks=1)
