@@ -269,6 +269,7 @@ class Graph:
 
 
 SEGMENT_CHUNKS = 16  # chunks blended together: large array operations, yet many segments per row to share out
+AHEAD = 4  # batches the model may predict beyond what the oldest unfinished segments read
 
 
 def segments(chunks: Sequence[Tile], longest: int = SEGMENT_CHUNKS) -> list[tuple[int, range]]:
@@ -292,9 +293,12 @@ def build_graph(spec: RunSpec, tiles: Sequence[Tile], chunks: Sequence[Tile]) ->
     """The graph predicting ``tiles`` (row-major) in batches of ``spec.batch`` and writing ``chunks`` from them.
 
     Back-pressure: batch i also waits for the segments that use batch i - window,
-    where the window spans two rows of tiles and a bit.  Without it a scheduler
-    may predict far ahead of the blending, and memory grows with the slide's
-    area; with it, memory is a few rows of tiles whatever the slide's height.
+    where the window is the furthest any batch's segments read ahead of it
+    (about two rows of the tiles actually predicted: glass is not) plus AHEAD
+    batches.  Without it a scheduler may predict far ahead of the blending, and
+    memory grows with the slide's area; with it, memory is a few rows of tiles
+    whatever the slide's height.  It cannot deadlock: batch i waits only on
+    segments that read batches before it.
     """
     batch = spec.batch
     batches = [[tuple(map(int, t)) for t in tiles[start:start + batch]] for start in range(0, len(tiles), batch)]
@@ -312,12 +316,17 @@ def build_graph(spec: RunSpec, tiles: Sequence[Tile], chunks: Sequence[Tile]) ->
         segment_batches[key] = {where[t][0] for t in around}
         for batch_key in segment_batches[key]:
             users[batch_key].append(key)
-    # a segment's tiles lie within 2 rows + SEGMENT_CHUNKS + 2 tiles of the row-major list: waiting on batch
-    # i - window's users never waits on batch i or later, so the back-pressure cannot deadlock
-    reach = 2 * spec.grid.cols + SEGMENT_CHUNKS + 2
-    window = -(-reach // batch) + 4  # + 4: the model may run 2 batches ahead of blending
+    # last_read[b]: the newest batch that any segment using batch b reads
+    name = f"{spec.name}-predict"
+    last_read = [-1] * len(batches)
+    for used in segment_batches.values():
+        newest = max(i for _, i in used)
+        for _, i in used:
+            last_read[i] = max(last_read[i], newest)
+    # segments of batch i - window read nothing from batch i - AHEAD on: waiting on them cannot deadlock
+    window = max([newest - i for i, newest in enumerate(last_read) if newest >= 0], default=0) + AHEAD
     owners = column_owners([t for members in batches for t in members], spec.readers)
-    for (name, i), members in zip(predict_keys, batches):
+    for i, members in enumerate(batches):
         after = users[(name, i - window)] if i >= window else []
         tasks[(name, i)] = (predict_task, spec, members, [owners[t] for t in members], after)
     return Graph(spec, tasks, predict_keys, segment_batches)

@@ -7,7 +7,7 @@ import pytest
 
 from napari_cancerseg.errors import CancersegError, ReadError
 from napari_cancerseg.inference.engine import predict_slide, predicted_chunks
-from napari_cancerseg.inference.graph import blend_segment, segments
+from napari_cancerseg.inference.graph import AHEAD, SEGMENT_CHUNKS, RunSpec, blend_segment, build_graph, segments
 from napari_cancerseg.inference.readers import TileReaders, column_owners
 from napari_cancerseg.inference.tiling import TileGrid, blend_ramp, blend_weights, map_coordinate
 from napari_cancerseg.io import stores
@@ -146,6 +146,28 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
     assert lower.chunks_written > 0 and lower.chunks_resumed == whole.chunks_written
     attrs = stores.zarr.open_group(out).attrs["cancerseg"]
     assert attrs["complete"] and attrs["tissue_threshold"] == 0.2
+
+
+def test_back_pressure_waits_once_for_every_batch_and_never_ahead():
+    """Batch i waits for the segments of one earlier batch; those read only batches before i - AHEAD + 1."""
+    grid = TileGrid(6000, 9000, 256, 32)
+    width = 25  # tiles of tissue per row, of 41: the rest is glass, except a hole
+    tissue = [(r, c) for r in range(grid.rows) for c in range(width) if not (10 < r < 14 and 5 < c < 9)]
+    spec = RunSpec.new(slide="s", level=0, grid=grid, store="o", bundle="b", n_classes=2, batch=8)
+    graph = build_graph(spec, tissue, [(r, c) for r, c in tissue if r < grid.rows - 1 and c < 20])
+    waited = []
+    for key in graph.predict_keys:
+        i = key[1]
+        after = graph.tasks[key][4]
+        for segment in after:
+            assert max(b for _, b in graph.segment_batches[segment]) <= i - AHEAD
+        waited.append(sorted({b for segment in after for _, b in graph.segment_batches[segment]}))
+    used = {b for batches in graph.segment_batches.values() for _, b in batches}
+    window = next(i for i, w in enumerate(waited) if w)  # the first batch that waits
+    # every batch with segments is waited on, by the batch one window later (or the run ends first)
+    assert all(any(b in w for w in waited[b:b + window + 1]) for b in used if b + window < len(waited))
+    # about two rows of the tiles predicted, not of the grid (glass is not predicted)
+    assert window <= -(-(2 * width + SEGMENT_CHUNKS + 2) // 8) + AHEAD < -(-(2 * grid.cols) // 8) + AHEAD
 
 
 @pytest.mark.parametrize("options, message", [
