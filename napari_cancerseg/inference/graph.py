@@ -123,7 +123,7 @@ def _store_writers(path: str, run: str) -> tuple[ChunkFiles, ChunkFiles]:
 # ---- tasks ------------------------------------------------------------------------------------------
 
 def predict_task(spec: RunSpec, tiles: Sequence[Tile], owners: Sequence[int],
-                 after: Sequence[bool] = ()) -> np.ndarray | None:
+                 after: Sequence[int] = ()) -> np.ndarray | None:
     """Read, normalise and predict one batch: uint8 probabilities (N, C, T, T), or None if cancelled.
 
     ``owners``: the reader of each tile (see ``readers.column_owners``).
