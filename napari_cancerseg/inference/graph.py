@@ -302,8 +302,9 @@ def build_graph(spec: RunSpec, tiles: Sequence[Tile], chunks: Sequence[Tile]) ->
     """
     batch = spec.batch
     batches = [[tuple(map(int, t)) for t in tiles[start:start + batch]] for start in range(0, len(tiles), batch)]
-    predict_keys = {(f"{spec.name}-predict", i): len(members) for i, members in enumerate(batches)}
-    where = {t: ((f"{spec.name}-predict", i), j) for i, members in enumerate(batches) for j, t in enumerate(members)}
+    name = f"{spec.name}-predict"
+    predict_keys = {(name, i): len(members) for i, members in enumerate(batches)}
+    where = {t: ((name, i), j) for i, members in enumerate(batches) for j, t in enumerate(members)}
     tasks: dict = {}
     segment_batches: dict[tuple, set[tuple]] = {}
     users: dict[tuple, list[tuple]] = {key: [] for key in predict_keys}
@@ -317,7 +318,6 @@ def build_graph(spec: RunSpec, tiles: Sequence[Tile], chunks: Sequence[Tile]) ->
         for batch_key in segment_batches[key]:
             users[batch_key].append(key)
     # last_read[b]: the newest batch that any segment using batch b reads
-    name = f"{spec.name}-predict"
     last_read = [-1] * len(batches)
     for used in segment_batches.values():
         newest = max(i for _, i in used)

@@ -146,42 +146,38 @@ class SlideHandle:
         _RAW_READ(self.slide._osr, buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
                   origin[0], origin[1], level, width, height)
         bgra = buffer.view(np.uint8).reshape(height, width, 4)  # little-endian ARGB words: B, G, R, A bytes
-        if out is None:
-            out = np.empty((height, width, 3), np.uint8)
-        if int(buffer.min()) >= 0xFF000000:  # opaque everywhere (alpha is the top byte)
-            for channel in range(3):
-                out[..., channel] = bgra[..., 2 - channel]
-            return out
-        remaining = 1.0 - bgra[..., 3:].astype(np.float32) / 255.0
-        rgb = bgra[..., 2::-1].astype(np.float32) + np.asarray(self.background, np.float32) * remaining
-        out[...] = np.clip(np.rint(rgb), 0, 255)
-        return out
+        return composite_on_background(bgra, self.background, out, channels=(2, 1, 0), premultiplied=True)
 
     def close(self) -> None:
         self.slide.close()
 
 
-def composite_on_background(rgba: np.ndarray, background: tuple[int, int, int],
-                            out: np.ndarray | None = None) -> np.ndarray:
-    """Alpha-composite straight (non-premultiplied) RGBA onto an opaque colour (into ``out`` if given)."""
+def composite_on_background(pixels: np.ndarray, background: tuple[int, int, int], out: np.ndarray | None = None,
+                            channels: tuple[int, int, int] = (0, 1, 2), premultiplied: bool = False) -> np.ndarray:
+    """Alpha-composite (h, w, 4) uint8 pixels, alpha last, onto an opaque colour (into ``out`` if given).
+
+    ``channels``: where red, green and blue are (OpenSlide's own buffer is B, G, R, A).
+    ``premultiplied``: colours already multiplied by alpha (OpenSlide's), else straight (PIL's RGBA).
+    """
     if out is None:
-        out = np.empty(rgba.shape[:-1] + (3,), np.uint8)
-    if _opaque(rgba):  # the usual case inside tissue: no arithmetic needed
-        for channel in range(3):  # 3x faster than one strided RGBA -> RGB copy
-            out[..., channel] = rgba[..., channel]
+        out = np.empty(pixels.shape[:-1] + (3,), np.uint8)
+    if _opaque(pixels):  # the usual case inside tissue: no arithmetic needed
+        for index, channel in enumerate(channels):  # 3x faster than one strided 4 -> 3 channel copy
+            out[..., index] = pixels[..., channel]
         return out
-    alpha = rgba[..., 3]
-    a = alpha[..., None].astype(np.float32) / 255.0
-    rgb = rgba[..., :3].astype(np.float32) * a + np.asarray(background, np.float32) * (1.0 - a)
-    out[...] = np.clip(np.rint(rgb), 0, 255)
+    a = pixels[..., 3:].astype(np.float32) / 255.0
+    rgb = pixels[..., list(channels)].astype(np.float32)
+    if not premultiplied:
+        rgb *= a
+    out[...] = np.clip(np.rint(rgb + np.asarray(background, np.float32) * (1.0 - a)), 0, 255)
     return out
 
 
-def _opaque(rgba: np.ndarray) -> bool:
-    """Every alpha is 255: on contiguous RGBA, one SIMD min over 32-bit pixels (alpha is their top byte)."""
-    if rgba.flags.c_contiguous:
-        return int(rgba.view("<u4").min()) >= 0xFF000000
-    return int(rgba[..., 3].min()) == 255
+def _opaque(pixels: np.ndarray) -> bool:
+    """Every alpha (the 4th byte) is 255: on contiguous pixels, one SIMD min over little-endian 32-bit words."""
+    if pixels.flags.c_contiguous:
+        return int(pixels.view("<u4").min()) >= 0xFF000000
+    return int(pixels[..., 3].min()) == 255
 
 
 def _parse_hex_colour(text: str) -> tuple[int, int, int]:

@@ -98,6 +98,18 @@ def test_composite_on_background_matches_pil():
     assert np.abs(ours.astype(int) - np.asarray(reference)[..., :3]).max() <= 1
 
 
+def test_premultiplied_bgra_composites_as_straight_rgba():
+    """OpenSlide's own pixels (B, G, R, A, colours times alpha) give what PIL's straight RGBA gives, within rounding."""
+    rng = np.random.default_rng(2)
+    rgba = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    premultiplied = np.rint(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8)
+    bgra = np.concatenate([premultiplied[..., ::-1], rgba[..., 3:]], axis=-1)
+    background = (240, 230, 10)
+    straight = wsi.composite_on_background(rgba, background)
+    ours = wsi.composite_on_background(bgra, background, channels=(2, 1, 0), premultiplied=True)
+    assert np.abs(ours.astype(int) - straight).max() <= 1
+
+
 @pytest.mark.parametrize("transparent", [None, (0, 0), (63, 63), (31, 17)])
 def test_composite_of_opaque_and_one_transparent_pixel(transparent):
     """The opaque fast path must see a single non-opaque pixel anywhere (it tests all alphas at once)."""
