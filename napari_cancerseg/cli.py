@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tissue", type=fraction, default=0.1, help="minimum tissue fraction of a chunk to predict it")
     pr.add_argument("--readers", type=positive_int, default=4, help="tile decoders (threads, or processes with the next flag)")
     pr.add_argument("--reader-processes", action="store_true",
-                    help="decode tiles in processes (for many cores: OpenSlide's pixel conversion holds the GIL)")
+                    help="decode tiles in spawned processes, through shared memory (threads were faster on 16 cores)")
     pr.add_argument("--scheduler", metavar="ADDRESS",
                     help="run on this dask.distributed scheduler (e.g. tcp://host:8786); its workers must see the "
                          "slide, the model and --out at the same paths")
