@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 import pytest
 
 from napari_cancerseg.errors import CancersegError, ReadError
 from napari_cancerseg.inference.engine import predict_slide, predicted_chunks
-from napari_cancerseg.inference.graph import AHEAD, SEGMENT_CHUNKS, RunSpec, blend_segment, build_graph, segments
+from napari_cancerseg.inference.graph import (
+    AHEAD,
+    SEGMENT_CHUNKS,
+    Carried,
+    RunSpec,
+    blend_segment,
+    build_graph,
+    segments,
+)
 from napari_cancerseg.inference.readers import TileReaders, column_owners
 from napari_cancerseg.inference.tiling import TileGrid, blend_ramp, blend_weights, map_coordinate
 from napari_cancerseg.io import stores
@@ -146,6 +157,49 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
     assert lower.chunks_written > 0 and lower.chunks_resumed == whole.chunks_written
     attrs = stores.zarr.open_group(out).attrs["cancerseg"]
     assert attrs["complete"] and attrs["tissue_threshold"] == 0.2
+
+
+def _batches_alive_at_most(monkeypatch, run) -> int:
+    """The most predicted batches held in memory at once during ``run()`` (each counted until it is freed)."""
+    from napari_cancerseg.inference import graph
+
+    alive, most, lock = [0], [0], threading.Lock()
+    predict = graph.predict_task
+
+    def freed():
+        with lock:
+            alive[0] -= 1
+
+    def counted(*args, **kwargs):
+        batch = predict(*args, **kwargs)
+        with lock:
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+        weakref.finalize(batch, freed)
+        return batch
+
+    monkeypatch.setattr(graph, "predict_task", counted)
+    run()
+    return most[0]
+
+
+def test_batches_carried_between_bands_are_let_go_once_used(tmp_path, bundle, monkeypatch):
+    """Bands add no memory: a batch handed to the next band is freed after its last segment there."""
+    def run(band_rows):
+        return lambda: predict_slide(data_path(CMU), bundle, str(tmp_path / f"{band_rows}.zarr"), model=PixelModel(),
+                                     tissue=0.0, band_rows=band_rows)
+
+    one_band = _batches_alive_at_most(monkeypatch, run(1000))
+    monkeypatch.undo()
+    four_bands = _batches_alive_at_most(monkeypatch, run(8))  # 31 chunk rows: the batches of 3 boundaries carried
+    assert four_bands <= one_band + 2
+
+
+def test_carried_batch_is_let_go_after_its_last_segment():
+    batch = np.zeros((4, 2, 8, 8), np.uint8)
+    carried = Carried(batch, segments=2)
+    assert carried.take() is batch and carried.take() is batch
+    assert carried.take() is None  # its segments have all taken it: the batch is no longer held here
 
 
 def test_back_pressure_waits_once_for_every_batch_and_never_ahead():
