@@ -387,14 +387,13 @@ def run_local(graph: Graph, on_task: Callable[[Counts], None], threads: int = 4,
     rows = sorted({key[1] for key in graph.segment_batches})
     band_of_row = {row: index // band_rows for index, row in enumerate(rows)}
     bands: dict[int, list[tuple]] = {}
-    last_band: dict[tuple, int] = {}  # batch -> the last band that uses it
     users_by_band: dict[tuple, list[int]] = {}  # batch -> the band of each segment using it
     for key, batch_keys in graph.segment_batches.items():
         band = band_of_row[key[1]]
         bands.setdefault(band, []).append(key)
         for batch_key in batch_keys:
-            last_band[batch_key] = max(band, last_band.get(batch_key, band))
             users_by_band.setdefault(batch_key, []).append(band)
+    last_band = {key: max(used) for key, used in users_by_band.items()}
     carried: set[tuple] = set()
     with Callback(posttask=posttask):
         for band, keys in sorted(bands.items()):
