@@ -251,7 +251,7 @@ def predict_slide(
     for row, col in zip(*np.nonzero(pending)):
         needed[max(0, row - 1):row + 2, max(0, col - 1):col + 2] = True
     spec = RunSpec.new(slide=slide, level=int(chosen), grid=grid, store=out, bundle=bundle, n_classes=n_classes,
-                       batch=batch, readers=max(1, readers), reader_processes=reader_processes)
+                       batch=batch, readers=readers, reader_processes=reader_processes)
     graph = build_graph(spec, list(zip(*np.nonzero(needed))), list(zip(*np.nonzero(pending))))
     tiles_total, chunks_total = int(needed.sum()), int(pending.sum())
     stopped = threading.Event()

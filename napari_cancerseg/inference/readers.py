@@ -4,9 +4,10 @@ Reading is the engine's bottleneck on a GPU (issue 5): OpenSlide spends about
 4 ms of C on a 512 px read even when its JPEG tiles are cached, so a GPU that
 predicts 1,000 tiles/s needs many cores reading at once.
 
-* Threads share one OpenSlide handle and its tile cache; the GIL is released
-  inside OpenSlide but not around it, so they stop scaling at some point
-  (on 16 cores they still read faster than processes, see benchmarks/).
+* Threads share one OpenSlide handle and its tile cache.  A read holds the
+  GIL only around OpenSlide's C call (``SlideHandle`` fills a reused buffer),
+  but the blending and the scheduler in the same process hold it too (on 16
+  cores threads still read faster than processes, see benchmarks/).
 * Processes each own a column band of every row of tiles (``owners``), so
   that a process's OpenSlide cache already holds the JPEG tiles that its
   previous tiles shared with the next ones (overlapping tiles, rows below).
