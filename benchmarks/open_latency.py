@@ -107,7 +107,7 @@ def build_pyramid(size: int, path: Path, tile: int = 256, seed: int = 0) -> Path
 
 def measure_plugin(path: str) -> dict:
     """Run in a fresh process: open through the plugin's reader, then fetch the lowest level."""
-    from napari_cancerseg._reader import layer_reader
+    from napari_cancerseg.io.opening import layer_reader
 
     start = time.perf_counter()
     layers = layer_reader(path)()

@@ -1,32 +1,11 @@
-"""napari reader: dispatches a path to the backend in ``io/`` that claims it, and nothing else."""
+"""napari reader: hands a path to ``io.opening`` and tells the user what the backend noted, nothing else."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-from .annotations import layers as annotation_files
-from .io import LayerData, dicom, nifti, stores, wsi
-
-#: Order matters only for folders: an OME-Zarr store is a folder, not a DICOM series.
-BACKENDS = (stores, wsi, nifti, dicom, annotation_files)
-
-
-def backend_for(path: str):
-    """The io module that reads ``path``, or None."""
-    return next((backend for backend in BACKENDS if backend.claims(path)), None)
-
-
-def layer_reader(path: str | list[str]) -> Callable[[], list[LayerData]] | None:
-    """A function reading ``path`` into layer data (napari-free), or None if no backend claims it."""
-    paths = [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else [os.fspath(path)]
-    backends = {backend_for(p) for p in paths}
-    if None in backends or len(backends) != 1:
-        return None
-    backend = backends.pop()
-    if backend is dicom and len(paths) > 1:
-        return lambda: dicom.read(paths)  # files of one series belong together
-    return lambda: [layer for p in paths for layer in backend.read(p)]
+from .io import LayerData
+from .io.opening import layer_reader
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:

@@ -35,12 +35,9 @@ def fraction(text: str) -> float:
 
 
 def _layers(path: str):
-    from ._reader import layer_reader
+    from .io import open_layers
 
-    read = layer_reader(path)
-    if read is None:
-        raise CancersegError(f"{path}: no reader of this plugin handles this file")
-    return read()
+    return open_layers(path)
 
 
 def describe(path: str, properties: bool = False) -> list[dict[str, Any]]:
@@ -266,7 +263,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 def cmd_overlay(args: argparse.Namespace) -> int:
     """Colour a segmentation's tumour by Gleason pattern with the patch classifier."""
-    from .inference.patterns import pattern_overlay
+    from .grading.patterns import pattern_overlay
     from .models.bundle import load_bundle
 
     classifier = load_bundle(args.model)
@@ -316,7 +313,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Image-level class probabilities, and the segmentation bundle routed to the winning class."""
-    from .inference.images import classify_image, read_any_image, route
+    from .inference.images import classify_image, route
+    from .io.opening import read_any_image
     from .models.bundle import load_bundle
 
     routes = dict(item.split("=", 1) for item in args.route or [] if "=" in item)

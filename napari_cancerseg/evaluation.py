@@ -68,12 +68,9 @@ def read_label_image(path: str, threshold: int | None = None) -> LabelImage:
         from .training.data import read_mask
 
         return LabelImage(case, read_mask(Path(path), threshold), (1.0, 1.0), "px", path)
-    from ._reader import layer_reader
+    from .io import open_layers
 
-    reader = layer_reader(path)
-    if reader is None:
-        raise CancersegError(f"{path}: no reader of this plugin handles this file")
-    layers = reader()
+    layers = open_layers(path)
     chosen = next((layer for layer in layers if layer[2] == "labels"), None)
     if chosen is None and len(layers) == 1 and np.issubdtype(np.asarray(layers[0][0][:1]).dtype, np.integer):
         chosen = layers[0]  # an integer volume the reader took for an image: a mask all the same

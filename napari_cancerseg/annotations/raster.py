@@ -17,7 +17,7 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.strtree import STRtree
 
-from ..grading.classes import PAINT_ORDER, label_for
+from ..classes import PAINT_ORDER, label_for
 from .model import Annotation, AnnotationSet
 
 TILE = 1024
@@ -126,20 +126,6 @@ def label_array(shapes: LabelledShapes, level_shape: tuple[int, int], downsample
 
     return da.map_blocks(block, chunks=da.core.normalize_chunks((chunk, chunk), level_shape), dtype=np.uint8,
                          meta=np.empty((0, 0), np.uint8))
-
-
-def rasterise_to_store(path: str, shapes: LabelledShapes, level0_shape: tuple[int, int], downsample: float,
-                       mpp: float | None, properties: dict | None = None) -> str:
-    """Write the labels of one level to a multiscale OME-Zarr store, one tile at a time."""
-    from ..grading.classes import rgba_255
-    from ..io import stores
-
-    height, width = (int(np.ceil(s / downsample)) for s in level0_shape)
-    labels = label_array(shapes, (height, width), downsample)
-    scale = (mpp * downsample,) * 2 if mpp else (downsample, downsample)
-    return stores.write_labels(path, stores.label_pyramid(labels), scale=scale,
-                               units=("um", "um") if mpp else ("pixel", "pixel"), name="annotations",
-                               colors=rgba_255(), properties={"downsample": downsample, **(properties or {})})
 
 
 # ----------------------------------------------------------------- mask -> polygons

@@ -9,7 +9,7 @@ import numpy as np
 import zarr
 
 from ..errors import CancersegError
-from ..inference.engine import predicted_chunks
+from ..io.stores import predicted_chunks
 from ..inference.tiling import TileGrid
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .classes import GLEASON_3, GLEASON_4, GLEASON_5
+from ..classes import GLEASON_3, GLEASON_4, GLEASON_5
 
 RESEARCH_ONLY = "research use only, not for diagnosis"
 #: label -> Gleason pattern

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CancersegError
-from .classes import BENIGN, CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, PAINT_ORDER, TUMOUR, label_for
+from ..classes import BENIGN, CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, PAINT_ORDER, TUMOUR, label_for
 from .gleason import PATTERN_OF_LABEL, RESEARCH_ONLY, grade
 
 REGION_SIDE = 4096
@@ -146,7 +146,7 @@ def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
     from skimage.measure import label as connected
     from skimage.measure import regionprops
 
-    from ..correction.regions import LabelStore
+    from ..io.stores import LabelStore
 
     store = LabelStore(path)
     classes = store.properties.get("classes")

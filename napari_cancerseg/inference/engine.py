@@ -23,10 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import zarr
 
 from ..errors import CancersegError
-from ..grading.classes import class_colours
 from ..io import stores
 from ..io.wsi import SlideHandle, read_level
 from ..models.bundle import BundleInfo, bundle_info
@@ -42,9 +40,6 @@ from .graph import (
     run_local,
 )
 from .tiling import TileGrid, tissue_fractions
-
-STORE_FORMAT = "napari-cancerseg prediction"
-
 
 @dataclass
 class Progress:
@@ -102,89 +97,6 @@ def model_identity(bundle_path: str, info: BundleInfo) -> dict[str, Any]:
     return {"name": info.name, "version": info.version, "sha256": digest.hexdigest()[:16]}
 
 
-class PredictionStore:
-    """The zarr store of one prediction: labels and probabilities at the predicted level.
-
-    A chunk is done when its probabilities chunk file exists (``predicted_chunks``):
-    files are replaced atomically and written after the labels, and a written
-    chunk of probabilities is never all zero (the fill value), so zarr never
-    drops it either.  Two files per chunk: creating files is what writing cost most
-    (the earlier layout, one file per class and a done flag per chunk, made four).
-    """
-
-    def __init__(self, path: str, grid: TileGrid, n_classes: int, properties: dict[str, Any], scale, units):
-        self.path, self.grid = path, grid
-        self.colors = class_colours(properties["classes"])
-        identity = {k: properties[k] for k in ("format", "slide", "model", "grid", "level")}
-        if os.path.exists(os.path.join(path, ".zattrs")):
-            root = zarr.open_group(path, mode="r+")
-            if "done" in root:
-                raise CancersegError(
-                    f"{path}: this store was made by an earlier napari-cancerseg (one file per class and a done "
-                    "flag per chunk) and cannot be resumed; it still opens in napari. Predict into a new --out")
-            existing = dict(root.attrs.get("cancerseg", {}))
-            mismatch = [k for k in identity if existing.get(k) != identity[k]]
-            if mismatch:
-                raise CancersegError(
-                    f"{path}: this store holds another prediction ({', '.join(mismatch)} differ: "
-                    f"{ {k: existing.get(k) for k in mismatch} }); choose another --out or delete it")
-            # chunks predicted at several thresholds: the store now covers every chunk above the lowest
-            threshold = min(existing.get("tissue_threshold", 1.0), properties["tissue_threshold"])
-            root.attrs["cancerseg"] = {**existing, "tissue_threshold": threshold}
-            self.root, self.created = root, False
-        else:
-            root = zarr.open_group(path, mode="w", zarr_format=2)
-            stride = grid.stride
-            stores.create_array(root, "labels/0", (grid.height, grid.width), (stride, stride), np.uint8)
-            stores.create_array(root, "probabilities", (n_classes, grid.height, grid.width),
-                                (n_classes, stride, stride), np.uint8)
-            stores.set_label_metadata(root, [(grid.height, grid.width)], ["labels/0"], scale, units, "prediction",
-                                      colors=self.colors, properties={**properties, "complete": False})
-            self.root, self.created = root, True
-        self.labels, self.probabilities = self.root["labels/0"], self.root["probabilities"]
-        self.scale, self.units = scale, units
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.root.attrs.get("cancerseg", {}).get("complete"))
-
-    def done_mask(self) -> np.ndarray:
-        if self.created:  # nothing done yet
-            return np.zeros((self.grid.rows, self.grid.cols), bool)
-        return predicted_chunks(self.root)
-
-    def finish(self, band_bytes: int = 32 << 20) -> None:
-        """Build the label pyramid from level 0 (stride 2), a band of rows at a time, and mark the store complete.
-
-        Chunks are read and written as files (``stores.ChunkFiles``): through
-        zarr's API the pyramid of a 32k slide took 3 s, as long as predicting it on a GPU.
-        """
-        previous, shapes, paths = stores.ChunkFiles(self.labels), [self.labels.shape], ["labels/0"]
-        while max(previous.shape) > stores.PYRAMID_TOP:
-            shape = ((previous.shape[0] + 1) // 2, (previous.shape[1] + 1) // 2)
-            chunks = tuple(min(stores.LABEL_CHUNK, s) for s in shape)
-            # a rerun rebuilds the levels: level 0 may have changed (resumed chunks, accepted corrections)
-            level = stores.ChunkFiles(stores.create_array(self.root, f"labels/{len(paths)}", shape, chunks, np.uint8,
-                                                          overwrite=True))
-            # memory: about band_bytes of the level below, whatever the slide's size; whole chunk rows written
-            band = max(1, band_bytes // (2 * previous.shape[1] * chunks[0])) * chunks[0]
-            for y in range(0, shape[0], band):
-                level.write_rows(y, previous.read_rows(2 * y, 2 * (y + band))[::2, ::2])
-            shapes.append(shape)
-            paths.append(f"labels/{len(paths)}")
-            previous = level
-        properties = {**dict(self.root.attrs["cancerseg"]), "complete": True}
-        stores.set_label_metadata(self.root, shapes, paths, self.scale, self.units, "prediction",
-                                  colors=self.colors, properties=properties)
-
-
-def predicted_chunks(root: zarr.Group) -> np.ndarray:
-    """(rows, cols) bool over a prediction store's chunk grid: True where the chunk was predicted (or corrected)."""
-    if "done" in root:  # the earlier layout kept a flag per chunk
-        return np.asarray(root["done"][:]).astype(bool)
-    return stores.ChunkFiles(root["probabilities"]).written()[0]
-
-
 def predict_slide(
     slide: str,
     bundle: str,
@@ -235,13 +147,13 @@ def predict_slide(
     fractions = tissue_fractions(grid, mask, mask_downsample, downsample)
     active = fractions >= tissue
     n_classes = max(2, len(info.classes))
-    properties = {"format": STORE_FORMAT, "slide": slide_identity(slide), "model": model_identity(bundle, info),
+    properties = {"format": stores.STORE_FORMAT, "slide": slide_identity(slide), "model": model_identity(bundle, info),
                   "grid": grid.to_dict(), "level": int(chosen), "downsample": float(downsample),
                   "mpp": level_mpp, "tissue_threshold": tissue, "classes": info.classes,
                   "slide_path": slide}
     scale = (level_mpp,) * 2 if level_mpp else (downsample,) * 2
     units = ("um", "um") if level_mpp else ("pixel", "pixel")
-    store = PredictionStore(out, grid, n_classes, properties, scale, units)
+    store = stores.PredictionStore(out, (grid.height, grid.width), grid.stride, n_classes, properties, scale, units)
     done = store.done_mask()
     resumed = int((done & active).sum())
 

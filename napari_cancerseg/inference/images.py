@@ -105,14 +105,11 @@ def canonical_nifti_metadata(shape: tuple[int, int, int], scale, translate) -> d
 
 def segment_file(path: str, bundle: str, out: str) -> dict[str, Any]:
     """Segment a NIfTI/DICOM volume or a mammogram with a bundle; save NIfTI (volumes) or OME-Zarr (2D)."""
-    from .._reader import layer_reader
     from ..io import nifti, stores
+    from ..io.opening import first_image
     from ..models.bundle import load_bundle
 
-    reader = layer_reader(path)
-    if reader is None:
-        raise CancersegError(f"{path}: no reader of this plugin handles this file")
-    data, kwargs, _ = next(layer for layer in reader() if layer[2] == "image")
+    data, kwargs, _ = first_image(path)
     model = load_bundle(bundle)
     if model.is_classifier:
         raise CancersegError(f"{bundle}: a classifier, not a segmentation model (use cancerseg classify)")
@@ -166,18 +163,3 @@ def route(probabilities: dict[str, float], routes: dict[str, str]) -> tuple[str,
     best = max(probabilities, key=probabilities.get)
     lowered = {k.lower(): v for k, v in routes.items()}
     return best, lowered.get(best.lower())
-
-
-def read_any_image(path: str) -> np.ndarray:
-    """Pixels of a 2D image file (PNG, JPEG...) or of the first image layer the plugin reads."""
-    if path.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")):
-        from PIL import Image
-
-        return np.asarray(Image.open(path))
-    from .._reader import layer_reader
-
-    reader = layer_reader(path)
-    if reader is None:
-        raise CancersegError(f"{path}: no reader of this plugin handles this file")
-    data, kwargs, _ = next(layer for layer in reader() if layer[2] == "image")
-    return np.asarray(data[-1] if kwargs.get("multiscale") else data)

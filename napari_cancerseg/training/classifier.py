@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..grading.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5
+from ..classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5
 from .data import Pair, _keras_dataset_base
 
 CLASS_OF_LABEL = {BENIGN: 0, GLEASON_3: 1, GLEASON_4: 2, GLEASON_5: 3}
@@ -55,7 +55,8 @@ def examples_from_class_folders(root: str, size: int, case_pattern: str | None =
     import re
 
     from ..errors import CancersegError
-    from ..inference.images import classifier_input, read_any_image
+    from ..inference.images import classifier_input
+    from ..io.opening import read_any_image
 
     folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(folders) < 2:

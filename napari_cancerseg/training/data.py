@@ -93,7 +93,7 @@ def load_volume_pairs(volumes: list[str], masks: list[str]) -> list[Pair]:
     Intensities are normalised once per volume, as ``predict_volume`` does;
     slices without foreground are kept (the model must learn to say "none").
     """
-    from .._reader import layer_reader
+    from ..io import open_layers
     from ..preprocess.contrast import normalise_intensity
 
     if len(volumes) != len(masks):
@@ -102,10 +102,7 @@ def load_volume_pairs(volumes: list[str], masks: list[str]) -> list[Pair]:
     for volume_path, mask_path in zip(volumes, masks):
         arrays = []
         for path in (volume_path, mask_path):
-            reader = layer_reader(path)
-            if reader is None:
-                raise CancersegError(f"{path}: no reader of this plugin handles this file")
-            data, kwargs, _ = reader()[0]
+            data, kwargs, _ = open_layers(path)[0]
             arrays.append(np.asarray(data[0] if kwargs.get("multiscale") else data))
         volume, mask = arrays
         if volume.shape != mask.shape:

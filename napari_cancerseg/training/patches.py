@@ -26,7 +26,7 @@ import numpy as np
 import zarr
 
 from ..errors import CancersegError
-from ..grading.classes import BENIGN, CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
+from ..classes import BENIGN, CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
 from ..io.wsi import SlideHandle, read_level
 
 TUMOUR_LABELS = (GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR)
@@ -109,7 +109,7 @@ def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, a
         boxes = [g.bounds for g, _ in shapes.shapes]
         sources.append(("annotations", shapes, grid_boxes(boxes, footprint, handle.slide.dimensions)))
     if store:
-        from ..correction.regions import LabelStore
+        from ..io.stores import LabelStore
 
         labels = LabelStore(store)
         boxes = [(x, y, x + w, y + h) for x, y, w, h in (c["box"] for c in labels.corrections)]

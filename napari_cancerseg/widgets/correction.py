@@ -21,8 +21,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
 from ..correction.active import uncertain_regions
-from ..correction.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
-from ..correction.regions import LabelStore, Region
+from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
+from ..io.stores import LabelStore, Region
 from ..errors import CancersegError
 
 RECTANGLES = "correction regions"

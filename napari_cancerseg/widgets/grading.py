@@ -14,9 +14,9 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import processes
-from ..correction.regions import LabelStore
+from ..io.stores import LabelStore
 from ..errors import CancersegError
-from ..grading.classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
+from ..classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
 from ..grading.gleason import RESEARCH_ONLY
 from ..grading.report import SlideReport, grade_path
 from .correction import store_path

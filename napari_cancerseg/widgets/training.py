@@ -16,7 +16,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, processes, resource_path
-from ..correction.regions import LabelStore
+from ..io.stores import LabelStore
 from ..errors import CancersegError
 from ..models.bundle import next_version
 from ..training.patches import extract_patches

@@ -10,7 +10,7 @@ from shapely.geometry import Point, Polygon, box
 
 from napari_cancerseg import annotations
 from napari_cancerseg.annotations import aperio, asap, geojson
-from napari_cancerseg.annotations.layers import to_annotations, to_layer_data
+from napari_cancerseg.io.annotation_files import to_annotations, to_layer_data
 from napari_cancerseg.annotations.raster import (
     label_array,
     labelled_shapes,
@@ -19,7 +19,7 @@ from napari_cancerseg.annotations.raster import (
     rasterise_region,
 )
 from napari_cancerseg.errors import ReadError
-from napari_cancerseg.grading.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
+from napari_cancerseg.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
 
 from ..conftest import data_path
 
@@ -208,7 +208,7 @@ def test_rasterised_area_equals_shapely_area(level):
 
 
 def test_cap_rasterised_at_level_4_into_a_store(tmp_path):
-    from napari_cancerseg.annotations.raster import rasterise_to_store
+    from napari_cancerseg.io.annotation_files import rasterise_to_store
     from napari_cancerseg.io import stores
 
     parsed = annotations.read(data_path(TCGA_XML))

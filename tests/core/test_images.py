@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_cancerseg._reader import layer_reader
+from napari_cancerseg.io.opening import layer_reader
 from napari_cancerseg.inference.images import predict_mammogram, predict_volume, prepare_mammogram
 from napari_cancerseg.models.bundle import Recipe
 from napari_cancerseg.preprocess.contrast import normalise_intensity

@@ -6,10 +6,12 @@ import threading
 import weakref
 
 import numpy as np
+import zarr
 import pytest
 
 from napari_cancerseg.errors import CancersegError, ReadError
-from napari_cancerseg.inference.engine import predict_slide, predicted_chunks
+from napari_cancerseg.inference.engine import predict_slide
+from napari_cancerseg.io.stores import predicted_chunks
 from napari_cancerseg.inference.graph import (
     AHEAD,
     SEGMENT_CHUNKS,
@@ -102,7 +104,7 @@ def test_blended_prediction_is_seam_free(tmp_path, bundle):
     # every batch is whole (the last one padded: one model shape per run)
     assert summary.tiles == len(grid) and grid.rows == 31
     assert set(model.batch_sizes) == {16} and len(model.batch_sizes) == -(-len(grid) // 16)
-    probabilities = np.asarray(stores.zarr.open_array(f"{out}/probabilities", mode="r")[1])
+    probabilities = np.asarray(zarr.open_array(f"{out}/probabilities", mode="r")[1])
     slide = SlideHandle.shared(data_path(CMU)).read(0, 0, 0, 2220, 2967)
     expected = 1.0 - slide.astype(np.float32).mean(axis=-1) / 255.0
     error = np.abs(probabilities.astype(np.float32) / 255 - expected)
@@ -120,9 +122,9 @@ class ConstantModel:
 def test_a_constant_model_gives_exactly_that_constant_across_tile_borders(tmp_path, bundle):
     out = str(tmp_path / "constant.zarr")
     predict_slide(data_path(CMU), bundle, out, model=ConstantModel(), tissue=0.0)
-    probabilities = np.asarray(stores.zarr.open_array(f"{out}/probabilities", mode="r")[:])
+    probabilities = np.asarray(zarr.open_array(f"{out}/probabilities", mode="r")[:])
     assert (probabilities[0] == 51).all() and (probabilities[1] == 204).all()  # 0.2 * 255, 0.8 * 255
-    assert (np.asarray(stores.zarr.open_array(f"{out}/labels/0", mode="r")[:]) == 1).all()
+    assert (np.asarray(zarr.open_array(f"{out}/labels/0", mode="r")[:]) == 1).all()
 
 
 def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bundle):
@@ -130,7 +132,7 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
     reference = str(tmp_path / "reference.zarr")
     whole = predict_slide(data_path(CMU), bundle, reference, model=full_model, tissue=0.5)
     assert whole.chunks_skipped_glass > 0
-    group = stores.zarr.open_group(reference)
+    group = zarr.open_group(reference)
     glass_row, glass_col = np.argwhere(~predicted_chunks(group))[0]  # never predicted, never written:
     y, x = glass_row * 96, glass_col * 96  # the fill values say background, and no probability for any class
     assert not np.asarray(group["labels/0"][y:y + 96, x:x + 96]).any()
@@ -141,13 +143,13 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
 
     out = str(tmp_path / "resumed.zarr")
     interrupted = predict_slide(data_path(CMU), bundle, out, model=first, tissue=0.5, stop_after_chunks=20)
-    assert interrupted.cancelled and not stores.zarr.open_group(out).attrs["cancerseg"]["complete"]
+    assert interrupted.cancelled and not zarr.open_group(out).attrs["cancerseg"]["complete"]
     resumed = predict_slide(data_path(CMU), bundle, out, model=second, tissue=0.5)
     assert resumed.chunks_resumed >= 20 and not resumed.cancelled
     assert resumed.tiles < whole.tiles  # only what the missing chunks need
     assert len(second.batch_sizes) == -(-resumed.tiles // 16)
-    np.testing.assert_array_equal(stores.zarr.open_array(f"{out}/labels/0")[:],
-                                  stores.zarr.open_array(f"{reference}/labels/0")[:])
+    np.testing.assert_array_equal(zarr.open_array(f"{out}/labels/0")[:],
+                                  zarr.open_array(f"{reference}/labels/0")[:])
     (levels, kwargs, layer_type), = stores.read(out)
     assert layer_type == "labels" and len(levels) > 1 and kwargs["scale"] == pytest.approx((0.499, 0.499))
     again = predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5)  # a finished store: a no-op
@@ -155,7 +157,7 @@ def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bu
     # a lower tissue threshold on the finished store predicts only the newly included chunks, pyramid rebuilt
     lower = predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.2)
     assert lower.chunks_written > 0 and lower.chunks_resumed == whole.chunks_written
-    attrs = stores.zarr.open_group(out).attrs["cancerseg"]
+    attrs = zarr.open_group(out).attrs["cancerseg"]
     assert attrs["complete"] and attrs["tissue_threshold"] == 0.2
 
 
@@ -255,7 +257,7 @@ def test_store_of_another_model_or_level_is_refused(tmp_path, bundle):
     predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5, stop_after_chunks=1)
     with pytest.raises(CancersegError, match="holds another prediction.*grid"):
         predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5, tile=256, overlap=32)
-    attrs = stores.zarr.open_group(out).attrs["cancerseg"]
+    attrs = zarr.open_group(out).attrs["cancerseg"]
     assert attrs["model"]["name"] == "tiny" and attrs["slide"]["dimensions"] == [2220, 2967]
     assert attrs["grid"] == {"height": 2967, "width": 2220, "tile": 128, "overlap": 32} and attrs["level"] == 0
 
@@ -264,13 +266,13 @@ def test_store_of_the_earlier_layout_opens_but_is_not_resumed(tmp_path, bundle):
     """Stores with a done flag per chunk (before probabilities were one chunk file per chunk) stay readable."""
     out = str(tmp_path / "old.zarr")
     predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5)
-    group = stores.zarr.open_group(out)
+    group = zarr.open_group(out)
     flags = stores.create_array(group, "done", (31, 24), (1, 1), np.uint8)
     flags[0, :2] = 1
     labels_before = np.asarray(group["labels/0"][:])
     with pytest.raises(CancersegError, match="earlier napari-cancerseg.*new --out"):
         predict_slide(data_path(CMU), bundle, out, model=PixelModel(), tissue=0.5)
-    np.testing.assert_array_equal(np.asarray(stores.zarr.open_array(f"{out}/labels/0")[:]), labels_before)
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(f"{out}/labels/0")[:]), labels_before)
     (levels, _, layer_type), = stores.read(out)
     assert layer_type == "labels" and levels[0].shape == (2967, 2220)
     assert predicted_chunks(group).sum() == 2  # its own flags, for active learning
@@ -278,7 +280,7 @@ def test_store_of_the_earlier_layout_opens_but_is_not_resumed(tmp_path, bundle):
 
 def test_cli_predict_with_the_bundled_model(tmp_path, capsys):
     pytest.importorskip("keras")
-    from napari_cancerseg._reader import layer_reader
+    from napari_cancerseg.io.opening import layer_reader
     from napari_cancerseg.cli import main
 
     out = str(tmp_path / "cmu.zarr")
@@ -293,7 +295,7 @@ def test_cli_predict_with_the_bundled_model(tmp_path, capsys):
 
 
 def test_store_colours_follow_the_model_classes():
-    from napari_cancerseg.grading.classes import CLASSES, class_colours
+    from napari_cancerseg.classes import CLASSES, class_colours
 
     gleason = class_colours([{"label": 0, "name": "background"}, {"label": 3, "name": "Gleason pattern 4"},
                              {"label": 5, "name": "tumour"}])
@@ -315,7 +317,7 @@ def test_the_same_graph_on_a_dask_distributed_cluster(tmp_path, bundle):
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
         assert main(["predict", data_path(CMU), "--out", remote, "--scheduler", cluster.scheduler_address,
                      *common]) == 0
-    remote_group, local_group = stores.zarr.open_group(remote), stores.zarr.open_group(local)
+    remote_group, local_group = zarr.open_group(remote), zarr.open_group(local)
     assert remote_group.attrs["cancerseg"]["complete"]
     # the same chunks, glass left out
     np.testing.assert_array_equal(predicted_chunks(remote_group), predicted_chunks(local_group))
@@ -329,8 +331,8 @@ def test_reader_processes_read_what_threads_read(tmp_path, bundle):
     threads, processes = str(tmp_path / "threads.zarr"), str(tmp_path / "processes.zarr")
     predict_slide(data_path(CMU), bundle, threads, model=PixelModel(), tissue=0.5, readers=2)
     predict_slide(data_path(CMU), bundle, processes, model=PixelModel(), tissue=0.5, readers=2, reader_processes=True)
-    np.testing.assert_array_equal(stores.zarr.open_array(f"{threads}/probabilities")[:],
-                                  stores.zarr.open_array(f"{processes}/probabilities")[:])
+    np.testing.assert_array_equal(zarr.open_array(f"{threads}/probabilities")[:],
+                                  zarr.open_array(f"{processes}/probabilities")[:])
 
 
 @pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])

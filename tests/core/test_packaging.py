@@ -31,7 +31,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 #: Code the napari process loads: Keras/TensorFlow may not be imported there, even lazily.
 NAPARI_PROCESS = ("io", "annotations", "widgets", "preprocess", "grading", "_reader.py", "_writer.py",
-                  "_sample_data.py", "__init__.py", "errors.py")
+                  "_sample_data.py", "__init__.py", "errors.py", "classes.py", "processes.py")
 
 
 def test_no_tensorflow_in_napari_code_and_qt_only_in_widgets():

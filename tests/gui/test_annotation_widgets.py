@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_cancerseg import annotations
-from napari_cancerseg.grading.classes import GLEASON_4
+from napari_cancerseg.classes import GLEASON_4
 
 from ..conftest import data_path
 

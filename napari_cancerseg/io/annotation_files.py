@@ -1,4 +1,6 @@
-"""Annotations <-> napari layer data (Shapes for outlines, Points for dots), without importing napari.
+"""Annotation files as layers and as label stores: the io backend of ImageScope/ASAP XML and GeoJSON.
+
+Annotations <-> napari layer data (Shapes for outlines, Points for dots), without importing napari.
 
 napari Shapes have no holes: a hole is its own polygon with the feature
 ``role = "hole"`` and ``parent`` = the index of its outline, and an exclusion
@@ -15,11 +17,12 @@ from typing import Any
 import numpy as np
 from shapely.geometry import LineString, MultiPoint, Point, Polygon
 
-from ..grading.classes import CLASSES, label_for
-from ..io import LayerData
-from . import read as read_annotations
-from . import sniff
-from .model import Annotation, AnnotationSet
+from ..annotations import read as read_annotations
+from ..annotations import sniff
+from ..annotations.model import Annotation, AnnotationSet
+from ..annotations.raster import LabelledShapes, label_array
+from ..classes import CLASSES, label_for, rgba_255
+from . import LayerData, stores
 
 EXTENSIONS = (".xml", ".json", ".geojson")
 FACE_ALPHA = 0.25
@@ -123,3 +126,14 @@ def to_annotations(data: list[np.ndarray], shape_types: list[str], features: dic
         polygon = Polygon(xy, holes.get(index, []))
         annotations.append(Annotation(polygon, class_name, color, kind, exclusion=role == "exclusion"))
     return AnnotationSet(annotations, source_format="napari", mpp=mpp)
+
+
+def rasterise_to_store(path: str, shapes: LabelledShapes, level0_shape: tuple[int, int], downsample: float,
+                       mpp: float | None, properties: dict | None = None) -> str:
+    """Write the labels of one level to a multiscale OME-Zarr store, one tile at a time."""
+    height, width = (int(np.ceil(s / downsample)) for s in level0_shape)
+    labels = label_array(shapes, (height, width), downsample)
+    scale = (mpp * downsample,) * 2 if mpp else (downsample, downsample)
+    return stores.write_labels(path, stores.label_pyramid(labels), scale=scale,
+                               units=("um", "um") if mpp else ("pixel", "pixel"), name="annotations",
+                               colors=rgba_255(), properties={"downsample": downsample, **(properties or {})})

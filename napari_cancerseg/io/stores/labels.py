@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import CancersegError
-from ..io.stores import level0_geometry
+from ...errors import CancersegError
+from .ngff import level0_geometry
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class LabelStore:
         table = self.properties.get("classes")
         if table:
             return {int(c["label"]): str(c["name"]) for c in table}
-        from ..grading.classes import CLASSES
+        from ...classes import CLASSES
 
         return {label: name for label, (name, _) in CLASSES.items()}
 

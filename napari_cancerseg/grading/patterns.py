@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from ..correction.regions import LabelStore
+from ..io.stores import LabelStore
 from ..errors import CancersegError
-from ..grading.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for, rgba_255
-from ..grading.report import TUMOUR_LABELS, label_mapping
+from ..classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for, rgba_255
+from .report import TUMOUR_LABELS, label_mapping
 from ..io import stores
 from ..io.wsi import SlideHandle, read_level
 

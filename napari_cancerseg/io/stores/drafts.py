@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .regions import Region
+from .labels import Region
 
 AUTOSAVE_SECONDS = 30.0
 
