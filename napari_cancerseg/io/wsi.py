@@ -49,17 +49,68 @@ SYNTHETIC_PYRAMID_TOP = 1024
 _RAW_READ = getattr(openslide.lowlevel, "_read_region", None) if sys.byteorder == "little" else None
 
 
+#: DICOM's VL Whole Slide Microscopy Image Storage: OpenSlide 4 opens a series of these as one slide.
+WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+
+
 def claims(path: str) -> bool:
-    """True for paths this backend opens (by extension; TIFFs only if OpenSlide knows them)."""
+    """True for paths this backend opens (by extension; TIFFs only if OpenSlide knows them; DICOM only
+    whole-slide instances and folders of them, radiology DICOM stays with ``io.dicom``)."""
     lower = path.lower()
     if lower.endswith(WSI_EXTENSIONS):
         return True
+    if os.path.isdir(path) or lower.endswith(DICOM_EXTENSIONS):
+        try:
+            return dicom_wsi_instance(path) is not None
+        except ReadError:
+            return True  # a folder of several slides: ours to refuse with a message
     if lower.endswith(TIFF_EXTENSIONS) and os.path.isfile(path):
         try:
             return openslide.OpenSlide.detect_format(path) is not None
         except openslide.OpenSlideError:
             return False
     return False
+
+
+def _wsi_header(path: str):
+    """The DICOM header of ``path`` if it is a whole-slide image instance, else None (never reads pixels)."""
+    import pydicom
+
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            if fh.read(4) != b"DICM":
+                return None
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[
+            "SOPClassUID", "SeriesInstanceUID", "ImageType", "TotalPixelMatrixColumns", "TotalPixelMatrixRows"])
+    except (OSError, ValueError, EOFError):
+        return None
+    except Exception:  # noqa: BLE001 - pydicom's errors on broken files: not ours, io.dicom will say why
+        return None
+    return header if str(header.get("SOPClassUID", "")) == WSI_SOP_CLASS else None
+
+
+def dicom_wsi_instance(path: str) -> str | None:
+    """The instance OpenSlide opens for ``path``: the file itself if it is a DICOM WSI instance; for a folder
+    holding one DICOM WSI series, its largest VOLUME instance (OpenSlide finds the series' other files beside
+    it: lower levels, label, overview). None if ``path`` is not DICOM WSI; a ReadError for several series."""
+    if not os.path.isdir(path):
+        return path if _wsi_header(path) is not None else None
+    names = sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isfile(os.path.join(path, n)))
+    if not names or _wsi_header(os.path.join(path, names[0])) is None:
+        return None  # decided by the first file, so radiology folders of many slices cost one header
+    volumes: dict[str, tuple[int, str]] = {}
+    for name in names:
+        header = _wsi_header(os.path.join(path, name))
+        if header is not None and "VOLUME" in list(header.get("ImageType", [])):
+            size = int(header.get("TotalPixelMatrixColumns", 0)) * int(header.get("TotalPixelMatrixRows", 0))
+            series = str(header.get("SeriesInstanceUID", ""))
+            if size > volumes.get(series, (-1, ""))[0]:
+                volumes[series] = (size, os.path.join(path, name))
+    if len(volumes) > 1:
+        raise ReadError(path, f"holds {len(volumes)} DICOM whole-slide image series; open a file of the one you want")
+    return next(iter(volumes.values()))[1] if volumes else None
 
 
 class SlideHandle:
@@ -98,6 +149,8 @@ class SlideHandle:
     def shared(cls, path: str | os.PathLike) -> SlideHandle:
         """The process-wide handle for ``path``; a file changed on disk is reopened."""
         real = os.path.realpath(os.fspath(path))
+        if os.path.isdir(real):  # a DICOM WSI series: OpenSlide opens one of its instances
+            real = dicom_wsi_instance(real) or real
         try:
             key = (real, os.stat(real).st_mtime)
         except OSError as err:
@@ -375,8 +428,11 @@ def read_associated_image(path: str | os.PathLike, name: str) -> np.ndarray:
 def read(path: str) -> list[LayerData]:
     """napari layer data: one RGB multiscale image layer."""
     info = open_slide(path)
+    name = Path(path).name
+    if info.metadata["vendor"] == "dicom" and not os.path.isdir(path):
+        name = Path(path).parent.name  # a DICOM WSI instance is one file of the slide's folder
     kwargs = {
-        "name": Path(path).name,
+        "name": name,
         "rgb": True,
         "multiscale": True,
         "contrast_limits": [0, 255],  # napari would otherwise compute them from pixels
