@@ -54,25 +54,39 @@ def peak_rss_mb() -> float:
 # ------------------------------------------------------------- generated slides
 
 
-def build_pyramid(size: int, path: Path, tile: int = 256, seed: int = 0) -> Path:
-    """A size x size JPEG pyramidal TIFF from real tissue, built band by band (bounded memory)."""
+def build_pyramid(size: int, path: Path, tile: int = 256, seed: int = 0, glass: float = 0.3,
+                  pale: tuple[float, ...] = (), glass_rgb: tuple[int, int, int] = (255, 255, 255),
+                  keep_level0: bool = False) -> Path:
+    """A size x size JPEG pyramidal TIFF from real tissue, built band by band (bounded memory).
+
+    The right ``glass`` share of the slide stays glass (``glass_rgb``).  ``pale``: stain strengths to draw
+    each tissue cell's from (1 = as scanned, 0.3 = 30% of its optical density: pale tissue); none = all 1.
+    ``keep_level0``: keep level 0 as ``<path>.level0.npy`` (a memmap) for ground truth.
+    """
     import openslide
     import tifffile
 
-    if path.exists():
+    if path.exists() and (not keep_level0 or Path(str(path) + ".level0.npy").exists()):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     source = openslide.OpenSlide(str(DATA / "wsi/CMU-1-Small-Region.svs"))
     tissue = np.asarray(source.read_region((0, 0), 0, source.dimensions).convert("RGB"))
     rng = np.random.default_rng(seed)
     cell = 512
-    glass_from = int(size * 0.7) // cell * cell  # right ~30% stays white glass
+    glass_from = int(size * (1 - glass)) // cell * cell  # the right part stays glass
+    background = np.asarray(glass_rgb, np.float32)
     scratch = np.lib.format.open_memmap(str(path) + ".level0.npy", mode="w+", dtype=np.uint8, shape=(size, size, 3))
     for y in range(0, size, cell):
-        band = np.full((cell, size, 3), 255, np.uint8)
+        band = np.empty((cell, size, 3), np.uint8)
+        band[:] = glass_rgb
         for x in range(0, glass_from, cell):
             sy, sx = rng.integers(0, tissue.shape[0] - cell), rng.integers(0, tissue.shape[1] - cell)
-            band[:, x:x + cell] = tissue[sy:sy + cell, sx:sx + cell]
+            crop = tissue[sy:sy + cell, sx:sx + cell]
+            if pale:  # scale optical density towards the glass: the same tissue, more lightly stained
+                strength = float(rng.choice(pale))
+                density = np.log10((background + 1) / (crop.astype(np.float32) + 1)) * strength
+                crop = np.clip((background + 1) / 10 ** density - 1, 0, 255).round().astype(np.uint8)
+            band[:, x:x + cell] = crop
         scratch[y:y + cell] = band
     levels = [scratch]
     while max(levels[-1].shape[:2]) > 1024:
@@ -97,7 +111,7 @@ def build_pyramid(size: int, path: Path, tile: int = 256, seed: int = 0) -> Path
             tif.write(tiles(level), shape=level.shape, dtype=np.uint8, tile=(tile, tile), compression="jpeg",
                       photometric="rgb", subfiletype=1 if index else 0,
                       resolution=(1e4 / 0.5 / 2**index, 1e4 / 0.5 / 2**index), resolutionunit="CENTIMETER")
-    for index in range(len(levels)):
+    for index in range(1 if keep_level0 else 0, len(levels)):
         os.remove(str(path) + f".level{index}.npy")
     return path
 
