@@ -68,19 +68,50 @@ def _has_dicom_preamble(path: str) -> bool:
 
 
 def read_header(path: str, pixels: bool = False) -> pydicom.Dataset:
-    """A dataset, or a ReadError naming the file when it is not DICOM."""
+    """A dataset, or a ReadError naming the file when it is not DICOM or is cut short."""
+    import warnings
+
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
     except InvalidDicomError as err:
         raise ReadError(path, f"not a DICOM file: {err}") from None
     except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
         raise ReadError(path, f"corrupt DICOM file: {type(err).__name__}: {err}") from None
+    # pydicom reads a file cut short as if it ended there, with only a warning: the pixel data then
+    # looks absent, and the user would be told the file has none instead of that it is truncated
+    if any("End of file reached" in str(w.message) for w in caught):
+        raise ReadError(path, f"is truncated: the file ({os.path.getsize(path)} bytes) ends in the middle of its "
+                              "data (an interrupted copy or download?)")
+    return ds
+
+
+def _check_native_length(ds: pydicom.Dataset, path: str) -> None:
+    """Uncompressed pixel data must be as long as Rows x Columns x samples x bytes x frames say.
+
+    pydicom drops the excess of a longer one as "padding": a header with too few Rows would show part of the
+    image as if it were all of it.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None or getattr(syntax, "is_compressed", True) or "PixelData" not in ds:
+        return
+    try:
+        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+                    * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated)) // 8
+    except (AttributeError, TypeError, ValueError):
+        return  # pydicom's own decoder says what is missing
+    actual = len(ds.PixelData)
+    if actual > expected + 1:  # one byte of padding makes an odd length even
+        raise ReadError(path, f"holds {actual} bytes of pixel data but its header ({ds.Rows} rows x {ds.Columns} "
+                              f"columns) describes {expected}: Rows or Columns is wrong")
 
 
 def pixel_array(ds: pydicom.Dataset, path: str) -> np.ndarray:
     """Decoded pixels, or a ReadError that says why they cannot be had."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ReadError(path, "the DICOM has no pixel data (no PixelData element): nothing to display")
+    _check_native_length(ds, path)
     try:
         return ds.pixel_array
     except (NotImplementedError, RuntimeError) as err:
@@ -93,6 +124,12 @@ def pixel_array(ds: pydicom.Dataset, path: str) -> np.ndarray:
         ) from None
     except (ValueError, AttributeError, KeyError, EOFError, OSError) as err:
         raise ReadError(path, f"the pixel data is corrupt or truncated: {err}") from None
+    except BaseException as err:
+        # the Rust decoders (pylibjpeg-rle) panic, a BaseException, when Rows/Columns disagree with the data
+        if type(err).__name__ != "PanicException":
+            raise
+        raise ReadError(path, f"the compressed pixel data does not match the header's {ds.get('Rows')} rows x "
+                              f"{ds.get('Columns')} columns (the decoder failed: {err})") from None
 
 
 # --------------------------------------------------------------------- 2D images
@@ -421,6 +458,34 @@ def read_file(path: str) -> list[LayerData]:
     return [read_2d(path, ds)]
 
 
+def split_acquisitions(items: list[tuple[str, pydicom.Dataset]]) -> list[tuple[str, list]]:
+    """The slices of one SeriesInstanceUID, split into volumes that can be stacked.
+
+    Scanners reuse one series UID for repeated acquisitions (a re-scan, another orientation): stacking those
+    interleaves two volumes into one with the wrong slice spacing.  Slices are grouped by AcquisitionNumber
+    and by orientation; a list of (label, items), one element when the series is one volume.
+    """
+    groups: dict[tuple, list] = defaultdict(list)
+    for path, header in items:
+        acquisition = header.get("AcquisitionNumber")
+        orientation = header.get("ImageOrientationPatient")
+        key_orientation = tuple(round(float(v), 3) for v in orientation) if orientation is not None else None
+        groups[(str(acquisition) if acquisition not in (None, "") else None, key_orientation)].append((path, header))
+    if len(groups) == 1:
+        return [("", items)]
+    acquisitions = {a for a, _ in groups}
+    orientations = {o for _, o in groups}
+    parts = []
+    for index, ((acquisition, orientation), members) in enumerate(groups.items(), start=1):
+        label = []
+        if len(acquisitions) > 1:
+            label.append(f"acquisition {acquisition}")
+        if len(orientations) > 1:
+            label.append(f"orientation {index}")
+        parts.append((", ".join(label) + f", {len(members)} slices", members))
+    return parts
+
+
 def read_files(paths: list[str]) -> list[LayerData]:
     """Files grouped by series: several-slice series become volumes; SEGs join their series."""
     series: dict[str, list[tuple[str, pydicom.Dataset]]] = defaultdict(list)
@@ -436,13 +501,24 @@ def read_files(paths: list[str]) -> list[LayerData]:
     if not series and not segs:
         raise ReadError(os.path.commonpath(paths) if paths else "", "holds no readable DICOM file")
     layers, geometries = [], {}
-    for uid, items in series.items():
-        if len(items) == 1:
-            layers.extend(read_file(items[0][0]))
-            continue
-        layer, geometry = read_series(items)
-        layers.append(layer)
-        geometries[uid] = geometry
+    split_notes = []
+    for uid, series_items in series.items():
+        parts = split_acquisitions(series_items)
+        if len(parts) > 1:
+            split_notes.append(f"series {uid} holds {len(parts)} acquisitions ("
+                               + "; ".join(label for label, _ in parts) + "): opened as separate volumes, not one")
+        for label, items in parts:
+            if len(items) == 1:
+                layers.extend(read_file(items[0][0]))
+                continue
+            layer, geometry = read_series(items)
+            if len(parts) > 1:
+                layer[1]["name"] = f"{layer[1]['name']} ({label})"
+                layer[1]["metadata"]["acquisition"] = label
+                layer[1]["metadata"]["notes"] = [*layer[1]["metadata"]["notes"], split_notes[-1]]
+            layers.append(layer)
+            if len(parts) == 1:  # a SEG names its series, not an acquisition: only an unsplit one is its grid
+                geometries[uid] = geometry
     for path, header in segs:
         ds = read_header(path, pixels=True)
         referenced = [str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", [])]
