@@ -37,6 +37,12 @@ def _color(classification: dict, path: str, where: str) -> tuple[int, int, int] 
     return None
 
 
+def _short(value) -> str:
+    """A value as the file wrote it, cut to fit in a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _text(value, path: str, where: str, what: str) -> str | None:
     if value is None or isinstance(value, str):
         return value or None
@@ -50,7 +56,7 @@ def _features(data, path: str) -> list[dict]:
         features = data.get("features", [])
         if not isinstance(features, list):
             raise ReadError(path, f"the FeatureCollection's 'features' is {type(features).__name__} "
-                                  f"{str(features)[:40]!r}, not a list of features")
+                                  f"{_short(features)}, not a list of features")
         return features
     if isinstance(data, dict) and data.get("type") == "Feature":
         return [data]
@@ -76,13 +82,13 @@ def read(path: str | os.PathLike) -> AnnotationSet:
     for index, feature in enumerate(_features(data, path)):
         where = f"feature {index + 1}"
         if not isinstance(feature, dict):
-            raise ReadError(path, f"{where} is {type(feature).__name__} {str(feature)[:40]!r}, not a GeoJSON Feature")
+            raise ReadError(path, f"{where} is {type(feature).__name__} {_short(feature)}, not a GeoJSON Feature")
         geometry_data = feature.get("geometry")
         if not geometry_data:
             notes.append(f"{where}: no geometry, skipped")
             continue
         if not isinstance(geometry_data, dict):
-            raise ReadError(path, f"{where}: geometry {str(geometry_data)[:40]!r} is not a GeoJSON geometry object")
+            raise ReadError(path, f"{where}: geometry {_short(geometry_data)} is not a GeoJSON geometry object")
         kind = KINDS.get(geometry_data.get("type"))  # type: ignore[arg-type]
         if kind is None:
             notes.append(f"{where}: geometry type {geometry_data.get('type')!r} skipped")
@@ -98,16 +104,16 @@ def read(path: str | os.PathLike) -> AnnotationSet:
             notes.append(f"{where}: self-intersecting outline repaired into valid polygons")
         properties = feature.get("properties") or {}
         if not isinstance(properties, dict):
-            raise ReadError(path, f"{where}: properties {str(properties)[:40]!r} is not an object")
+            raise ReadError(path, f"{where}: properties {_short(properties)} is not an object")
         classification = properties.get("classification") or {}
         if isinstance(classification, str):  # some tools write the class name alone
             classification = {"name": classification}
         if not isinstance(classification, dict):
-            raise ReadError(path, f"{where}: classification {str(classification)[:40]!r} is neither a name nor "
+            raise ReadError(path, f"{where}: classification {_short(classification)} is neither a name nor "
                                   "an object with a 'name'")
         extra = properties.get("cancerseg") or {}
         if not isinstance(extra, dict):
-            raise ReadError(path, f"{where}: properties.cancerseg {str(extra)[:40]!r} is not an object")
+            raise ReadError(path, f"{where}: properties.cancerseg {_short(extra)} is not an object")
         class_name = (_text(classification.get("name"), path, where, "classification name")
                       or _text(properties.get("name"), path, where, "name")
                       or _text(properties.get("class"), path, where, "class") or "Unclassified")
