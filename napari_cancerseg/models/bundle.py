@@ -232,6 +232,9 @@ def check_segmentation_bundle(info: BundleInfo, channels: int | None = None, til
     own output (half-size maps, a class-count mismatch) is checked when it is loaded (``load_bundle``).
     """
     problems = []
+    if tile is not None and not MIN_TILE_SIZE <= tile <= MAX_TILE_SIZE:
+        problems.append(f"a {tile} px tile is outside {MIN_TILE_SIZE}-{MAX_TILE_SIZE} px (bigger tiles do not fit in "
+                        "memory and abort TensorFlow; tiles are stitched anyway)")
     if "classifier" in str(info.architecture.get("builder", "")):
         problems.append(f"it is an image classifier ({info.architecture.get('builder')}), not a segmentation "
                         "model: it gives one class per tile, not a label per pixel")
@@ -369,7 +372,8 @@ class Bundle:
         if tile.ndim == 2:
             tile = tile[..., None]
         if tile.shape[-1] != self.recipe.channels:
-            raise ValueError(f"the model takes {self.recipe.channels}-channel tiles, got shape {tile.shape}")
+            raise BundleError(self.info.path, f"the model takes {self.recipe.channels}-channel tiles, got shape "
+                                              f"{tile.shape}")
         stain = self.recipe.stain
         if stain and stain.get("method") == "macenko":
             from ..preprocess.stain import MacenkoStains, macenko_normalise

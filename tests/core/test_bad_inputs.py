@@ -286,6 +286,19 @@ def test_nifti_oversize_declaration_is_refused_before_allocating(tmp_path, side,
     assert str(path) in message and re.search(words, message) and f"{side} x {side} x {side}" in message, message
 
 
+@CLEAN
+def test_nifti_gz_larger_than_the_memory_available_is_refused(tmp_path, monkeypatch):
+    from napari_cancerseg.io import nifti, open_layers
+
+    path = tmp_path / "mask.nii.gz"
+    shutil.copy(data_path(PROSTATE_SEG), path)
+    assert open_layers(str(path))[0][0].shape == (15, 81, 105)  # it reads while memory is plentiful
+    monkeypatch.setattr(nifti, "available_memory", lambda: 100_000)  # 105 x 81 x 15 uint8 is 127,575 bytes
+    with pytest.raises(ReadError) as error:
+        open_layers(str(path))
+    assert_names_file(error.value, path, "105 x 81 x 15 voxels.*would not fit in the .* of memory available")
+
+
 # ------------------------------------------------------------------ DICOM
 
 
@@ -531,6 +544,7 @@ MISFITS = {
     "classifier builder": ({"meta_edit": _meta("architecture", {"builder": "efficientnetb0_classifier"})}, {},
                            "image classifier"),
     "grey slide": ({}, {"channels": 1}, "takes 3-channel tiles but the slide has 1"),
+    "--tile 4096": ({}, {"tile": 4096}, "a 4096 px tile is outside 8-2048 px"),
     "fixed input size": ({"config_edit": _input_shape([None, 128, 128, 3])}, {}, "fixed 128 x 128 inputs"),
     "input channels": ({"config_edit": _input_shape([None, None, None, 4])}, {}, "input has 4 channels"),
     "classifier head": ({"config_edit": _head_class("Dense")}, {}, "Dense layer: a classifier head"),
@@ -628,3 +642,47 @@ def test_model_whose_output_does_not_fit_the_recipe_is_refused_at_load(kind, wor
     with pytest.raises(BundleError) as error:
         check_model_output(bundle_info(BUNDLE), _model(kind))
     assert_names_file(error.value, BUNDLE, words)
+
+
+# ------------------------------------------------------------------ notes reach the user
+
+
+def _split_series(tmp_path) -> Path:
+    import pydicom
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for index, source in enumerate(sorted(Path(data_path(ADC)).glob("*.dcm"))[:4]):
+        for acquisition in (1, 2):
+            ds = pydicom.dcmread(source)
+            ds.AcquisitionNumber = acquisition
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.save_as(folder / f"{acquisition}-{index:02d}.dcm")
+    return folder
+
+
+@RIGHT
+@pytest.mark.parametrize("kind", ["zero pixdim", "split series", "skipped feature"])
+def test_reader_notes_reach_napari_and_the_cli(tmp_path, kind, monkeypatch, capsys):
+    """What a reader repaired, split or skipped is shown (a napari notification, and `cancerseg info`)."""
+    pytest.importorskip("napari")
+    from napari.utils import notifications
+
+    from napari_cancerseg._reader import get_reader
+    from napari_cancerseg.cli import main
+
+    if kind == "zero pixdim":
+        path = _nifti_variant(tmp_path, "zero_pixdim", _setitem("pixdim", 3, 0.0, sform_code=0, qform_code=1))
+        expected = "voxel size 0 along k"
+    elif kind == "split series":
+        path = _split_series(tmp_path)
+        expected = "holds 2 acquisitions"
+    else:
+        path = _geojson_variant(tmp_path, "no_geometry", lambda d: [*d, {"type": "Feature", "geometry": None}])
+        expected = "feature 4: no geometry, skipped"
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", shown.append)
+    layers = get_reader(str(path))(str(path))
+    assert layers and any(expected in message for message in shown), shown
+    assert main(["info", str(path)]) == 0
+    assert expected in capsys.readouterr().out
