@@ -210,15 +210,29 @@ def _mammogram_view(ds: pydicom.Dataset) -> tuple[str | None, str]:
     return None, "absent"
 
 
-def _pixel_spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str]:
+def _pixel_spacing(ds: pydicom.Dataset, path: str = "") -> tuple[tuple[float, float] | None, str]:
+    """(row, column) spacing in mm and the element it came from; a ReadError for one that is not a size."""
+    found: tuple[object, str] | None = None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         if value:
-            return (float(value[0]), float(value[1])), keyword
-    shared = _functional_group(ds, "PixelMeasuresSequence")
-    if shared is not None and shared.get("PixelSpacing"):
-        return (float(shared.PixelSpacing[0]), float(shared.PixelSpacing[1])), "PixelMeasuresSequence"
-    return None, "absent"
+            found = (value, keyword)
+            break
+    if found is None:
+        shared = _functional_group(ds, "PixelMeasuresSequence")
+        if shared is not None and shared.get("PixelSpacing"):
+            found = (shared.PixelSpacing, "PixelMeasuresSequence")
+    if found is None:
+        return None, "absent"
+    value, source = found
+    try:
+        spacing = (float(value[0]), float(value[1]))  # type: ignore[index]
+    except (TypeError, ValueError, IndexError):
+        raise ReadError(path, f"{source} {value!r} is not two numbers (row and column spacing in mm)") from None
+    # a negative, zero or NaN spacing would give negative napari scales and wrong distances and areas
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ReadError(path, f"{source} {list(spacing)} is not a positive size in mm")
+    return spacing, source
 
 
 def read_2d(path: str, ds: pydicom.Dataset) -> LayerData:
@@ -229,7 +243,7 @@ def read_2d(path: str, ds: pydicom.Dataset) -> LayerData:
     else:
         rgb = False
         values, limits, steps = display_pipeline(ds, stored)
-    spacing, spacing_source = _pixel_spacing(ds)
+    spacing, spacing_source = _pixel_spacing(ds, path)
     view, view_source = _mammogram_view(ds)
     metadata = {
         "format": "DICOM",
@@ -291,7 +305,15 @@ def _orientation(ds: pydicom.Dataset, path: str) -> np.ndarray:
         iop = item.get("ImageOrientationPatient") if item is not None else None
     if iop is None:
         raise ReadError(path, "has no ImageOrientationPatient: cannot place its slices in a volume")
-    return np.asarray([float(v) for v in iop]).reshape(2, 3)
+    try:
+        orientation = np.asarray([float(v) for v in iop], dtype=float).reshape(2, 3)
+    except (TypeError, ValueError):
+        raise ReadError(path, f"ImageOrientationPatient {iop!r} is not six numbers") from None
+    norms = np.linalg.norm(orientation, axis=1) if np.isfinite(orientation).all() else np.zeros(2)
+    if not np.allclose(norms, 1.0, atol=0.01) or abs(float(orientation[0] @ orientation[1])) > 0.01:
+        raise ReadError(path, f"ImageOrientationPatient {orientation.ravel().tolist()} is not two perpendicular "
+                              "unit vectors: the slices cannot be placed in space")
+    return orientation
 
 
 def assemble_volume(planes: list[Plane], orientation: np.ndarray, spacing_rc: tuple[float, float], path: str):
@@ -346,8 +368,19 @@ def _series_planes(items: list[tuple[str, pydicom.Dataset]]) -> list[Plane]:
         position = header.get("ImagePositionPatient")
         if position is None:
             raise ReadError(path, "has no ImagePositionPatient: cannot place it in its series")
-        planes.append(Plane(np.asarray([float(v) for v in position]), _frame_loader(path)))
+        planes.append(Plane(_position(position, path), _frame_loader(path)))
     return planes
+
+
+def _position(value, path: str, where: str = "ImagePositionPatient") -> np.ndarray:
+    """A slice's position (LPS mm): three finite numbers, or slices would be sorted and spaced by NaN."""
+    try:
+        position = np.asarray([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        raise ReadError(path, f"{where} {value!r} is not three numbers") from None
+    if position.shape != (3,) or not np.isfinite(position).all():
+        raise ReadError(path, f"{where} {position.tolist()} is not three finite numbers (mm)")
+    return position
 
 
 def _frame_loader(path: str):
@@ -364,7 +397,7 @@ def read_series(items: list[tuple[str, pydicom.Dataset]]) -> tuple[LayerData, di
     shapes = {(int(h.Rows), int(h.Columns)) for _, h in items}
     if len(shapes) > 1:
         raise ReadError(first_path, f"series {first.SeriesInstanceUID} mixes image sizes {sorted(shapes)}")
-    spacing, _ = _pixel_spacing(first)
+    spacing, _ = _pixel_spacing(first, first_path)
     if spacing is None:
         raise ReadError(first_path, "has no PixelSpacing: cannot build a volume in millimetres")
     orientation = _orientation(first, first_path)
@@ -389,14 +422,15 @@ def read_series(items: list[tuple[str, pydicom.Dataset]]) -> tuple[LayerData, di
 
 def read_multiframe(path: str, ds: pydicom.Dataset) -> LayerData:
     frames = pixel_array(ds, path)
-    spacing, _ = _pixel_spacing(ds)
+    spacing, _ = _pixel_spacing(ds, path)
     orientation = _orientation(ds, path)
     planes = []
     for index in range(int(ds.NumberOfFrames)):
         item = _functional_group(ds, "PlanePositionSequence", index)
         if item is None:
             raise ReadError(path, f"frame {index + 1} has no PlanePositionSequence")
-        planes.append(Plane(np.asarray([float(v) for v in item.ImagePositionPatient]), lambda i=index: frames[i]))
+        planes.append(Plane(_position(item.ImagePositionPatient, path, f"frame {index + 1} ImagePositionPatient"),
+                            lambda i=index: frames[i]))
     stack, affine, notes, _ = assemble_volume(planes, orientation, spacing or (1.0, 1.0), path)
     metadata = {"format": "DICOM multi-frame", "path": path, "modality": ds.get("Modality"), "notes": notes}
     layer = volume_layer(apply_modality_lut(stack, ds).astype(np.float32), affine, Path(path).name,
@@ -415,14 +449,14 @@ def read_seg(path: str, ds: pydicom.Dataset, geometry: dict | None) -> LayerData
     if frames.ndim == 2:
         frames = frames[None]
     orientation = _orientation(ds, path)
-    spacing, _ = _pixel_spacing(ds)
+    spacing, _ = _pixel_spacing(ds, path)
     positions, segments = [], []
     for index in range(frames.shape[0]):
         position = _functional_group(ds, "PlanePositionSequence", index)
         segment = _functional_group(ds, "SegmentIdentificationSequence", index)
         if position is None or segment is None:
             raise ReadError(path, f"SEG frame {index + 1} lacks its position or segment number")
-        positions.append(np.asarray([float(v) for v in position.ImagePositionPatient]))
+        positions.append(_position(position.ImagePositionPatient, path, f"SEG frame {index + 1} ImagePositionPatient"))
         segments.append(int(segment.ReferencedSegmentNumber))
     normal = np.cross(orientation[0], orientation[1])
     frame_distances = np.array([p @ normal for p in positions])
@@ -495,8 +529,8 @@ def split_acquisitions(items: list[tuple[str, pydicom.Dataset]]) -> list[tuple[s
     groups: dict[tuple, list] = defaultdict(list)
     for path, header in items:
         acquisition = header.get("AcquisitionNumber")
-        orientation = header.get("ImageOrientationPatient")
-        key_orientation = tuple(round(float(v), 3) for v in orientation) if orientation is not None else None
+        orientation = _orientation(header, path) if "ImageOrientationPatient" in header else None  # checked
+        key_orientation = tuple(round(float(v), 3) for v in orientation.ravel()) if orientation is not None else None
         groups[(str(acquisition) if acquisition not in (None, "") else None, key_orientation)].append((path, header))
     if len(groups) == 1:
         return [("", items)]

@@ -333,6 +333,36 @@ def test_dicom_rows_smaller_than_the_data_is_refused(tmp_path, source):
     assert_names_file(error.value, path, f"{int(ds.Rows)} rows")
 
 
+DICOM_GEOMETRY = {
+    "PixelSpacing NaN": (lambda ds: setattr(ds, "PixelSpacing", ["nan", "0.7031"]), "PixelSpacing .* not a positive"),
+    "PixelSpacing negative": (lambda ds: setattr(ds, "PixelSpacing", [-0.7031, 0.7031]), "not a positive size"),
+    "PixelSpacing zero": (lambda ds: setattr(ds, "PixelSpacing", [0, 0.7031]), "not a positive size"),
+    "position NaN": (lambda ds: setattr(ds, "ImagePositionPatient", [0, "nan", 0]), "ImagePositionPatient .* finite"),
+    "orientation zeros": (lambda ds: setattr(ds, "ImageOrientationPatient", [0] * 6),
+                          "ImageOrientationPatient .* perpendicular unit vectors"),
+}
+
+
+@CLEAN
+@pytest.mark.parametrize("case", sorted(DICOM_GEOMETRY))
+def test_dicom_series_with_impossible_geometry_is_refused_naming_the_slice(tmp_path, case):
+    import pydicom
+
+    from napari_cancerseg.io import open_layers
+
+    edit, words = DICOM_GEOMETRY[case]
+    files = sorted(Path(data_path(ADC)).glob("*.dcm"))
+    for source in files:
+        shutil.copy(source, tmp_path / source.name)
+    broken = tmp_path / files[0].name  # the first slice: its spacing and orientation stand for the series
+    ds = pydicom.dcmread(broken)
+    edit(ds)
+    ds.save_as(broken)
+    with pytest.raises(ReadError) as error:
+        open_layers(str(tmp_path))
+    assert_names_file(error.value, broken, words)
+
+
 @RIGHT
 def test_two_acquisitions_sharing_a_series_uid_are_split_and_noted(tmp_path):
     import pydicom
