@@ -204,6 +204,11 @@ def open_volume(path: str | os.PathLike) -> tuple[Any, dict[str, Any], str]:
         "metadata": metadata,
     }
     if layer_type == "labels":
+        available = available_memory()
+        if data.nbytes > MAX_MEMORY_FRACTION * available:  # an uncompressed .nii is lazy until here
+            raise ReadError(path, f"the label volume ({' x '.join(map(str, image.shape))} voxels, "
+                                  f"{data.nbytes / 1e9:.3g} GB) would not fit in the {available / 1e9:.3g} GB of "
+                                  "memory available (napari paints labels in memory)")
         data = np.asarray(data)  # napari paints labels in memory; label volumes are small
     else:
         kwargs["contrast_limits"] = _robust_limits(data)

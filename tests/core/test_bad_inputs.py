@@ -297,6 +297,12 @@ def test_nifti_gz_larger_than_the_memory_available_is_refused(tmp_path, monkeypa
     with pytest.raises(ReadError) as error:
         open_layers(str(path))
     assert_names_file(error.value, path, "105 x 81 x 15 voxels.*would not fit in the .* of memory available")
+    uncompressed = tmp_path / "mask.nii"  # lazy on disk, but labels are painted in memory
+    with gzip.open(path) as source:
+        uncompressed.write_bytes(source.read())
+    with pytest.raises(ReadError) as error:
+        open_layers(str(uncompressed))
+    assert_names_file(error.value, uncompressed, "label volume .*would not fit")
 
 
 # ------------------------------------------------------------------ DICOM
