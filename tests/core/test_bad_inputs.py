@@ -31,7 +31,7 @@ RIGHT = pytest.mark.bad_input("right answer")
 APERIO = "annotations/TCGA-EJ-5519-01Z-00-DX1.xml"
 QUPATH = "annotations/TCGA-EJ-5519-01Z-00-DX1.qupath.json"
 ASAP = "annotations/asap1.xml"
-PROSTATE_SEG = "mri/prostate_seg_one_label.nii.gz"  # 1.6 kB on disk, 105 x 81 x 15 uint8
+PROSTATE_SEG = "mri/prostate_seg_one_label.nii.gz"  # 1.6 kB on disk, 105 x 81 x 15 uint16
 ADC = "mri/QIN-PROSTATE-001/ADC"
 MAMMO = "mammo/cbis-ddsm-P00173-benign-1-130.dcm"
 BUNDLE = ROOT / "napari_cancerseg" / "resources" / "nuclei_unet.keras"
@@ -293,7 +293,7 @@ def test_nifti_gz_larger_than_the_memory_available_is_refused(tmp_path, monkeypa
     path = tmp_path / "mask.nii.gz"
     shutil.copy(data_path(PROSTATE_SEG), path)
     assert open_layers(str(path))[0][0].shape == (15, 81, 105)  # it reads while memory is plentiful
-    monkeypatch.setattr(nifti, "available_memory", lambda: 100_000)  # 105 x 81 x 15 uint8 is 127,575 bytes
+    monkeypatch.setattr(nifti, "available_memory", lambda: 100_000)  # 105 x 81 x 15 uint16 is 255,150 bytes
     with pytest.raises(ReadError) as error:
         open_layers(str(path))
     assert_names_file(error.value, path, "105 x 81 x 15 voxels.*would not fit in the .* of memory available")
