@@ -458,7 +458,7 @@ def test_negative_pixdim_in_nifti_still_measures_a_mask_against_itself_as_zero(t
 
 @CLEAN
 @pytest.mark.parametrize("empty", ["prediction", "truth", "both"])
-def test_evaluate_on_empty_folders_is_an_error(tmp_path, empty):
+def test_evaluate_on_empty_folders_is_an_error(tmp_path, empty, capsys):
     from napari_cancerseg.evaluation import evaluate_paths
 
     prediction, truth = tmp_path / "pred", tmp_path / "truth"
@@ -471,6 +471,10 @@ def test_evaluate_on_empty_folders_is_an_error(tmp_path, empty):
         evaluate_paths(str(prediction), str(truth))
     empty_folder = truth if empty == "truth" else prediction
     assert_names_file(error.value, empty_folder, "empty.*nothing to evaluate")
+    from napari_cancerseg.cli import main
+
+    assert main(["evaluate", str(prediction), str(truth), "--json"]) == 2  # not 0 with zero cases
+    assert "nothing to evaluate" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ bundles (metadata: no Keras)
