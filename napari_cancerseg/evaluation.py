@@ -80,7 +80,21 @@ def read_label_image(path: str, threshold: int | None = None) -> LabelImage:
     level0 = data[0] if kwargs.get("multiscale") or isinstance(data, list) else data
     labels = np.asarray(level0)
     scale = tuple(float(s) for s in kwargs.get("scale", (1.0,) * labels.ndim))[-labels.ndim:]
-    return LabelImage(case, labels, scale, unit_name(kwargs.get("units")), path)
+    return LabelImage(case, labels, check_spacing(scale, path), unit_name(kwargs.get("units")), path)
+
+
+def check_spacing(spacing, path: str) -> tuple[float, ...]:
+    """Positive finite voxel sizes, else a CancersegError naming the file.
+
+    A negative spacing flips the distance transform's grid and gives a store against itself an hd95 of
+    hundreds of µm; a NaN one gives NaN distances.  Neither may reach a printed number.
+    """
+    values = tuple(float(s) for s in spacing)
+    bad = [s for s in values if not (np.isfinite(s) and s > 0)]
+    if bad:
+        raise CancersegError(f"{path}: its pixel spacing {values} is not positive and finite: distances "
+                             "(hd95) would be meaningless")
+    return values
 
 
 def _case_name(path: str) -> str:
@@ -142,6 +156,7 @@ def evaluate_pair(prediction: LabelImage, truth: LabelImage, labels: list[int] |
                         - {0})
     spacing = prediction.spacing if prediction.unit != "px" else truth.spacing
     unit = prediction.unit if prediction.unit != "px" else truth.unit
+    check_spacing(spacing, prediction.path if prediction.unit != "px" else truth.path)
     return [score(prediction.labels, truth.labels, label, spacing, truth.case, unit) for label in labels]
 
 
@@ -155,7 +170,13 @@ def _files(path: str) -> dict[str, str]:
 def evaluate_paths(prediction: str, truth: str, labels: list[int] | None = None,
                    threshold: int | None = None) -> list[Score]:
     """Every case of ``prediction`` against ``truth`` (files, or folders paired by case name)."""
+    for path in (prediction, truth):
+        if not os.path.exists(path):
+            raise CancersegError(f"{path}: no such file or folder")
     predictions, truths = _files(prediction), _files(truth)
+    for path, found in ((prediction, predictions), (truth, truths)):
+        if not found:  # zero cases would print an empty table and exit 0, as if all was well
+            raise CancersegError(f"{path}: the folder is empty: there is nothing to evaluate")
     if len(predictions) == len(truths) == 1:
         pairs = [(next(iter(predictions.values())), next(iter(truths.values())))]
     else:

@@ -11,7 +11,7 @@ import os
 from ..errors import ReadError
 from .model import Annotation, AnnotationSet
 
-__all__ = ["Annotation", "AnnotationSet", "read", "write", "sniff"]
+__all__ = ["Annotation", "AnnotationSet", "read", "sniff", "write"]
 
 
 def sniff(path: str) -> str | None:

@@ -15,7 +15,7 @@ import numpy as np
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 
 from ..errors import ReadError
-from .model import Annotation, AnnotationSet, number, parse_xml, repair
+from .model import Annotation, AnnotationSet, coordinate, microns_per_pixel, number, parse_xml, repair
 
 #: ImageScope's default attribute column: its name is not a class.
 DEFAULT_ATTRIBUTE = "Description"
@@ -62,7 +62,9 @@ def read(path: str | os.PathLike) -> AnnotationSet:
     if root.tag != "Annotations":
         raise ReadError(path, f"not an Aperio ImageScope XML: the root element is <{root.tag}>, not <Annotations>")
     mpp_text = root.get("MicronsPerPixel")
-    mpp = number(mpp_text, path, "Annotations/@MicronsPerPixel") if mpp_text not in (None, "", "0") else None
+    # "0" is ImageScope's "unknown"; anything else must be a real scale, or every area printed is wrong
+    mpp = microns_per_pixel(mpp_text, path, "Annotations/@MicronsPerPixel") \
+        if mpp_text is not None and mpp_text.strip() not in ("", "0") else None
     positives: list[Annotation] = []
     negatives: list[Annotation] = []
     others: list[Annotation] = []
@@ -76,8 +78,8 @@ def read(path: str | os.PathLike) -> AnnotationSet:
             region_id = region.get("Id", "?")
             where = f"Annotation Id={annotation_id}, Region Id={region_id}"
             region_type = int(number(region.get("Type", "0"), path, f"{where} Type"))
-            vertices = [(number(v.get("X"), path, f"{where}, Vertex {i + 1} X"),
-                         number(v.get("Y"), path, f"{where}, Vertex {i + 1} Y"))
+            vertices = [(coordinate(v.get("X"), path, f"{where}, Vertex {i + 1} X"),
+                         coordinate(v.get("Y"), path, f"{where}, Vertex {i + 1} Y"))
                         for i, v in enumerate(region.iter("Vertex"))]
             kind = REGION_KINDS.get(region_type, "polygon")
             source = {"annotation_id": annotation_id, "region_id": region_id, "region_type": region_type,

@@ -16,17 +16,23 @@ import numpy as np
 from shapely.geometry import LineString, MultiPoint, Point, Polygon
 
 from ..errors import ReadError
-from .model import Annotation, AnnotationSet, number, parse_xml, repair
+from .model import Annotation, AnnotationSet, coordinate, number, parse_xml, repair
 
 SPLINE_SAMPLES_PER_SEGMENT = 16
 KINDS = {"Polygon": "polygon", "Rectangle": "rectangle", "Spline": "spline", "Dot": "points",
          "PointSet": "points", "Measurement": "line"}
 
 
-def hex_to_rgb(text: str | None) -> tuple[int, int, int] | None:
-    if not text or not text.startswith("#") or len(text) != 7:
+def hex_to_rgb(text: str | None, path: str = "", where: str = "") -> tuple[int, int, int] | None:
+    """'#RRGGBB' as (r, g, b); None when absent; a ReadError naming the file for '#zzzzzz'."""
+    if not text:
         return None
-    return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))
+    try:
+        if not text.startswith("#") or len(text) != 7:
+            raise ValueError(text)
+        return tuple(int(text[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    except ValueError:
+        raise ReadError(path, f"{where}: colour {text!r} is not a #RRGGBB hex colour") from None
 
 
 def rgb_to_hex(rgb) -> str:
@@ -50,7 +56,8 @@ def read(path: str | os.PathLike) -> AnnotationSet:
     root = parse_xml(path)
     if root.tag != "ASAP_Annotations":
         raise ReadError(path, f"not an ASAP XML: the root element is <{root.tag}>, not <ASAP_Annotations>")
-    group_colors = {g.get("Name"): hex_to_rgb(g.get("Color")) for g in root.iter("Group")}
+    group_colors = {g.get("Name"): hex_to_rgb(g.get("Color"), path, f"Group {g.get('Name')!r}")
+                    for g in root.iter("Group")}
     annotations, notes = [], []
     for index, element in enumerate(root.iter("Annotation")):
         name, kind_text = element.get("Name", f"Annotation {index}"), element.get("Type", "Polygon")
@@ -59,8 +66,8 @@ def read(path: str | os.PathLike) -> AnnotationSet:
         coordinates = []
         for c in element.iter("Coordinate"):
             order = int(number(c.get("Order", len(coordinates)), path, f"{where}, Coordinate Order"))
-            coordinates.append((order, number(c.get("X"), path, f"{where}, Coordinate {order} X"),
-                                number(c.get("Y"), path, f"{where}, Coordinate {order} Y")))
+            coordinates.append((order, coordinate(c.get("X"), path, f"{where}, Coordinate {order} X"),
+                                coordinate(c.get("Y"), path, f"{where}, Coordinate {order} Y")))
         points = np.array([(x, y) for _, x, y in sorted(coordinates)], dtype=float).reshape(-1, 2)
         kind = KINDS.get(kind_text)
         if kind is None:
@@ -82,7 +89,7 @@ def read(path: str | os.PathLike) -> AnnotationSet:
         if repaired:
             notes.append(f"{where}: self-intersecting outline repaired into valid polygons")
         class_name = group if group and group != "None" else name
-        color = group_colors.get(group) or hex_to_rgb(element.get("Color"))
+        color = group_colors.get(group) or hex_to_rgb(element.get("Color"), path, where)
         source = {"name": name, "type": kind_text, "group": group, "color": element.get("Color"),
                   "control_points": points.tolist() if kind == "spline" else None}
         annotations.append(Annotation(geometry, class_name, color, kind, source=source))

@@ -13,26 +13,51 @@ import os
 from shapely.geometry import mapping, shape
 
 from ..errors import ReadError
-from .model import Annotation, AnnotationSet, check_size, repair
+from .model import Annotation, AnnotationSet, check_coordinates, check_size, microns_per_pixel, repair
 
 KINDS = {"Polygon": "polygon", "MultiPolygon": "polygon", "LineString": "line", "MultiLineString": "line",
          "Point": "points", "MultiPoint": "points"}
 
 
-def _color(classification: dict) -> tuple[int, int, int] | None:
-    if isinstance(classification.get("color"), (list, tuple)) and len(classification["color"]) >= 3:
-        return tuple(int(c) for c in classification["color"][:3])
+def _color(classification: dict, path: str, where: str) -> tuple[int, int, int] | None:
+    """QuPath's colour: [r, g, b] or a signed ARGB integer; a ReadError naming the feature for anything else."""
+    color = classification.get("color")
+    if color is not None:
+        if (isinstance(color, (list, tuple)) and len(color) >= 3
+                and all(isinstance(c, (int, float)) and not isinstance(c, bool) and 0 <= c <= 255 for c in color[:3])):
+            return tuple(int(c) for c in color[:3])  # type: ignore[return-value]
+        raise ReadError(path, f"{where}: classification color {color!r} is not [r, g, b] with values 0-255")
     if "colorRGB" in classification:
-        value = int(classification["colorRGB"]) & 0xFFFFFF  # signed Java ARGB -> RGB
+        value = classification["colorRGB"]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ReadError(path, f"{where}: classification colorRGB {value!r} is not an integer (QuPath writes "
+                                  "a signed ARGB integer such as -65536 for red)")
+        value &= 0xFFFFFF  # signed Java ARGB -> RGB
         return ((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF)
     return None
+
+
+def _short(value) -> str:
+    """A value as the file wrote it, cut to fit in a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(value, path: str, where: str, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value or None
+    raise ReadError(path, f"{where}: {what} {value!r} is not text")
 
 
 def _features(data, path: str) -> list[dict]:
     if isinstance(data, list):
         return data
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        return data.get("features", [])
+        features = data.get("features", [])
+        if not isinstance(features, list):
+            raise ReadError(path, f"the FeatureCollection's 'features' is {type(features).__name__} "
+                                  f"{_short(features)}, not a list of features")
+        return features
     if isinstance(data, dict) and data.get("type") == "Feature":
         return [data]
     if isinstance(data, dict) and data.get("type") in KINDS:
@@ -51,34 +76,54 @@ def read(path: str | os.PathLike) -> AnnotationSet:
     except UnicodeDecodeError as err:
         raise ReadError(path, f"not UTF-8 text: {err}") from None
     annotations, notes = [], []
+    mpp = None
+    if isinstance(data, dict) and isinstance(data.get("cancerseg"), dict) and data["cancerseg"].get("mpp") is not None:
+        mpp = microns_per_pixel(data["cancerseg"]["mpp"], path, "cancerseg.mpp")  # what write() records
     for index, feature in enumerate(_features(data, path)):
         where = f"feature {index + 1}"
-        geometry_data = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(feature, dict):
+            raise ReadError(path, f"{where} is {type(feature).__name__} {_short(feature)}, not a GeoJSON Feature")
+        geometry_data = feature.get("geometry")
         if not geometry_data:
             notes.append(f"{where}: no geometry, skipped")
             continue
-        kind = KINDS.get(geometry_data.get("type"))
+        if not isinstance(geometry_data, dict):
+            raise ReadError(path, f"{where}: geometry {_short(geometry_data)} is not a GeoJSON geometry object")
+        kind = KINDS.get(geometry_data.get("type"))  # type: ignore[arg-type]
         if kind is None:
             notes.append(f"{where}: geometry type {geometry_data.get('type')!r} skipped")
             continue
         try:
             geometry = shape(geometry_data)
-        except (ValueError, TypeError, AttributeError, IndexError) as err:
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
             raise ReadError(path, f"{where}: malformed {geometry_data.get('type')} coordinates: {err}") from None
+        # NaN or 1e300 coordinates would give NaN or infinite areas (and invalid JSON when written)
+        check_coordinates(geometry, path, where)
         geometry, repaired = repair(geometry)
         if repaired:
             notes.append(f"{where}: self-intersecting outline repaired into valid polygons")
         properties = feature.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise ReadError(path, f"{where}: properties {_short(properties)} is not an object")
         classification = properties.get("classification") or {}
+        if isinstance(classification, str):  # some tools write the class name alone
+            classification = {"name": classification}
+        if not isinstance(classification, dict):
+            raise ReadError(path, f"{where}: classification {_short(classification)} is neither a name nor "
+                                  "an object with a 'name'")
         extra = properties.get("cancerseg") or {}
-        class_name = classification.get("name") or properties.get("name") or properties.get("class") or "Unclassified"
+        if not isinstance(extra, dict):
+            raise ReadError(path, f"{where}: properties.cancerseg {_short(extra)} is not an object")
+        class_name = (_text(classification.get("name"), path, where, "classification name")
+                      or _text(properties.get("name"), path, where, "name")
+                      or _text(properties.get("class"), path, where, "class") or "Unclassified")
         annotations.append(Annotation(
-            geometry, class_name, _color(classification), extra.get("kind", kind),
+            geometry, class_name, _color(classification, path, where), extra.get("kind", kind),
             exclusion=bool(extra.get("exclusion", False)),
             source={"id": feature.get("id"), "properties": {k: v for k, v in properties.items() if k != "cancerseg"},
                     **({"corners": extra["corners"]} if "corners" in extra else {}),
                     **({"control_points": extra["control_points"]} if "control_points" in extra else {})}))
-    return AnnotationSet(annotations, path=path, source_format="geojson", notes=notes)
+    return AnnotationSet(annotations, path=path, source_format="geojson", mpp=mpp, notes=notes)
 
 
 def to_feature_collection(annotation_set: AnnotationSet) -> dict:

@@ -8,6 +8,7 @@ MultiPolygon, LineString (rulers, arrows, measurements), Point/MultiPoint.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,11 @@ from ..errors import ReadError
 
 #: Refuse annotation files larger than this (a slide's annotations are a few MB at most).
 MAX_FILE_BYTES = 256 * 1024**2
+#: No slide is wider than this many level-0 pixels (the largest are ~200,000 px); a coordinate past it is a
+#: corrupt file, and squaring one near 1e300 gives an infinite area.
+MAX_COORDINATE = 1e8
+#: No scanner resolves below 0.01 µm/px, and no slide is useful above 1000 µm/px.
+MPP_RANGE = (1e-3, 1e3)
 
 
 @dataclass
@@ -77,9 +83,43 @@ def number(text: str | None, path: str, where: str) -> float:
         value = float(text)
     except (TypeError, ValueError):
         raise ReadError(path, f"{where}: {text!r} is not a number") from None
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise ReadError(path, f"{where}: {text!r} is not a finite number")
     return value
+
+
+def coordinate(text: str | None, path: str, where: str) -> float:
+    """A vertex coordinate: a finite number no slide could be bigger than."""
+    value = number(text, path, where)
+    if abs(value) > MAX_COORDINATE:
+        raise ReadError(path, f"{where}: {text!r} lies outside any slide (coordinates past "
+                              f"±{MAX_COORDINATE:.0e} px are refused)")
+    return value
+
+
+def microns_per_pixel(text, path: str, where: str) -> float:
+    """A µm/px value: finite and in the range real scanners give, else a ReadError (areas would be wrong)."""
+    value = number(text, path, where)
+    low, high = MPP_RANGE
+    if not low <= value <= high:
+        raise ReadError(path, f"{where}: {text!r} µm per pixel is not a real scale (expected a positive "
+                              f"number between {low:g} and {high:g})")
+    return value
+
+
+def check_coordinates(geometry: BaseGeometry, path: str, where: str) -> None:
+    """Refuse a geometry with NaN, infinite or out-of-slide coordinates (its area would be NaN or Infinity)."""
+    import numpy as np
+    import shapely
+
+    coords = shapely.get_coordinates(geometry)
+    if coords.size == 0:
+        return
+    if not np.isfinite(coords).all():
+        raise ReadError(path, f"{where}: has NaN or infinite coordinates")
+    if np.abs(coords).max() > MAX_COORDINATE:
+        raise ReadError(path, f"{where}: a coordinate ({np.abs(coords).max():.3g}) lies outside any slide "
+                              f"(coordinates past ±{MAX_COORDINATE:.0e} px are refused)")
 
 
 def repair(geometry: BaseGeometry) -> tuple[BaseGeometry, bool]:

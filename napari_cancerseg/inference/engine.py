@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import CancersegError
 from ..io import stores
 from ..io.wsi import SlideHandle, read_level
-from ..models.bundle import BundleInfo, bundle_info
+from ..models.bundle import BundleInfo, bundle_info, check_segmentation_bundle
 from ..preprocess.tissue import slide_tissue_mask
 from .graph import (
     Counts,
@@ -134,6 +134,7 @@ def predict_slide(
     info = bundle_info(bundle)
     recipe = info.recipe
     tile, overlap = tile or recipe.tile_size, overlap if overlap is not None else recipe.overlap
+    check_segmentation_bundle(info, channels=3, tile=tile)  # slides are read as RGB; refuse misfits before any work
     target = mpp if mpp is not None else recipe.mpp
     read = read_level(slide, target, level)
     chosen, downsample, level_mpp = read.level, read.downsample, read.mpp

@@ -68,19 +68,77 @@ def _has_dicom_preamble(path: str) -> bool:
 
 
 def read_header(path: str, pixels: bool = False) -> pydicom.Dataset:
-    """A dataset, or a ReadError naming the file when it is not DICOM."""
+    """A dataset, or a ReadError naming the file when it is not DICOM or is cut short."""
+    import warnings
+
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
     except InvalidDicomError as err:
         raise ReadError(path, f"not a DICOM file: {err}") from None
     except (OSError, EOFError, ValueError, KeyError, TypeError) as err:
         raise ReadError(path, f"corrupt DICOM file: {type(err).__name__}: {err}") from None
+    # pydicom reads a file cut short as if it ended there, with only a warning: the pixel data then
+    # looks absent, and the user would be told the file has none instead of that it is truncated
+    if any("End of file reached" in str(w.message) for w in caught):
+        raise ReadError(path, f"is truncated: the file ({os.path.getsize(path)} bytes) ends in the middle of its "
+                              "data (an interrupted copy or download?)")
+    return ds
+
+
+def _check_native_length(ds: pydicom.Dataset, path: str) -> None:
+    """Uncompressed pixel data must be as long as Rows x Columns x samples x bytes x frames say.
+
+    pydicom drops the excess of a longer one as "padding": a header with too few Rows would show part of the
+    image as if it were all of it.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax == pydicom.uid.RLELossless and "PixelData" in ds:
+        _check_rle_length(ds, path)
+        return
+    if syntax is None or getattr(syntax, "is_compressed", True) or "PixelData" not in ds:
+        return
+    try:
+        expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1))
+                    * int(ds.get("NumberOfFrames", 1) or 1) * int(ds.BitsAllocated)) // 8
+    except (AttributeError, TypeError, ValueError):
+        return  # pydicom's own decoder says what is missing
+    actual = len(ds.PixelData)
+    if actual > expected + 1:  # one byte of padding makes an odd length even
+        raise ReadError(path, f"holds {actual} bytes of pixel data but its header ({ds.Rows} rows x {ds.Columns} "
+                              f"columns) describes {expected}: Rows or Columns is wrong")
+
+
+def _check_rle_length(ds: pydicom.Dataset, path: str) -> None:
+    """RLE's first segment decodes to exactly Rows x Columns bytes (plus one of padding): more means the
+    header's Rows or Columns is too small, and the decoders would silently drop the rest (or panic)."""
+    import struct
+
+    try:
+        from pydicom.encaps import generate_frames
+        from rle.utils import decode_segment
+    except ImportError:
+        return
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1) or 1)))
+        count = struct.unpack("<I", frame[:4])[0]
+        offsets = list(struct.unpack("<15I", frame[4:64]))[:count] + [len(frame)]
+        decoded = len(decode_segment(bytes(frame[offsets[0]:offsets[1]])))  # ~50 ms for a 12-megapixel mammogram
+        expected = int(ds.Rows) * int(ds.Columns)
+    except Exception:  # noqa: BLE001 - a malformed frame: the real decoder then says what is wrong
+        return
+    if decoded > expected + 1:
+        raise ReadError(path, f"its compressed pixel data holds {decoded} pixels per frame but its header "
+                              f"({ds.Rows} rows x {ds.Columns} columns) describes {expected}: Rows or Columns is "
+                              "wrong")
 
 
 def pixel_array(ds: pydicom.Dataset, path: str) -> np.ndarray:
     """Decoded pixels, or a ReadError that says why they cannot be had."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ReadError(path, "the DICOM has no pixel data (no PixelData element): nothing to display")
+    _check_native_length(ds, path)
     try:
         return ds.pixel_array
     except (NotImplementedError, RuntimeError) as err:
@@ -93,6 +151,12 @@ def pixel_array(ds: pydicom.Dataset, path: str) -> np.ndarray:
         ) from None
     except (ValueError, AttributeError, KeyError, EOFError, OSError) as err:
         raise ReadError(path, f"the pixel data is corrupt or truncated: {err}") from None
+    except BaseException as err:
+        # the Rust decoders (pylibjpeg-rle) panic, a BaseException, when Rows/Columns disagree with the data
+        if type(err).__name__ != "PanicException":
+            raise
+        raise ReadError(path, f"the compressed pixel data does not match the header's {ds.get('Rows')} rows x "
+                              f"{ds.get('Columns')} columns (the decoder failed: {err})") from None
 
 
 # --------------------------------------------------------------------- 2D images
@@ -146,15 +210,29 @@ def _mammogram_view(ds: pydicom.Dataset) -> tuple[str | None, str]:
     return None, "absent"
 
 
-def _pixel_spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str]:
+def _pixel_spacing(ds: pydicom.Dataset, path: str = "") -> tuple[tuple[float, float] | None, str]:
+    """(row, column) spacing in mm and the element it came from; a ReadError for one that is not a size."""
+    found: tuple[object, str] | None = None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         if value:
-            return (float(value[0]), float(value[1])), keyword
-    shared = _functional_group(ds, "PixelMeasuresSequence")
-    if shared is not None and shared.get("PixelSpacing"):
-        return (float(shared.PixelSpacing[0]), float(shared.PixelSpacing[1])), "PixelMeasuresSequence"
-    return None, "absent"
+            found = (value, keyword)
+            break
+    if found is None:
+        shared = _functional_group(ds, "PixelMeasuresSequence")
+        if shared is not None and shared.get("PixelSpacing"):
+            found = (shared.PixelSpacing, "PixelMeasuresSequence")
+    if found is None:
+        return None, "absent"
+    value, source = found
+    try:
+        spacing = (float(value[0]), float(value[1]))  # type: ignore[index]
+    except (TypeError, ValueError, IndexError):
+        raise ReadError(path, f"{source} {value!r} is not two numbers (row and column spacing in mm)") from None
+    # a negative, zero or NaN spacing would give negative napari scales and wrong distances and areas
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ReadError(path, f"{source} {list(spacing)} is not a positive size in mm")
+    return spacing, source
 
 
 def read_2d(path: str, ds: pydicom.Dataset) -> LayerData:
@@ -165,7 +243,7 @@ def read_2d(path: str, ds: pydicom.Dataset) -> LayerData:
     else:
         rgb = False
         values, limits, steps = display_pipeline(ds, stored)
-    spacing, spacing_source = _pixel_spacing(ds)
+    spacing, spacing_source = _pixel_spacing(ds, path)
     view, view_source = _mammogram_view(ds)
     metadata = {
         "format": "DICOM",
@@ -227,7 +305,15 @@ def _orientation(ds: pydicom.Dataset, path: str) -> np.ndarray:
         iop = item.get("ImageOrientationPatient") if item is not None else None
     if iop is None:
         raise ReadError(path, "has no ImageOrientationPatient: cannot place its slices in a volume")
-    return np.asarray([float(v) for v in iop]).reshape(2, 3)
+    try:
+        orientation = np.asarray([float(v) for v in iop], dtype=float).reshape(2, 3)
+    except (TypeError, ValueError):
+        raise ReadError(path, f"ImageOrientationPatient {iop!r} is not six numbers") from None
+    norms = np.linalg.norm(orientation, axis=1) if np.isfinite(orientation).all() else np.zeros(2)
+    if not np.allclose(norms, 1.0, atol=0.01) or abs(float(orientation[0] @ orientation[1])) > 0.01:
+        raise ReadError(path, f"ImageOrientationPatient {orientation.ravel().tolist()} is not two perpendicular "
+                              "unit vectors: the slices cannot be placed in space")
+    return orientation
 
 
 def assemble_volume(planes: list[Plane], orientation: np.ndarray, spacing_rc: tuple[float, float], path: str):
@@ -282,8 +368,19 @@ def _series_planes(items: list[tuple[str, pydicom.Dataset]]) -> list[Plane]:
         position = header.get("ImagePositionPatient")
         if position is None:
             raise ReadError(path, "has no ImagePositionPatient: cannot place it in its series")
-        planes.append(Plane(np.asarray([float(v) for v in position]), _frame_loader(path)))
+        planes.append(Plane(_position(position, path), _frame_loader(path)))
     return planes
+
+
+def _position(value, path: str, where: str = "ImagePositionPatient") -> np.ndarray:
+    """A slice's position (LPS mm): three finite numbers, or slices would be sorted and spaced by NaN."""
+    try:
+        position = np.asarray([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        raise ReadError(path, f"{where} {value!r} is not three numbers") from None
+    if position.shape != (3,) or not np.isfinite(position).all():
+        raise ReadError(path, f"{where} {position.tolist()} is not three finite numbers (mm)")
+    return position
 
 
 def _frame_loader(path: str):
@@ -300,7 +397,7 @@ def read_series(items: list[tuple[str, pydicom.Dataset]]) -> tuple[LayerData, di
     shapes = {(int(h.Rows), int(h.Columns)) for _, h in items}
     if len(shapes) > 1:
         raise ReadError(first_path, f"series {first.SeriesInstanceUID} mixes image sizes {sorted(shapes)}")
-    spacing, _ = _pixel_spacing(first)
+    spacing, _ = _pixel_spacing(first, first_path)
     if spacing is None:
         raise ReadError(first_path, "has no PixelSpacing: cannot build a volume in millimetres")
     orientation = _orientation(first, first_path)
@@ -325,14 +422,15 @@ def read_series(items: list[tuple[str, pydicom.Dataset]]) -> tuple[LayerData, di
 
 def read_multiframe(path: str, ds: pydicom.Dataset) -> LayerData:
     frames = pixel_array(ds, path)
-    spacing, _ = _pixel_spacing(ds)
+    spacing, _ = _pixel_spacing(ds, path)
     orientation = _orientation(ds, path)
     planes = []
     for index in range(int(ds.NumberOfFrames)):
         item = _functional_group(ds, "PlanePositionSequence", index)
         if item is None:
             raise ReadError(path, f"frame {index + 1} has no PlanePositionSequence")
-        planes.append(Plane(np.asarray([float(v) for v in item.ImagePositionPatient]), lambda i=index: frames[i]))
+        planes.append(Plane(_position(item.ImagePositionPatient, path, f"frame {index + 1} ImagePositionPatient"),
+                            lambda i=index: frames[i]))
     stack, affine, notes, _ = assemble_volume(planes, orientation, spacing or (1.0, 1.0), path)
     metadata = {"format": "DICOM multi-frame", "path": path, "modality": ds.get("Modality"), "notes": notes}
     layer = volume_layer(apply_modality_lut(stack, ds).astype(np.float32), affine, Path(path).name,
@@ -351,14 +449,14 @@ def read_seg(path: str, ds: pydicom.Dataset, geometry: dict | None) -> LayerData
     if frames.ndim == 2:
         frames = frames[None]
     orientation = _orientation(ds, path)
-    spacing, _ = _pixel_spacing(ds)
+    spacing, _ = _pixel_spacing(ds, path)
     positions, segments = [], []
     for index in range(frames.shape[0]):
         position = _functional_group(ds, "PlanePositionSequence", index)
         segment = _functional_group(ds, "SegmentIdentificationSequence", index)
         if position is None or segment is None:
             raise ReadError(path, f"SEG frame {index + 1} lacks its position or segment number")
-        positions.append(np.asarray([float(v) for v in position.ImagePositionPatient]))
+        positions.append(_position(position.ImagePositionPatient, path, f"SEG frame {index + 1} ImagePositionPatient"))
         segments.append(int(segment.ReferencedSegmentNumber))
     normal = np.cross(orientation[0], orientation[1])
     frame_distances = np.array([p @ normal for p in positions])
@@ -421,6 +519,34 @@ def read_file(path: str) -> list[LayerData]:
     return [read_2d(path, ds)]
 
 
+def split_acquisitions(items: list[tuple[str, pydicom.Dataset]]) -> list[tuple[str, list]]:
+    """The slices of one SeriesInstanceUID, split into volumes that can be stacked.
+
+    Scanners reuse one series UID for repeated acquisitions (a re-scan, another orientation): stacking those
+    interleaves two volumes into one with the wrong slice spacing.  Slices are grouped by AcquisitionNumber
+    and by orientation; a list of (label, items), one element when the series is one volume.
+    """
+    groups: dict[tuple, list] = defaultdict(list)
+    for path, header in items:
+        acquisition = header.get("AcquisitionNumber")
+        orientation = _orientation(header, path) if "ImageOrientationPatient" in header else None  # checked
+        key_orientation = tuple(round(float(v), 3) for v in orientation.ravel()) if orientation is not None else None
+        groups[(str(acquisition) if acquisition not in (None, "") else None, key_orientation)].append((path, header))
+    if len(groups) == 1:
+        return [("", items)]
+    acquisitions = {a for a, _ in groups}
+    orientations = {o for _, o in groups}
+    parts = []
+    for index, ((acquisition, orientation), members) in enumerate(groups.items(), start=1):
+        label = []
+        if len(acquisitions) > 1:
+            label.append(f"acquisition {acquisition}")
+        if len(orientations) > 1:
+            label.append(f"orientation {index}")
+        parts.append((", ".join(label) + f", {len(members)} slices", members))
+    return parts
+
+
 def read_files(paths: list[str]) -> list[LayerData]:
     """Files grouped by series: several-slice series become volumes; SEGs join their series."""
     series: dict[str, list[tuple[str, pydicom.Dataset]]] = defaultdict(list)
@@ -436,13 +562,24 @@ def read_files(paths: list[str]) -> list[LayerData]:
     if not series and not segs:
         raise ReadError(os.path.commonpath(paths) if paths else "", "holds no readable DICOM file")
     layers, geometries = [], {}
-    for uid, items in series.items():
-        if len(items) == 1:
-            layers.extend(read_file(items[0][0]))
-            continue
-        layer, geometry = read_series(items)
-        layers.append(layer)
-        geometries[uid] = geometry
+    split_notes = []
+    for uid, series_items in series.items():
+        parts = split_acquisitions(series_items)
+        if len(parts) > 1:
+            split_notes.append(f"series {uid} holds {len(parts)} acquisitions ("
+                               + "; ".join(label for label, _ in parts) + "): opened as separate volumes, not one")
+        for label, items in parts:
+            if len(items) == 1:
+                layers.extend(read_file(items[0][0]))
+                continue
+            layer, geometry = read_series(items)
+            if len(parts) > 1:
+                layer[1]["name"] = f"{layer[1]['name']} ({label})"
+                layer[1]["metadata"]["acquisition"] = label
+                layer[1]["metadata"]["notes"] = [*layer[1]["metadata"]["notes"], split_notes[-1]]
+            layers.append(layer)
+            if len(parts) == 1:  # a SEG names its series, not an acquisition: only an unsplit one is its grid
+                geometries[uid] = geometry
     for path, header in segs:
         ds = read_header(path, pixels=True)
         referenced = [str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", [])]

@@ -50,8 +50,25 @@ def open_layers(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[L
     """Every layer in ``path`` as (data, kwargs, layer_type); a CancersegError when no backend reads it."""
     read = layer_reader(path)
     if read is None:
-        raise CancersegError(f"{path}: no reader of this plugin handles this file")
+        paths = [os.fspath(p) for p in path] if isinstance(path, (list, tuple)) else [os.fspath(path)]  # type: ignore[arg-type]
+        raise CancersegError(_why_unread(paths))
     return read()
+
+
+def _why_unread(paths: list[str]) -> str:
+    """A person's words for why no backend reads these paths: missing, a plain TIFF, an unknown kind, a mix."""
+    for p in paths:
+        if not os.path.exists(p):
+            return f"{p}: no such file or folder"
+    for p in paths:
+        reason = wsi.explain_unread(p) if backend_for(p) is None else None
+        if reason:
+            return f"{p}: {reason}"
+    unread = [p for p in paths if backend_for(p) is None]
+    if unread:
+        return (f"{unread[0]}: not a kind of file this plugin reads (whole-slide images, NIfTI, DICOM, "
+                "OME-Zarr stores, Aperio/ASAP/GeoJSON annotations)")
+    return f"{paths[0]}: these files are of different kinds and cannot be opened as one"
 
 
 def first_image(path: str) -> LayerData:

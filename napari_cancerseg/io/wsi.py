@@ -270,6 +270,9 @@ def _diagnose_unsupported(path: str) -> str:
                 (o + n for page in tif.pages for o, n in zip(page.dataoffsets, page.databytecounts)),
                 default=0,
             )
+            first = tif.pages[0] if pages else None
+            what = (f"{first.shape[1] if len(first.shape) > 1 else first.shape[0]} x {first.shape[0]} px "
+                    f"{first.dtype}, {'tiled' if first.is_tiled else 'in strips'}") if first is not None else ""
     except Exception as err:  # noqa: BLE001 - any TIFF failure is the diagnosis
         return (
             f"not a readable whole-slide image ({size} bytes): OpenSlide does not recognise it "
@@ -282,10 +285,23 @@ def _diagnose_unsupported(path: str) -> str:
             f"the file is truncated or corrupt ({size} bytes): its TIFF structure points "
             "to image data beyond the end of the file"
         )
+    if not path.lower().endswith(TIFF_EXTENSIONS):
+        return (
+            f"OpenSlide does not recognise it as a whole-slide image ({size} bytes, a TIFF with "
+            f"{pages} readable pages, the first {what}); the file may be truncated, or it is a plain TIFF, not a slide"
+        )
     return (
-        f"OpenSlide does not recognise it as a whole-slide image ({size} bytes, a TIFF with "
-        f"{pages} readable pages); the file may be truncated, or it is a plain TIFF, not a slide"
+        f"not a whole-slide image: it is a plain TIFF ({size} bytes, {pages} page(s), the first {what}) "
+        "that OpenSlide does not recognise as a slide (no scanner metadata or tiled pyramid it knows), "
+        "so this plugin does not read it; open it with napari's own TIFF reader"
     )
+
+
+def explain_unread(path: str) -> str | None:
+    """Why a .tif/.tiff no backend claimed is not read as a slide (None for other files)."""
+    if not path.lower().endswith(TIFF_EXTENSIONS) or not os.path.isfile(path):
+        return None
+    return _diagnose_unsupported(path)
 
 
 def chunk_length(tile: int, extent: int) -> int:

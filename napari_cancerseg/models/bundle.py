@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -26,6 +28,14 @@ BUNDLE_MEMBER = "cancerseg/bundle.json"
 CARD_MEMBER = "cancerseg/MODEL_CARD.md"
 FORMAT = "napari-cancerseg model bundle"
 FORMAT_VERSION = 1
+#: Tiles are stitched, so no model needs bigger ones; a U-Net's activations on a 4096 px tile need tens of GB
+#: and TensorFlow aborts the whole process (SIGABRT, no message) instead of raising.
+MAX_TILE_SIZE = 2048
+MIN_TILE_SIZE = 8
+INPUT_DTYPES = ("uint8", "uint16", "float16", "float32")
+STAIN_METHODS = ("macenko",)
+#: Model outputs are probabilities; float32 rounding lets a softmax go this far past [0, 1].
+PROBABILITY_TOLERANCE = 1e-3
 
 
 class BundleError(CancersegError, ValueError):
@@ -67,8 +77,105 @@ class BundleInfo:
         return {int(c["label"]): c["name"] for c in self.classes}
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _recipe(path: str, data) -> Recipe:
+    """The recipe, every field checked: a bad value here would crash TensorFlow or a worker much later."""
+    if not isinstance(data, dict):
+        raise BundleError(path, f"corrupt bundle metadata: 'recipe' is {type(data).__name__}, not an object")
+    unknown = sorted(set(data) - set(Recipe.__dataclass_fields__))
+    if unknown:
+        raise BundleError(path, f"corrupt bundle metadata: unknown recipe field(s) {', '.join(unknown)}")
+    recipe = Recipe(**data)
+    problems = []
+    if not _is_int(recipe.tile_size) or not MIN_TILE_SIZE <= recipe.tile_size <= MAX_TILE_SIZE:
+        problems.append(f"tile_size {recipe.tile_size!r} is not a whole number of pixels from {MIN_TILE_SIZE} to "
+                        f"{MAX_TILE_SIZE} (bigger tiles do not fit in memory; tiles are stitched anyway)")
+    if not _is_int(recipe.overlap) or recipe.overlap < 0 or (
+            _is_int(recipe.tile_size) and 2 * recipe.overlap >= recipe.tile_size):
+        problems.append(f"overlap {recipe.overlap!r} is not a whole number of pixels from 0 to under half "
+                        f"the tile size")
+    if recipe.mpp is not None and (not _is_number(recipe.mpp) or not 0 < recipe.mpp <= 1000):
+        problems.append(f"mpp {recipe.mpp!r} is not a positive number of µm per pixel (at most 1000) or null")
+    if not _is_int(recipe.channels) or not 1 <= recipe.channels <= 16:
+        problems.append(f"channels {recipe.channels!r} is not a whole number from 1 to 16")
+    if recipe.input_dtype not in INPUT_DTYPES:
+        problems.append(f"input_dtype {recipe.input_dtype!r} is not one of {', '.join(INPUT_DTYPES)}")
+    if not _is_int(recipe.divisor) or not 1 <= recipe.divisor <= MAX_TILE_SIZE:
+        problems.append(f"divisor {recipe.divisor!r} is not a whole number from 1 to {MAX_TILE_SIZE} "
+                        "(the input sides are padded to a multiple of it)")
+    if not isinstance(recipe.intensity, str):
+        problems.append(f"intensity {recipe.intensity!r} is not text")
+    if recipe.stain is not None:
+        problems += _stain_problems(recipe.stain)
+    if problems:
+        raise BundleError(path, "the bundle's recipe is invalid: " + "; ".join(problems))
+    return recipe
+
+
+def _stain_problems(stain) -> list[str]:
+    if not isinstance(stain, dict):
+        return [f"stain {str(stain)[:40]!r} is not an object"]
+    if stain.get("method") not in STAIN_METHODS:
+        return [f"stain method {stain.get('method')!r} is not one of {', '.join(STAIN_METHODS)}"]
+    problems = []
+    try:
+        matrix = np.asarray(stain.get("matrix"), dtype=float)
+        maxima = np.asarray(stain.get("max_concentrations"), dtype=float)
+    except (TypeError, ValueError):
+        return ["stain matrix and max_concentrations must be numbers"]
+    if matrix.shape != (3, 2) or not np.isfinite(matrix).all():
+        problems.append(f"stain matrix has shape {matrix.shape}; Macenko needs 3 x 2 finite numbers")
+    if maxima.shape != (2,) or not np.isfinite(maxima).all() or not (maxima > 0).all():
+        problems.append("stain max_concentrations must be two positive finite numbers")
+    return problems
+
+
+def _classes(path: str, data) -> list[dict[str, Any]]:
+    if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
+        raise BundleError(path, "corrupt bundle metadata: 'classes' must be a list of {label, name} objects")
+    labels = []
+    for item in data:
+        label, name = item.get("label"), item.get("name")
+        if not _is_int(label) or not 0 <= label <= 255 or not isinstance(name, str):
+            raise BundleError(path, f"corrupt bundle metadata: class {item!r} needs an integer label 0-255 and a "
+                                    "name")
+        labels.append(label)
+    if len(set(labels)) != len(labels):
+        raise BundleError(path, f"corrupt bundle metadata: class labels {labels} repeat")
+    return data
+
+
+def _info(path: str, meta) -> BundleInfo:
+    """A BundleInfo from bundle.json, or a BundleError saying which field is wrong (never a KeyError)."""
+    if not isinstance(meta, dict):
+        raise BundleError(path, f"corrupt bundle metadata: {BUNDLE_MEMBER} holds {type(meta).__name__}, not an "
+                                "object")
+    version_number = meta.get("format_version", 0)
+    if meta.get("format") != FORMAT or not _is_int(version_number) or version_number > FORMAT_VERSION:
+        raise BundleError(path, f"unsupported bundle format {meta.get('format')!r} v{meta.get('format_version')}")
+    missing = [key for key in ("name", "version", "architecture", "recipe", "classes") if key not in meta]
+    if missing:
+        raise BundleError(path, f"corrupt bundle metadata: missing {', '.join(missing)}")
+    if not isinstance(meta["name"], str) or not isinstance(meta["version"], (str, int, float)):
+        raise BundleError(path, "corrupt bundle metadata: name and version must be text")
+    architecture, card = meta["architecture"], meta.get("card") or {}
+    if not isinstance(architecture, dict) or not isinstance(architecture.get("kwargs", {}), dict):
+        raise BundleError(path, "corrupt bundle metadata: 'architecture' must be an object with 'kwargs' an object")
+    if not isinstance(card, dict):
+        raise BundleError(path, "corrupt bundle metadata: 'card' must be an object")
+    return BundleInfo(path=path, name=meta["name"], version=str(meta["version"]), architecture=architecture,
+                      recipe=_recipe(path, meta["recipe"]), classes=_classes(path, meta["classes"]), card=card)
+
+
 def bundle_info(path: str | os.PathLike) -> BundleInfo:
-    """Read a bundle's metadata; a file that is not a bundle gets a clear error."""
+    """Read a bundle's metadata, every field checked; a file that is not a bundle gets a clear error."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise BundleError(path, "no such model bundle file")
@@ -81,12 +188,97 @@ def bundle_info(path: str | os.PathLike) -> BundleInfo:
             meta = json.loads(archive.read(BUNDLE_MEMBER))
     except zipfile.BadZipFile:
         raise BundleError(path, "not a model bundle: the file is not a .keras (zip) archive") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(path, f"corrupt bundle metadata: {err}") from None
-    if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise BundleError(path, f"unsupported bundle format {meta.get('format')!r} v{meta.get('format_version')}")
-    return BundleInfo(path=path, name=meta["name"], version=str(meta["version"]), architecture=meta["architecture"],
-                      recipe=Recipe(**meta["recipe"]), classes=meta["classes"], card=meta.get("card", {}))
+    except (OSError, EOFError, zlib.error) as err:  # a truncated or damaged archive member
+        raise BundleError(path, f"the bundle archive is damaged: {err}") from None
+    return _info(path, meta)
+
+
+def _keras_config(path: str) -> dict:
+    """The model's config.json (no Keras needed), or {} when unreadable (Keras will then say why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _input_shape(config: dict) -> list | None:
+    layers = (config.get("config") or {}).get("layers") or []
+    for layer in layers:
+        if isinstance(layer, dict) and layer.get("class_name") == "InputLayer":
+            layer_config = layer.get("config") or {}
+            shape = layer_config.get("batch_shape") or layer_config.get("batch_input_shape")
+            return list(shape) if isinstance(shape, (list, tuple)) else None
+    return None
+
+
+def _output_layer_class(config: dict) -> str | None:
+    inner = config.get("config") or {}
+    outputs, layers = inner.get("output_layers"), inner.get("layers") or []
+    if not outputs or not layers:
+        return None
+    name = outputs[0][0] if isinstance(outputs[0], list) else outputs[0]
+    found = [layer.get("class_name") for layer in layers if isinstance(layer, dict) and layer.get("name") == name]
+    return found[0] if found else None
+
+
+def check_segmentation_bundle(info: BundleInfo, channels: int | None = None, tile: int | None = None) -> None:
+    """Refuse, up front and without Keras, a bundle that cannot segment this slide.
+
+    ``channels``: the slide's channels (3 for RGB); ``tile``: the tile side the run will use.  The model's
+    own output (half-size maps, a class-count mismatch) is checked when it is loaded (``load_bundle``).
+    """
+    problems = []
+    if tile is not None and not MIN_TILE_SIZE <= tile <= MAX_TILE_SIZE:
+        problems.append(f"a {tile} px tile is outside {MIN_TILE_SIZE}-{MAX_TILE_SIZE} px (bigger tiles do not fit in "
+                        "memory and abort TensorFlow; tiles are stitched anyway)")
+    if "classifier" in str(info.architecture.get("builder", "")):
+        problems.append(f"it is an image classifier ({info.architecture.get('builder')}), not a segmentation "
+                        "model: it gives one class per tile, not a label per pixel")
+    if channels is not None and channels != info.recipe.channels:
+        problems.append(f"the model takes {info.recipe.channels}-channel tiles but the slide has {channels} "
+                        "channel(s)")
+    config = _keras_config(info.path)
+    shape = _input_shape(config)
+    if shape is not None and len(shape) == 4:
+        if shape[-1] is not None and shape[-1] != info.recipe.channels:
+            problems.append(f"the model's input has {shape[-1]} channels but its recipe says {info.recipe.channels}")
+        side = tile or info.recipe.tile_size
+        padded = side + (-side) % info.recipe.divisor
+        if any(s is not None for s in shape[1:3]) and tuple(shape[1:3]) != (padded, padded):
+            problems.append(f"the model takes only fixed {shape[1]} x {shape[2]} inputs, but tiles are "
+                            f"{padded} x {padded}; a slide model must take any tile size")
+    elif shape is not None and len(shape) != 4:
+        problems.append(f"the model's input {shape} is not a batch of images (N, H, W, C)")
+    head = _output_layer_class(config)
+    if head in ("Dense", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten"):
+        problems.append(f"the model ends in a {head} layer: a classifier head, not a per-pixel map")
+    if problems:
+        raise BundleError(info.path, "this bundle cannot segment the slide: " + "; ".join(problems))
+
+
+def check_model_output(info: BundleInfo, model) -> None:
+    """A segmentation model's output must be a full-size per-pixel map with one channel per class."""
+    recipe = info.recipe
+    side = recipe.tile_size + (-recipe.tile_size) % recipe.divisor
+    try:
+        output = tuple(model.compute_output_shape((1, side, side, recipe.channels)))
+    except Exception as err:  # noqa: BLE001 - a model that cannot take the recipe's tiles at all
+        raise BundleError(info.path, f"the model cannot take {side} x {side} x {recipe.channels} tiles: "
+                                     f"{type(err).__name__}: {err}") from None
+    if len(output) != 4:
+        raise BundleError(info.path, f"the model gives {output} for a tile, not a per-pixel map: a classifier head "
+                                     "cannot segment a slide")
+    if tuple(output[1:3]) != (side, side):
+        raise BundleError(info.path, f"the model gives a {output[1]} x {output[2]} map for a {side} x {side} tile; "
+                                     "a slide model must give one value per input pixel")
+    n_classes, channels = len(info.classes), output[3]
+    if n_classes and channels != n_classes and not (channels == 1 and n_classes == 2):
+        raise BundleError(info.path, f"the model gives {channels} output channel(s) but the bundle's class table "
+                                     f"has {n_classes} classes")
 
 
 def model_card_markdown(info: BundleInfo) -> str:
@@ -94,8 +286,8 @@ def model_card_markdown(info: BundleInfo) -> str:
     lines = [f"# Model card: {info.name} {info.version}", "",
              "Research use only, not for diagnosis.", "",
              f"- Architecture: {info.architecture.get('builder')} {json.dumps(info.architecture.get('kwargs', {}))}",
-             f"- Input: {info.recipe.tile_size} px tiles, {info.recipe.channels} channels, "
-             f"{info.recipe.mpp if info.recipe.mpp else 'n/a'} µm/px, {info.recipe.intensity}",
+             (f"- Input: {info.recipe.tile_size} px tiles, {info.recipe.channels} channels, "
+              f"{info.recipe.mpp if info.recipe.mpp else 'n/a'} µm/px, {info.recipe.intensity}"),
              f"- Stain normalisation: {(info.recipe.stain or {}).get('method', 'none')}",
              "- Classes: " + ", ".join(f"{c['label']} {c['name']}" for c in info.classes),
              f"- Date: {card.get('date', '')}", ""]
@@ -180,7 +372,8 @@ class Bundle:
         if tile.ndim == 2:
             tile = tile[..., None]
         if tile.shape[-1] != self.recipe.channels:
-            raise ValueError(f"the model takes {self.recipe.channels}-channel tiles, got shape {tile.shape}")
+            raise BundleError(self.info.path, f"the model takes {self.recipe.channels}-channel tiles, got shape "
+                                              f"{tile.shape}")
         stain = self.recipe.stain
         if stain and stain.get("method") == "macenko":
             from ..preprocess.stain import MacenkoStains, macenko_normalise
@@ -208,11 +401,27 @@ class Bundle:
         if pad_y or pad_x:  # reflect, so the border context looks like tissue, not black
             tiles = np.pad(tiles, ((0, 0), (0, pad_y), (0, pad_x), (0, 0)), mode="reflect")
         if as_uint8:
-            return np.asarray(self._uint8_model.predict_on_batch(tiles))[:, :height, :width]
+            quantised, checks = self._uint8_model.predict_on_batch(tiles)
+            self._check_probabilities(np.asarray(checks))
+            return np.asarray(quantised)[:, :height, :width]
         probabilities = np.asarray(self.model.predict_on_batch(tiles), dtype=np.float32)[:, :height, :width]
+        self._check_probabilities(np.array([[np.isfinite(probabilities).all(), probabilities.min(initial=0.0),
+                                             probabilities.max(initial=0.0)]]))
         if probabilities.shape[-1] == 1:  # sigmoid head: background and foreground
             probabilities = np.concatenate([1.0 - probabilities, probabilities], axis=-1)
         return probabilities
+
+    def _check_probabilities(self, checks: np.ndarray) -> None:
+        """Refuse NaN or out-of-range outputs: cast to labels they would become an all-background map."""
+        checks = np.asarray(checks, dtype=np.float64).reshape(-1, 3)
+        finite = bool(checks[:, 0].all()) and bool(np.isfinite(checks[:, 1:]).all())
+        low, high = float(checks[:, 1].min(initial=0.0)), float(checks[:, 2].max(initial=0.0))
+        if not finite:
+            raise BundleError(self.info.path, "the model's output holds NaN or infinite values (broken weights?): "
+                                              "nothing was written for this batch")
+        if low < -PROBABILITY_TOLERANCE or high > 1 + PROBABILITY_TOLERANCE:
+            raise BundleError(self.info.path, f"the model's output ranges from {low:.4g} to {high:.4g}, not "
+                                              "probabilities in [0, 1] (a head without sigmoid or softmax?)")
 
     @cached_property
     def _uint8_model(self):
@@ -220,10 +429,15 @@ class Bundle:
         from keras import ops
 
         output = self.model.output
+        # one row per tile, computed on the device: all finite, min, max (a few bytes, not the map)
+        axes = tuple(range(1, len(output.shape)))
+        checks = ops.stack([ops.cast(ops.all(ops.isfinite(output), axis=axes), "float32"),
+                            ops.cast(ops.min(output, axis=axes), "float32"),
+                            ops.cast(ops.max(output, axis=axes), "float32")], axis=-1)
         if output.shape[-1] == 1:
             output = ops.concatenate([1.0 - output, output], axis=-1)
         quantised = ops.cast(ops.round(ops.clip(output, 0.0, 1.0) * 255.0), "uint8")
-        return keras.Model(self.model.inputs, quantised, name=f"{self.model.name}_uint8")
+        return keras.Model(self.model.inputs, [quantised, checks], name=f"{self.model.name}_uint8")
 
     @property
     def is_classifier(self) -> bool:
@@ -239,13 +453,16 @@ class Bundle:
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:
+    """The bundle's model (Keras safe mode); a segmentation bundle's output is checked to fit its recipe."""
+    info = bundle_info(path)  # every metadata field checked before Keras is imported
     import keras
 
     from . import losses, metrics  # noqa: F401 - registers the serialisable objects
 
-    info = bundle_info(path)
     try:
         model = keras.saving.load_model(info.path, compile=False, safe_mode=True)
     except Exception as err:  # noqa: BLE001 - Keras raises many kinds; the user needs one message
         raise BundleError(path, f"the bundle's Keras model cannot be loaded: {type(err).__name__}: {err}") from None
+    if "classifier" not in str(info.architecture.get("builder", "")):
+        check_model_output(info, model)
     return Bundle(info, model)
