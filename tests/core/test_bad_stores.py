@@ -42,8 +42,7 @@ def complete(tmp_path_factory, bundle):  # noqa: F811
 
 def _call_dark_pixels_tumour(path: str) -> None:
     """The tiny bundle's class 1 is "nucleus": named "tumour" here so that grade has something to measure."""
-    attributes = stores.read_attributes(path)
-    stores.write_attributes(path, attributes.with_properties(
+    _edit_attrs(path, lambda a: a["cancerseg"].update(
         classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "tumour"}]))
 
 
@@ -120,9 +119,9 @@ def test_bad_numbers_in_the_store_attributes_are_refused(store, key, value):
 @pytest.mark.bad_input("right answer")
 def test_a_store_graded_against_itself_after_a_round_trip_of_its_attributes(store):
     """Reading and rewriting the attributes (the one reader, the one writer) changes nothing."""
-    before = json.load(open(os.path.join(store, ".zattrs")))
+    before = Path(store, ".zattrs").read_text()
     stores.write_attributes(store, stores.read_attributes(store))
-    assert json.load(open(os.path.join(store, ".zattrs"))) == before
+    assert json.loads(Path(store, ".zattrs").read_text()) == json.loads(before)
 
 
 # ---- oversize declarations (issue 15, item 3) -----------------------------------------------------
@@ -131,9 +130,9 @@ def test_a_store_graded_against_itself_after_a_round_trip_of_its_attributes(stor
 @pytest.mark.parametrize(("shape", "chunks"), [([10**7, 10**7], [96, 96]), ([5000, 5000], [5000, 5000 * 20])])
 def test_oversize_declared_arrays_are_refused_quickly(store, shape, chunks):
     meta_path = os.path.join(store, "labels", "0", ".zarray")
-    meta = json.load(open(meta_path))
+    meta = json.loads(Path(meta_path).read_text())
     meta.update(shape=shape, chunks=chunks)
-    json.dump(meta, open(meta_path, "w"))
+    Path(meta_path).write_text(json.dumps(meta))
     started = time.perf_counter()
     _refused(store, "labels/0")
     assert time.perf_counter() - started < 5  # refused from the declaration, nothing allocated or listed
@@ -265,7 +264,8 @@ def test_a_kill_between_folder_and_attributes_leaves_a_resumable_path(tmp_path, 
     out = str(tmp_path / "gap.zarr")
     script = KILL_IN_THE_GAP.format(tests=str(Path(__file__).parents[2]), slide=data_path(CMU), bundle=bundle,
                                     out=out)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            check=False)
     assert result.returncode == 9, result.stderr[-2000:]
     assert not os.path.exists(out)  # the half-made store is under a temporary name, never at --out
     assert [p for p in os.listdir(tmp_path) if p.startswith(".gap.zarr.creating-")]
@@ -287,9 +287,9 @@ def test_an_earlier_versions_creation_leftover_is_remade_not_refused(tmp_path, b
 
 @pytest.mark.bad_input("clean error")
 def test_a_second_run_on_a_store_being_written_is_refused(store, bundle):  # noqa: F811
-    with stores.StoreLock(store):
-        with pytest.raises(CancersegError, match=f"{store}: another run is writing this store \\(process {os.getpid()}"):
-            predict_slide(data_path(CMU), bundle, store, model=PixelModel(), tissue=0.5)
+    with stores.StoreLock(store), pytest.raises(
+            CancersegError, match=f"{store}: another run is writing this store \\(process {os.getpid()}"):
+        predict_slide(data_path(CMU), bundle, store, model=PixelModel(), tissue=0.5)
     assert predict_slide(data_path(CMU), bundle, store, model=PixelModel(), tissue=0.5).tiles == 0  # lock let go
 
 
