@@ -96,7 +96,7 @@ class StoreAttributes:
     @property
     def units(self) -> tuple[str, ...]:
         """napari unit names per axis ("pixel" where none is given)."""
-        units = tuple(_NAPARI_UNITS.get(a.get("unit"), a.get("unit") or "pixel") for a in self.axes)
+        units = tuple(_NAPARI_UNITS.get(str(a.get("unit")), str(a.get("unit") or "pixel")) for a in self.axes)
         return units if len(units) == self.ndim else ("pixel",) * self.ndim
 
     @property
@@ -253,7 +253,7 @@ def read_attributes(path: str | os.PathLike) -> StoreAttributes:
         raise ReadError(store, "the multiscales metadata lists no datasets (levels)")
     axes = multiscale.get("axes") or []
     axes = [a if isinstance(a, dict) else {"name": str(a)} for a in axes] if isinstance(axes, list) else []
-    levels = []
+    levels: list[Level] = []
     for index, dataset in enumerate(datasets):
         shape, chunks, dtype = array_header(store, dataset.get("path"))
         ndim = len(shape)

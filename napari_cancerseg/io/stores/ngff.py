@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import dask.array as da
@@ -69,7 +70,7 @@ def write_labels(
     units: Sequence[str | None],
     name: str = "labels",
     translate: Sequence[float] | None = None,
-    colors: dict[int, Sequence[int]] | None = None,
+    colors: Mapping[int, Sequence[int]] | None = None,
     properties: dict[str, Any] | None = None,
     axes: Sequence[str] | None = None,
     overwrite: bool = False,
@@ -112,7 +113,7 @@ def create_array(group, name: str, shape, chunks, dtype, overwrite: bool = False
 
 def set_label_metadata(root, shapes: Sequence[Sequence[int]], paths: Sequence[str], scale: Sequence[float],
                        units: Sequence[str | None], name: str = "labels", translate: Sequence[float] | None = None,
-                       colors: dict[int, Sequence[int]] | None = None, properties: dict[str, Any] | None = None,
+                       colors: Mapping[int, Sequence[int]] | None = None, properties: dict[str, Any] | None = None,
                        axes: Sequence[str] | None = None, kind: str = "labels") -> StoreAttributes:
     """NGFF 0.4 multiscales + image-label attributes for levels of the given shapes (level 0 first), written to
     the store of the zarr group ``root`` (through ``write_attributes``, the one writer)."""

@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterator
+from typing import TextIO
 
 from ...errors import CancersegError, WriteError
 from .attributes import MARK, describe_os_error, raw_attributes
@@ -155,7 +156,7 @@ class StoreLock:
         parent, name = os.path.split(os.path.abspath(path))
         self.store = path
         self.path = os.path.join(parent, f".{name}.lock")
-        self._fh = None
+        self._fh: TextIO | None = None
 
     def acquire(self) -> StoreLock:
         import fcntl

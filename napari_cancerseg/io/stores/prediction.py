@@ -59,7 +59,8 @@ class PredictionStore:
         except BaseException:
             self.lock.release()
             raise
-        self.labels, self.probabilities = self.root["labels/0"], self.root["probabilities"]
+        self.labels: zarr.Array = self.root["labels/0"]  # type: ignore[assignment]  # arrays: this module made them
+        self.probabilities: zarr.Array = self.root["probabilities"]  # type: ignore[assignment]
 
     def _create(self, n_classes: int, properties: dict[str, Any], expected: np.ndarray, overwrite: bool) -> None:
         stride, (height, width) = self.chunk, self.shape
@@ -164,8 +165,8 @@ def _glass(expected: np.ndarray) -> float:
 def predicted_chunks(root: zarr.Group) -> np.ndarray:
     """(rows, cols) bool over a prediction store's chunk grid: True where the chunk was predicted (or corrected)."""
     if "done" in root:  # the earlier layout kept a flag per chunk
-        return np.asarray(root["done"][:]).astype(bool)
-    return ChunkFiles(root["probabilities"]).written()[0]
+        return np.asarray(root["done"][:]).astype(bool)  # type: ignore[index]
+    return ChunkFiles(root["probabilities"]).written()[0]  # type: ignore[arg-type]
 
 
 def missing_chunks(path: str, attributes: StoreAttributes | None = None) -> tuple[int, int] | None:
@@ -194,7 +195,7 @@ def missing_chunks(path: str, attributes: StoreAttributes | None = None) -> tupl
 def chunk_writers(path: str) -> tuple[ChunkFiles, ChunkFiles]:
     """A prediction store's labels and probabilities as chunk files (what the engine's tasks write)."""
     root = zarr.open_group(path, mode="r+")
-    return ChunkFiles(root["labels/0"]), ChunkFiles(root["probabilities"])
+    return ChunkFiles(root["labels/0"]), ChunkFiles(root["probabilities"])  # type: ignore[arg-type]
 
 
 def live_levels(path: str, token: int | str) -> list:
