@@ -105,7 +105,10 @@ class InferenceWidget(Container):
             self.viewer.layers.remove(self.live_layer)
             self.live_layer = None
         (levels, kwargs, _), = stores.read(out)
-        kwargs.update(opacity=0.5, name=Path(out).stem)
+        incomplete = kwargs["metadata"].get("incomplete")  # chunks not predicted are never shown as background
+        note = f" (incomplete: {incomplete['missing_chunks']} of {incomplete['expected_chunks']} chunks missing)" \
+            if incomplete else ""
+        kwargs.update(opacity=0.5, name=Path(out).stem + note)
         layer = self.viewer.add_labels(levels, **kwargs)
         layer.editable = False  # multiscale labels are read-only in napari; correct a region instead
         if self.heatmap.value == "probability heat maps":

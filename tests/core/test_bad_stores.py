@@ -218,6 +218,7 @@ def test_an_existing_folder_that_is_not_ours_is_never_written(tmp_path, bundle, 
             run(**kwargs)
         assert (folder / "report.pdf").read_text() == "x" and (folder / "sub").is_dir()
         assert sorted(p.name for p in folder.iterdir()) == ["report.pdf", "sub"]
+        assert os.listdir(tmp_path) == ["d"]  # refused before anything was made beside it either (no lock, no build)
 
 
 @pytest.mark.bad_input("right answer")

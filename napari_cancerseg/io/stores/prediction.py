@@ -49,8 +49,9 @@ class PredictionStore:
         expected = np.ones(grid, bool) if expected is None else np.asarray(expected, bool)
         if expected.shape != grid:
             raise ValueError(f"expected chunks {expected.shape} for a chunk grid of {grid}")
+        check_output(path, overwrite, "prediction store")  # a user's folder is refused before anything is written
         self.lock = StoreLock(path).acquire()
-        try:
+        try:  # checked again under the lock: another run may have created the store meanwhile
             exists = check_output(path, overwrite, "prediction store")
             if exists and not overwrite and not is_creation_leftover(path):
                 self._resume(properties, expected)
