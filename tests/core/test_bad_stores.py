@@ -369,3 +369,23 @@ def test_a_copy_of_the_slide_under_the_same_name_with_other_pixels_is_refused(st
     _edit_attrs(store, lambda a: a["cancerseg"]["slide"].update(quickhash="0" * 64))
     with pytest.raises(CancersegError, match="not the one this store was made from"):
         LabelStore(store).verified_slide()
+
+
+@pytest.mark.bad_input("clean error")
+def test_a_full_disk_while_overwriting_a_label_store_keeps_the_old_one(tmp_path, monkeypatch):
+    """The new store is built beside the old one: a full disk mid-write leaves the old store whole."""
+    from zarr.storage import _local
+
+    path = str(tmp_path / "labels.zarr")
+    old = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(data_path("nuclei/image01_labels.png")))
+    stores.write_labels(path, stores.label_pyramid(old), (0.5, 0.5), ("um", "um"))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_local, "_put", full)
+    with pytest.raises(WriteError, match=f"{path}: cannot write the store: the disk is full"):
+        stores.write_labels(path, stores.label_pyramid(old[::-1]), (0.5, 0.5), ("um", "um"), overwrite=True)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(stores.read(path)[0][0][0].compute(), old)
+    assert os.listdir(tmp_path) == ["labels.zarr"]  # the half-built replacement was removed
