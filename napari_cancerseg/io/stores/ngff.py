@@ -9,9 +9,9 @@ NGFF 0.4 (zarr format 2) is chosen over 0.5 because more viewers read it today.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Any, Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
