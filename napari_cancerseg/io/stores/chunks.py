@@ -138,18 +138,46 @@ class ChunkFiles:
         """The whole array as a lazy dask array read chunk by chunk through ``read`` (errors name the chunk).
 
         ``name``: the dask name; by default one derived from the array's folder, its shape and its
-        metadata file's modification time (a rewritten store gets a new name).
+        metadata file's modification time (a rewritten store gets a new name).  The graph stays
+        lazy (``from_array``): a 100k x 100k level of 96 px chunks has a million chunks, and a
+        graph listing each would cost seconds at every refresh of a live layer.
         """
         import dask.array as da
 
-        grid = tuple(-(-s // c) for s, c in zip(self.shape, self.chunks))
-        chunks = tuple(tuple(min(c, s - i * c) for i in range(n)) if n else (0,)
-                       for s, c, n in zip(self.shape, self.chunks, grid))
         if name is None:
             try:
                 stamp = os.stat(os.path.join(self.folder, ".zarray")).st_mtime_ns
             except OSError:
                 stamp = 0
             name = f"store-{abs(hash((self.folder, self.shape, stamp))):x}"
-        graph = {(name, *index): (self.read, index) for index in np.ndindex(*grid)}
-        return da.Array(graph, name, chunks, dtype=self.dtype, meta=np.empty((0,) * len(self.shape), self.dtype))
+        return da.from_array(_ChunkReader(self), chunks=self.chunks, name=name, asarray=False, lock=False,
+                             fancy=False, meta=np.empty((0,) * len(self.shape), self.dtype))
+
+
+class _ChunkReader:
+    """An array-like over ``ChunkFiles`` for dask: a window is assembled from the chunks it covers."""
+
+    def __init__(self, files: ChunkFiles):
+        self.files = files
+        self.shape, self.dtype, self.ndim = files.shape, files.dtype, len(files.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        window = [k.indices(s) for k, s in zip(key, self.shape)]
+        if any(step != 1 for _, _, step in window):
+            raise IndexError("chunk windows are read with step 1")
+        out = np.empty(tuple(max(0, stop - start) for start, stop, _ in window), self.dtype)
+        if not out.size:
+            return out
+        ranges = [range(start // c, -(-stop // c)) for (start, stop, _), c in zip(window, self.files.chunks)]
+        for index in np.ndindex(*(len(r) for r in ranges)):
+            chunk = tuple(r[i] for r, i in zip(ranges, index))
+            block = self.files.read(chunk)
+            source, target = [], []
+            for (start, stop, _), c, i in zip(window, self.files.chunks, chunk):
+                lo, hi = max(start, i * c), min(stop, (i + 1) * c)
+                source.append(slice(lo - i * c, hi - i * c))
+                target.append(slice(lo - start, hi - start))
+            out[tuple(target)] = block[tuple(source)]
+        return out
