@@ -12,13 +12,15 @@ from .io.orientation import RAS_TO_LPS
 
 
 def write_labels_zarr(path: str, data: Any, attributes: dict) -> list[str]:
+    """Labels as an OME-Zarr store.  An existing path that is not a store of ours is refused (its files are
+    never deleted); a store of ours is replaced, napari's save dialog having asked before overwriting it."""
     levels = list(data) if isinstance(data, (list, tuple)) else stores.label_pyramid(data)
     ndim = levels[0].ndim
     units = attributes.get("units") or ("pixel",) * ndim
     colors = _direct_colors(attributes.get("colormap"))
     stores.write_labels(
         path, levels, scale=attributes.get("scale", (1.0,) * ndim), units=[str(u) for u in units],
-        name=attributes.get("name", "labels"), translate=attributes.get("translate"), colors=colors,
+        name=attributes.get("name", "labels"), translate=attributes.get("translate"), colors=colors, overwrite=True,
     )
     return [path]
 

@@ -77,6 +77,10 @@ def read_label_image(path: str, threshold: int | None = None) -> LabelImage:
     if chosen is None:
         raise CancersegError(f"{path}: holds no label image (a segmentation, SEG object or label store)")
     data, kwargs, _ = chosen
+    incomplete = (kwargs.get("metadata") or {}).get("incomplete")
+    if incomplete:  # chunks not predicted are not background: a Dice over them would be wrong
+        raise CancersegError(f"{path}: incomplete prediction ({incomplete['missing_chunks']} of "
+                             f"{incomplete['expected_chunks']} chunks missing): finish it before evaluating it")
     level0 = data[0] if kwargs.get("multiscale") or isinstance(data, list) else data
     labels = np.asarray(level0)
     scale = tuple(float(s) for s in kwargs.get("scale", (1.0,) * labels.ndim))[-labels.ndim:]

@@ -6,10 +6,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import zarr
 
 from ..errors import CancersegError
-from ..io.stores import predicted_chunks
+from ..io.stores import LabelStore
 from ..inference.tiling import TileGrid
 
 
@@ -33,14 +32,17 @@ def uncertain_regions(store: str | os.PathLike, k: int = 5, skip_corrected: bool
     Only predicted (done) chunks count; chunks inside an accepted correction are
     skipped, since an annotator already settled them.
     """
-    root = zarr.open_group(os.fspath(store), mode="r")
-    if "probabilities" not in root:
+    labels = LabelStore(store, writable=False)
+    probabilities = labels.probabilities
+    if probabilities is None or labels.attributes.grid is None:
         raise CancersegError(f"{store}: not a prediction store (no probabilities): predict the slide first")
-    props = dict(root.attrs.get("cancerseg", {}))
-    grid, downsample = TileGrid(**props["grid"]), float(props.get("downsample", 1.0))
-    probabilities, done = root["probabilities"], predicted_chunks(root)
+    try:
+        grid = TileGrid(**labels.attributes.grid)
+    except (TypeError, ValueError) as err:
+        raise CancersegError(f"{store}: its tile grid {labels.attributes.grid} is not a grid ({err})") from None
+    downsample, done = labels.downsample, labels.predicted()
     table, n_classes = _plogp_table(), probabilities.shape[0]
-    corrected = [c["box"] for c in props.get("corrections", [])] if skip_corrected else []
+    corrected = [c["box"] for c in labels.corrections] if skip_corrected else []
     scores = []
     for row, col in zip(*np.nonzero(done)):
         y0, y1, x0, x1 = grid.chunk_box(row, col)

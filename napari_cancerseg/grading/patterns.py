@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import dask.array as da
 import numpy as np
 
 from ..io.stores import LabelStore
@@ -43,10 +42,18 @@ def classifier_labels(classes: list[dict]) -> np.ndarray:
 
 
 def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tumour: float = 0.05, batch: int = 16,
-                    progress: Callable[[int, int], None] | None = None) -> OverlaySummary:
-    """Grade the tumour of ``segmentation`` tile by tile with ``classifier`` (a loaded classifier bundle)."""
-    seg = LabelStore(segmentation)
-    table = label_mapping(seg.properties.get("classes"))
+                    progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> OverlaySummary:
+    """Grade the tumour of ``segmentation`` tile by tile with ``classifier`` (a loaded classifier bundle).
+
+    ``out`` must be free; ``overwrite=True`` replaces an overlay (a store of ours), never anything else.
+    """
+    seg = LabelStore(segmentation, writable=False)
+    missing = seg.missing_chunks()
+    if missing is not None:  # chunks not predicted would be graded as background
+        raise CancersegError(f"{segmentation}: incomplete prediction ({missing[0]} of {missing[1]} chunks missing): "
+                             "finish it with the same --out first")
+    stores.check_output(out, overwrite, "pattern overlay")  # refuse before an hour of classifying, not after
+    table = label_mapping(seg.attributes.classes)
     to_label = classifier_labels(classifier.info.classes)
     size = classifier.recipe.tile_size
     handle = SlideHandle.shared(slide)
@@ -62,7 +69,9 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
 
     tumour_tiles = []  # level 0 is read one tile at a time: memory stays one tile whatever the slide
     for r, c in ((r, c) for r in range(rows) for c in range(cols)):
-        if np.isin(table[np.asarray(seg0[window(r, c)])], TUMOUR_LABELS).mean() >= min_tumour:
+        rows_window, cols_window = window(r, c)
+        labels = seg.read(0, (rows_window.start, rows_window.stop), (cols_window.start, cols_window.stop))
+        if np.isin(table[labels], TUMOUR_LABELS).mean() >= min_tumour:
             tumour_tiles.append((r, c))
     assigned: dict[tuple[int, int], int] = {}
     for start in range(0, len(tumour_tiles), batch):
@@ -90,14 +99,14 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
         out_block[ys, xs] = tile_labels[((ys + y0) // footprint).astype(int), ((xs + x0) // footprint).astype(int)]
         return out_block
 
-    level0 = da.from_zarr(seg0).map_blocks(block, dtype=np.uint8)
-    properties = {**{k: v for k, v in seg.properties.items() if k not in ("classes", "corrections", "format")},
+    level0 = stores.lazy_level(segmentation, seg.attributes.levels[0].path).map_blocks(block, dtype=np.uint8)
+    properties = {**{k: v for k, v in seg.properties.items() if k not in ("classes", "corrections", "format", "expected_chunks", "complete")},
                   "downsample": seg.downsample, "slide_path": os.path.abspath(slide),
                   "segmentation": os.path.abspath(segmentation),
                   "patterns_from": {"name": classifier.info.name, "version": classifier.info.version,
                                     "tile": size, "level": level, "min_tumour": min_tumour}}
     stores.write_labels(out, stores.label_pyramid(level0), scale=seg.scale, units=seg.units, name="Gleason patterns",
-                        colors=rgba_255(), properties=properties)
+                        colors=rgba_255(), properties=properties, overwrite=overwrite)
     names = {BENIGN: "benign", GLEASON_3: "3", GLEASON_4: "4", GLEASON_5: "5"}
     counts = {names[label]: sum(v == label for v in assigned.values()) for label in names}
     return OverlaySummary(out, len(assigned), counts)

@@ -132,8 +132,11 @@ def _region_report(index: int, box, counts: dict[int, float]) -> RegionReport:
 # ---- label stores --------------------------------------------------------------------------------
 
 def label_mapping(classes: list[dict] | None) -> np.ndarray:
-    """A lookup table from a store's labels to DESIGN.md's (by class name); no table: already DESIGN.md's."""
-    table = np.arange(256, dtype=np.uint8)
+    """A lookup table from a store's labels to DESIGN.md's (by class name); no table: already DESIGN.md's.
+
+    256 entries, more when the class table has larger labels (uint16 stores)."""
+    size = max(256, 1 + max((int(c["label"]) for c in classes or []), default=0))
+    table = np.arange(size, dtype=np.int64).clip(0, 255).astype(np.uint8)
     if classes:
         table[:] = 0
         for entry in classes:
@@ -142,14 +145,36 @@ def label_mapping(classes: list[dict] | None) -> np.ndarray:
     return table
 
 
+def _check_labels(path: str, band: np.ndarray, known: set[int], classes: list[dict] | None, size: int) -> None:
+    """Every label value must be in the class table (a value past it would be counted as nothing, or crash)."""
+    low, high = (int(band.min()), int(band.max())) if band.size else (0, 0)
+    if low < 0 or high >= size:
+        values = np.unique(band)
+    else:
+        values = np.nonzero(np.bincount(band.ravel(), minlength=size))[0]
+    unknown = [int(v) for v in values if int(v) not in known]
+    if unknown:
+        table = "the store's class table" if classes else "DESIGN.md's class table (the store has none)"
+        raise CancersegError(f"{path}: label value{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(map(str, unknown[:5]))} {'are' if len(unknown) > 1 else 'is'} not in "
+                             f"{table}: cannot grade")
+
+
 def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
     from skimage.measure import label as connected
     from skimage.measure import regionprops
 
     from ..io.stores import LabelStore
 
-    store = LabelStore(path)
-    classes = store.properties.get("classes")
+    store = LabelStore(path, writable=False)
+    missing = store.missing_chunks()
+    if missing is not None:
+        # refused, not reported with a caveat: every area, share and score could change with the missing chunks
+        count = f"{missing[0]} of {missing[1]} predicted chunks are missing" if missing[1] else \
+            "its run did not finish"
+        raise CancersegError(f"{path}: incomplete prediction: {count}; run the prediction again with the same "
+                             "--out to finish it, then grade (no area or score is given for an incomplete store)")
+    classes = store.attributes.classes
     table = label_mapping(classes)
     if classes and not any(table[int(c["label"])] in TUMOUR_LABELS for c in classes):
         names = ", ".join(str(c["name"]) for c in classes)
@@ -157,14 +182,20 @@ def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
     in_um = store.in_micrometres
     pixel_area = float(store.scale[0] * store.scale[1]) if in_um else 1.0
     level0 = store.levels[0]
-    counts = np.zeros(256, np.int64)
+    if level0.ndim != 2 or not np.issubdtype(level0.dtype, np.integer):
+        raise CancersegError(f"{path}: level 0 is {level0.ndim}-D {level0.dtype}, not 2-D integer labels of a slide")
+    known = {int(c["label"]) for c in classes} if classes else {0, *CLASSES}
+    raw = np.zeros(len(table), np.int64)  # pixels per stored label value
     rows = max(1, band_bytes // max(1, level0.shape[1]))
     for y in range(0, level0.shape[0], rows):
-        counts += np.bincount(table[np.asarray(level0[y:y + rows])].ravel(), minlength=256)
+        band = store.read(0, (y, y + rows))
+        _check_labels(path, band, known, classes, len(table))
+        raw += np.bincount(band.ravel(), minlength=len(table))
+    counts = np.bincount(table, weights=raw, minlength=256).astype(np.int64)  # pixels per DESIGN.md label
     areas_by_label = {label: float(counts[label]) * pixel_area for label in (BENIGN, *TUMOUR_LABELS)}
 
     k = next((k for k, lvl in enumerate(store.levels) if max(lvl.shape) <= REGION_SIDE), len(store.levels) - 1)
-    coarse = table[np.asarray(store.levels[k][:])]
+    coarse = table[store.read(k, (0, store.levels[k].shape[0]))]
     components = connected(np.isin(coarse, TUMOUR_LABELS), connectivity=2)
     step = 2 ** k * store.downsample
     coarse_area = pixel_area * 4 ** k

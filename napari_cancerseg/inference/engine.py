@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import CancersegError
 from ..io import stores
-from ..io.wsi import SlideHandle, read_level
+from ..io.stores import slide_identity
+from ..io.wsi import read_level
 from ..models.bundle import BundleInfo, bundle_info, check_segmentation_bundle
 from ..preprocess.tissue import slide_tissue_mask
 from .graph import (
@@ -81,14 +82,6 @@ class Summary:
                 f"{self.chunks_resumed} already done -> {self.store}")
 
 
-def slide_identity(path: str) -> dict[str, Any]:
-    """What makes a store belong to one slide: OpenSlide's quickhash when there is one, else size + name."""
-    handle = SlideHandle.shared(path)
-    props = handle.slide.properties
-    return {"name": os.path.basename(path), "dimensions": list(handle.slide.dimensions),
-            "quickhash": props.get("openslide.quickhash-1") or f"size:{os.path.getsize(path)}"}
-
-
 def model_identity(bundle_path: str, info: BundleInfo) -> dict[str, Any]:
     digest = hashlib.sha256()
     with open(bundle_path, "rb") as fh:
@@ -115,13 +108,16 @@ def predict_slide(
     cancel: threading.Event | None = None,
     stop_after_chunks: int | None = None,
     band_rows: int = 64,
+    overwrite: bool = False,
 ) -> Summary:
     """Predict ``slide`` with the bundle into the store ``out`` (resuming it if it exists).
 
     ``scheduler``: address of a dask.distributed scheduler to run the graph on
     (slide, bundle and store must then be on storage its workers share);
     by default it runs here on threads.  ``model``: an already loaded model
-    (anything with ``predict_batch``), local runs only.
+    (anything with ``predict_batch``), local runs only.  ``out`` must be free or a
+    store of this prediction (resumed); ``overwrite=True`` replaces a store of ours,
+    and nothing else is ever replaced.
     """
     start = time.perf_counter()
     problems = [f"{name} must be 1 or more, not {value}" for name, value in (("batch", batch), ("readers", readers))
@@ -154,7 +150,8 @@ def predict_slide(
                   "slide_path": slide}
     scale = (level_mpp,) * 2 if level_mpp else (downsample,) * 2
     units = ("um", "um") if level_mpp else ("pixel", "pixel")
-    store = stores.PredictionStore(out, (grid.height, grid.width), grid.stride, n_classes, properties, scale, units)
+    store = stores.PredictionStore(out, (grid.height, grid.width), grid.stride, n_classes, properties, scale, units,
+                                   expected=active, overwrite=overwrite)
     done = store.done_mask()
     resumed = int((done & active).sum())
 
@@ -190,11 +187,17 @@ def predict_slide(
                 register_model(spec, model if model is not None else load_model(bundle))
             # threads run predict tasks (waiting on readers and the model) and segment tasks (blending, file writes)
             counts = run_local(graph, on_task, threads=max(4, min(16, os.cpu_count() or 4)), band_rows=band_rows)
+    except BaseException:
+        store.close()  # another run may have the store now
+        raise
     finally:
         forget_run(spec)  # closes this run's readers (reader processes hold memory)
     cancelled = stopped.is_set() or counts.chunks < chunks_total
-    if not cancelled and (chunks_total or not store.complete):
-        store.finish()
+    try:
+        if not cancelled and (chunks_total or not store.complete):
+            store.finish()
+    finally:
+        store.close()
     return Summary(out, counts.tiles, time.perf_counter() - start, counts.chunks, int((~active).sum()), resumed,
                    cancelled, notes)
 

@@ -30,9 +30,8 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import zarr
 
-from ..io.stores import ChunkFiles
+from ..io.stores import ChunkFiles, chunk_writers
 from .readers import TileReaders, column_owners
 from .tiling import TileGrid
 
@@ -116,8 +115,7 @@ def _run_readers(spec: RunSpec) -> TileReaders:
 @lru_cache(maxsize=8)
 def _store_writers(path: str, run: str) -> tuple[ChunkFiles, ChunkFiles]:
     """The store's arrays as chunk files, opened once per run and process (a later run may have recreated it)."""
-    root = zarr.open_group(path, mode="r+")
-    return ChunkFiles(root["labels/0"]), ChunkFiles(root["probabilities"])
+    return chunk_writers(path)
 
 
 # ---- tasks ------------------------------------------------------------------------------------------

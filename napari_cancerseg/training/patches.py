@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import zarr
 
 from ..errors import CancersegError
 from ..classes import BENIGN, CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
+from ..io.stores import PatchDataset, check_output
 from ..io.wsi import SlideHandle, read_level
 
 TUMOUR_LABELS = (GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR)
@@ -89,13 +89,18 @@ def balance(categories: list[str], seed: int = 0) -> list[int]:
 
 
 def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, annotations: str | None = None,
-                    store: str | None = None, seed: int = 0, mapping: dict[str, int] | None = None) -> PatchSummary:
-    """Cut a balanced patch dataset of ``slide`` from an annotation file and/or a corrected label store."""
+                    store: str | None = None, seed: int = 0, mapping: dict[str, int] | None = None,
+                    overwrite: bool = False) -> PatchSummary:
+    """Cut a balanced patch dataset of ``slide`` from an annotation file and/or a corrected label store.
+
+    ``out`` must be free; ``overwrite=True`` replaces a dataset of ours, never anything else.
+    """
     from ..annotations import read as read_annotations
     from ..annotations.raster import labelled_shapes, rasterise_region
 
     if not annotations and not store:
         raise CancersegError("give annotations, a corrected store, or both")
+    check_output(out, overwrite, "patch dataset")  # refused before any patch is read
     read = read_level(slide, mpp)
     level, downsample, level_mpp = read.level, read.downsample, read.mpp
     handle = SlideHandle.shared(slide)
@@ -111,7 +116,7 @@ def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, a
     if store:
         from ..io.stores import LabelStore
 
-        labels = LabelStore(store)
+        labels = LabelStore(store, writable=False)
         boxes = [(x, y, x + w, y + h) for x, y, w, h in (c["box"] for c in labels.corrections)]
         if not boxes:
             raise CancersegError(f"{store}: no corrected region yet: accept a correction first")
@@ -135,27 +140,24 @@ def extract_patches(slide: str, out: str, size: int, mpp: float | None = None, a
     kept = balance(categories, seed)
     if not kept:
         raise CancersegError(f"{annotations or store}: no patches: the annotations or regions are empty")
-    group = zarr.open_group(out, mode="w", zarr_format=2)
-    image_array = group.create_array("images", shape=(len(kept), size, size, 3), chunks=(1, size, size, 3),
-                                     dtype=np.uint8)
-    mask_array = group.create_array("masks", shape=(len(kept), size, size), chunks=(1, size, size), dtype=np.uint8)
-    for n, index in enumerate(kept):
-        lx, ly = origins[index]
-        image_array[n] = handle.read(level, lx, ly, size, size)
-        mask_array[n] = masks[index]
-    group.create_array("coords", shape=(len(kept), 4), dtype=np.int64)[:] = np.asarray([coords[i] for i in kept])
     kept_categories = Counter(categories[i] for i in kept)
     per_class = Counter(class_names.get(int(v), str(v)) for i in kept for v in np.unique(masks[i]))
     summary = PatchSummary(out, len(kept), dict(kept_categories), dict(Counter(categories)), dict(per_class), level,
                            level_mpp, notes)
-    group.attrs.update({
-        "slide": os.path.basename(slide), "slide_path": os.path.abspath(slide), "level": level,
-        "downsample": downsample, "mpp": level_mpp, "size": size,
-        "classes": [{"label": k, "name": v} for k, v in sorted(class_names.items())],
-        "sources": {"annotations": annotations and os.path.abspath(annotations),
-                    "store": store and os.path.abspath(store)},
-        "summary": summary.to_dict(),
-    })
+    with PatchDataset.create(out, len(kept), size, overwrite) as dataset:  # appears at ``out`` only when whole
+        for n, index in enumerate(kept):
+            lx, ly = origins[index]
+            dataset.images[n] = handle.read(level, lx, ly, size, size)
+            dataset.masks[n] = masks[index]
+        dataset.coords[:] = np.asarray([coords[i] for i in kept])
+        dataset.attributes.update({
+            "slide": os.path.basename(slide), "slide_path": os.path.abspath(slide), "level": level,
+            "downsample": downsample, "mpp": level_mpp, "size": size,
+            "classes": [{"label": k, "name": v} for k, v in sorted(class_names.items())],
+            "sources": {"annotations": annotations and os.path.abspath(annotations),
+                        "store": store and os.path.abspath(store)},
+            "summary": summary.to_dict(),
+        })
     return summary
 
 

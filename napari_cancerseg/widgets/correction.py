@@ -10,9 +10,7 @@ when napari quits; "Accept" writes the region into the store (``correction``).
 import itertools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-import dask.array as da
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, create_widget
@@ -22,6 +20,7 @@ from qtpy.QtWidgets import QApplication
 
 from ..correction.active import uncertain_regions
 from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
+from ..io import stores
 from ..io.stores import LabelStore, Region
 from ..errors import CancersegError
 
@@ -35,7 +34,7 @@ def store_path(layer) -> str | None:
     """The store behind a Labels layer this plugin opened (a prediction or rasterised annotations)."""
     metadata = getattr(layer, "metadata", None) or {}
     path = metadata.get("path")
-    return path if path and metadata.get("format") == "OME-Zarr" and os.path.isdir(path) else None
+    return path if path and metadata.get("format") == "OME-Zarr" and stores.claims(path) else None
 
 
 _refreshes = itertools.count(1)
@@ -44,8 +43,7 @@ _refreshes = itertools.count(1)
 def refresh_store_layer(layer, path: str) -> None:
     """Show what the store now holds: fresh dask names, so napari's chunk cache serves nothing stale."""
     token = next(_refreshes)
-    layer.data = [da.from_zarr(level, name=f"{Path(path).stem}-{k}-{token}")
-                  for k, level in enumerate(LabelStore(path).levels)]
+    layer.data = stores.lazy_levels(path, token)
 
 
 @dataclass

@@ -125,7 +125,11 @@ class GradingWidget(Container):
         """The patch classifier colours the selected segmentation's tumour, in a model process."""
         segmentation = store_path(self.store_layer.value)
         classifier = str(self.classifier.value or "")
-        slide = LabelStore(segmentation).slide if segmentation else None
+        try:  # the slide the store was made from, checked: never a path a store merely names
+            slide = LabelStore(segmentation, writable=False).verified_slide() if segmentation else None
+        except CancersegError as err:
+            show_error(str(err))
+            return
         if not segmentation or not slide or not os.path.isfile(classifier):
             show_error("pick a prediction or annotation layer of a slide, and a Gleason classifier bundle")
             return

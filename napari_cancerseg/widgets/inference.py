@@ -1,11 +1,8 @@
 """Predict a slide layer with a model bundle, in a separate model process, showing the overlay as it fills in."""
 
-import os
 from pathlib import Path
 
-import dask.array as da
 import napari
-import zarr
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
@@ -90,12 +87,10 @@ class InferenceWidget(Container):
         """A lazy pyramid over level 0 as written so far; a new dask name each time, so napari's chunk
         cache cannot serve chunks read before the model wrote them."""
         self._refreshes = getattr(self, "_refreshes", 0) + 1
-        base = da.from_zarr(zarr.open_array(os.path.join(out, "labels", "0"), mode="r"),
-                            name=f"live-{Path(out).stem}-{self._refreshes}")
-        return stores.label_pyramid(base)
+        return stores.live_levels(out, self._refreshes)
 
     def _show_live(self, out: str, slide_layer) -> None:
-        if not os.path.exists(os.path.join(out, "labels", "0")):
+        if not stores.claims(out):  # the store appears whole (renamed into place), or not yet
             return
         if self.live_layer is None:
             (_, kwargs, _), = stores.read(out)  # scale, units and the model's class colours
@@ -110,7 +105,10 @@ class InferenceWidget(Container):
             self.viewer.layers.remove(self.live_layer)
             self.live_layer = None
         (levels, kwargs, _), = stores.read(out)
-        kwargs.update(opacity=0.5, name=Path(out).stem)
+        incomplete = kwargs["metadata"].get("incomplete")  # chunks not predicted are never shown as background
+        note = f" (incomplete: {incomplete['missing_chunks']} of {incomplete['expected_chunks']} chunks missing)" \
+            if incomplete else ""
+        kwargs.update(opacity=0.5, name=Path(out).stem + note)
         layer = self.viewer.add_labels(levels, **kwargs)
         layer.editable = False  # multiscale labels are read-only in napari; correct a region instead
         if self.heatmap.value == "probability heat maps":
@@ -118,12 +116,8 @@ class InferenceWidget(Container):
 
     def _show_heat_maps(self, out: str, scale) -> None:
         """One lazy heat map per class but background (label 0), named after it; the first shown, the rest to toggle."""
-        probabilities = da.from_zarr(zarr.open_array(os.path.join(out, "probabilities"), mode="r"))
-        classes = zarr.open_group(out, mode="r").attrs.get("cancerseg", {}).get("classes", [])
-        names = {int(c["label"]): c["name"] for c in classes if "label" in c and "name" in c}
-        for label in range(1, probabilities.shape[0]):
-            self.viewer.add_image(stores.label_pyramid(probabilities[label]),
-                                  name=f"{Path(out).stem} p({names.get(label, f'class {label}')})",
+        for label, name, pyramid in stores.class_probabilities(out):
+            self.viewer.add_image(pyramid, name=f"{Path(out).stem} p({name})",
                                   scale=scale, colormap="inferno", contrast_limits=(0, 255), opacity=0.5,
                                   blending="additive", multiscale=True, visible=label == 1)
 

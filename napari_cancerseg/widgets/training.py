@@ -83,9 +83,10 @@ class TrainingWidget(Container):
 
     @thread_worker
     def _run(self, store: str, dataset: str, base: str, out: str, options: dict):
-        slide = LabelStore(store).slide
         try:
-            summary = extract_patches(slide, dataset, options["size"], store=store)
+            slide = LabelStore(store, writable=False).verified_slide()  # the slide this store was made from
+            # the dock's own dataset beside the store, remade from the corrections as they are now
+            summary = extract_patches(slide, dataset, options["size"], store=store, overwrite=True)
         except CancersegError as err:
             yield {"event": "error", "message": str(err)}
             return

@@ -197,3 +197,21 @@ def test_fine_tuning_from_patches_saves_the_next_version_beside_the_bundle(tmp_p
     tile = SlideHandle.shared(data_path(CMU)).read(0, 600, 600, 256, 256)[None]
     assert not np.array_equal(load_bundle(done["bundle"]).predict_batch(tile, as_uint8=True),
                               load_bundle(base).predict_batch(tile, as_uint8=True))
+
+
+def test_a_correction_is_recorded_through_the_store_attributes_and_keeps_the_prediction_whole(prediction):
+    from napari_cancerseg.io import stores
+
+    before = stores.read_attributes(prediction)
+    store = LabelStore(prediction)
+    region = store.region((600, 800, 200, 200), level=0)
+    edit = store.read_region(region).copy()
+    edit[:50, :50] = 1
+    correction = store.accept_region(region, edit)
+    after = stores.read_attributes(prediction)
+    assert [c["box"] for c in after.corrections] == [[600, 800, 200, 200]]
+    assert after.corrections[0]["pixels_changed"] == correction.pixels_changed
+    np.testing.assert_array_equal(after.expected_chunks, before.expected_chunks)  # identity and plan untouched
+    assert after.complete and after.grid == before.grid and after.slide == before.slide
+    assert stores.missing_chunks(prediction) is None  # corrected chunks are written chunks
+    assert LabelStore(prediction).corrections == after.corrections  # a reopened store sees it

@@ -117,3 +117,49 @@ def test_chunk_files_read_and_write_rows(tmp_path):
         np.testing.assert_array_equal(files.read_rows(start, stop), expected[start:stop])
     with pytest.raises(ValueError, match="not whole chunk rows"):
         files.write_rows(10, labels[10:74])
+
+
+def test_attributes_are_typed_and_validated_on_open(tmp_path):
+    """The one reader gives typed fields; the one writer writes them back unchanged; the mark says the store is ours."""
+    path = str(tmp_path / "typed.zarr")
+    stores.write_labels(path, stores.label_pyramid(_labels()), scale=(0.5, 0.25), units=("um", "um"),
+                        properties={"downsample": 4.0, "mpp": 0.25, "slide_path": "/slides/x.svs",
+                                    "classes": [{"label": 0, "name": "background"}, {"label": 2, "name": "tumour"}],
+                                    "segmentation": "kept as found"})
+    attributes = stores.read_attributes(path)
+    assert [lvl.shape for lvl in attributes.levels] == [(1300, 1100), (650, 550), (325, 275)]
+    assert attributes.levels[0].chunks == (512, 512) and attributes.scale == (0.5, 0.25)
+    assert attributes.units == ("um", "um") and attributes.downsample == 4.0 and attributes.mpp == 0.25
+    assert attributes.kind == "labels" and attributes.slide_path == "/slides/x.svs"
+    assert attributes.extra == {"segmentation": "kept as found"} and not attributes.is_prediction
+    assert stores.is_ours(path)
+    before = json.loads(Path(path, ".zattrs").read_text())
+    stores.write_attributes(path, attributes)
+    assert json.loads(Path(path, ".zattrs").read_text()) == before
+
+
+@pytest.mark.bad_input("right answer")
+def test_stores_of_earlier_versions_still_open_with_defaults(tmp_path):
+    """A store as earlier versions wrote it (no mark, no expected chunks) opens, grades and is known as ours."""
+    path = str(tmp_path / "old.zarr")
+    labels = _labels()
+    stores.write_labels(path, [labels], scale=(0.5, 0.5), units=("um", "um"), properties={"downsample": 1.0})
+    attrs = json.loads(Path(path, ".zattrs").read_text())
+    del attrs["napari-cancerseg"]
+    attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"] = [
+        {"type": "scale", "scale": [0.5, 0.5]}]  # no translation: NGFF allows it, the default is 0
+    Path(path, ".zattrs").write_text(json.dumps(attrs))
+    attributes = stores.read_attributes(path)
+    assert attributes.kind is None and attributes.expected_chunks is None and attributes.translate == (0.0, 0.0)
+    assert stores.missing_chunks(path) is None and stores.is_ours(path)
+    np.testing.assert_array_equal(stores.read(path)[0][0].compute(), labels)
+
+
+def test_lazy_levels_get_fresh_names_and_read_what_zarr_reads(tmp_path):
+    path = str(tmp_path / "fresh.zarr")
+    labels = _labels()
+    stores.write_labels(path, stores.label_pyramid(labels), scale=(1, 1), units=("um", "um"))
+    first, second = stores.lazy_levels(path, 1), stores.lazy_levels(path, 2)
+    assert {a.name for a in first}.isdisjoint(a.name for a in second)  # napari's cache serves nothing stale
+    np.testing.assert_array_equal(first[0].compute(), labels)
+    np.testing.assert_array_equal(second[2].compute(), labels[::4, ::4])

@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 import zarr
 
-from ...errors import WriteError
+from ...errors import ReadError, WriteError
+from .attributes import describe_os_error
 
 
 class ChunkFiles:
@@ -34,7 +35,8 @@ class ChunkFiles:
         self.fill = meta.fill_value
         self.compressor = meta.compressor
         self.separator = meta.dimension_separator
-        self.folder = os.path.join(str(store.root), array.store_path.path)
+        self.store, self.name = str(store.root), array.store_path.path
+        self.folder = os.path.join(self.store, self.name)
         self._made: set[str] = set()
 
     def box(self, index: Sequence[int]) -> tuple[slice, ...]:
@@ -57,13 +59,21 @@ class ChunkFiles:
         encoded = self.compressor.encode(raw) if self.compressor is not None else raw.tobytes()
         path = self.path(index)
         folder = os.path.dirname(path)
-        if folder not in self._made:
-            os.makedirs(folder, exist_ok=True)
-            self._made.add(folder)
         temporary = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"  # readers never see half a chunk
-        with open(temporary, "wb") as fh:
-            fh.write(encoded)
-        os.replace(temporary, path)
+        try:
+            if folder not in self._made:
+                os.makedirs(folder, exist_ok=True)
+                self._made.add(folder)
+            with open(temporary, "wb") as fh:
+                fh.write(encoded)
+            os.replace(temporary, path)
+        except OSError as err:  # a full disk above all: say which store, keep what is done, leave no partial
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise WriteError(self.store, f"cannot write chunk {tuple(index)} of {self.name!r}: "
+                                         f"{describe_os_error(err)}") from None
 
     def read(self, index: Sequence[int]) -> np.ndarray:
         """Chunk ``index`` (clipped at the array's edge); the fill value where it was never written."""
@@ -73,8 +83,14 @@ class ChunkFiles:
                 encoded = fh.read()
         except FileNotFoundError:
             return np.full(expected, self.fill, self.dtype)
-        raw = self.compressor.decode(encoded) if self.compressor is not None else encoded
-        block = np.frombuffer(raw, self.dtype).reshape(self.chunks)
+        except OSError as err:
+            raise ReadError(self.store, f"cannot read chunk {tuple(index)} of {self.name!r}: {err.strerror}") from None
+        try:
+            raw = self.compressor.decode(encoded) if self.compressor is not None else encoded
+            block = np.frombuffer(raw, self.dtype).reshape(self.chunks)
+        except Exception as err:  # noqa: BLE001 - codecs raise RuntimeError, ValueError...: name the file, not the codec
+            raise ReadError(self.store, f"chunk {tuple(index)} of {self.name!r} is corrupt (it does not decode: "
+                                        f"{err}); predict or write that region again") from None
         return block[tuple(slice(0, e) for e in expected)]
 
     def written(self) -> np.ndarray:
@@ -117,3 +133,51 @@ class ChunkFiles:
         for y in range(0, len(rows), height):
             for col in range(-(-self.shape[1] // width)):
                 self.write(((start + y) // height, col), rows[y:y + height, col * width:(col + 1) * width])
+
+    def lazy(self, name: str | None = None):
+        """The whole array as a lazy dask array read chunk by chunk through ``read`` (errors name the chunk).
+
+        ``name``: the dask name; by default one derived from the array's folder, its shape and its
+        metadata file's modification time (a rewritten store gets a new name).  The graph stays
+        lazy (``from_array``): a 100k x 100k level of 96 px chunks has a million chunks, and a
+        graph listing each would cost seconds at every refresh of a live layer.
+        """
+        import dask.array as da
+
+        if name is None:
+            try:
+                stamp = os.stat(os.path.join(self.folder, ".zarray")).st_mtime_ns
+            except OSError:
+                stamp = 0
+            name = f"store-{abs(hash((self.folder, self.shape, stamp))):x}"
+        return da.from_array(_ChunkReader(self), chunks=self.chunks, name=name, asarray=False, lock=False,
+                             fancy=False, meta=np.empty((0,) * len(self.shape), self.dtype))
+
+
+class _ChunkReader:
+    """An array-like over ``ChunkFiles`` for dask: a window is assembled from the chunks it covers."""
+
+    def __init__(self, files: ChunkFiles):
+        self.files = files
+        self.shape, self.dtype, self.ndim = files.shape, files.dtype, len(files.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        window = [k.indices(s) for k, s in zip(key, self.shape)]
+        if any(step != 1 for _, _, step in window):
+            raise IndexError("chunk windows are read with step 1")
+        out = np.empty(tuple(max(0, stop - start) for start, stop, _ in window), self.dtype)
+        if not out.size:
+            return out
+        ranges = [range(start // c, -(-stop // c)) for (start, stop, _), c in zip(window, self.files.chunks)]
+        for index in np.ndindex(*(len(r) for r in ranges)):
+            chunk = tuple(r[i] for r, i in zip(ranges, index))
+            block = self.files.read(chunk)
+            source, target = [], []
+            for (start, stop, _), c, i in zip(window, self.files.chunks, chunk):
+                lo, hi = max(start, i * c), min(stop, (i + 1) * c)
+                source.append(slice(lo - i * c, hi - i * c))
+                target.append(slice(lo - start, hi - start))
+            out[tuple(target)] = block[tuple(source)]
+        return out

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ...errors import CancersegError
-from .ngff import level0_geometry
+from ...errors import CancersegError, ReadError
+from .attributes import level_folder, read_attributes, write_attributes
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,57 @@ class Correction:
 class LabelStore:
     """A multiscale label store (a prediction or rasterised annotations) opened for correction."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, writable: bool = True):
         self.path = os.fspath(path)
+        if not os.path.isdir(self.path):
+            raise CancersegError(f"{self.path}: not a multiscale label store (no such folder)")
         try:
-            self.root = zarr.open_group(self.path, mode="r+")
-            datasets = self.root.attrs["multiscales"][0]["datasets"]
-            self.levels = [self.root[d["path"]] for d in datasets]
+            self.attributes = read_attributes(self.path)
+        except ReadError as err:
+            raise CancersegError(f"{self.path}: not a multiscale label store ({err.problem})") from None
+        try:
+            self.levels = [zarr.open_array(level_folder(self.path, lvl.path), mode="r+" if writable else "r")
+                           for lvl in self.attributes.levels]
         except (OSError, KeyError, ValueError, TypeError) as err:
             raise CancersegError(f"{self.path}: not a multiscale label store ({type(err).__name__}: {err})") from None
-        self.properties: dict[str, Any] = dict(self.root.attrs.get("cancerseg", {}))
-        self.downsample = float(self.properties.get("downsample", 1.0))  # store level 0 vs slide level 0
-        colors = self.root.attrs.get("image-label", {}).get("colors", [])
-        self.colors = {int(c["label-value"]): tuple(c["rgba"]) for c in colors}
-        scale, _, units = level0_geometry(dict(self.root.attrs), self.levels[0].ndim)
-        self.scale, self.units = tuple(scale[-2:]), tuple(units[-2:])  # of level 0, per (y, x) pixel
+        self.properties: dict[str, Any] = self.attributes.properties
+        self.downsample = self.attributes.scale_downsample  # store level 0 vs slide level 0
+        self.colors = dict(self.attributes.colors)
+        self.scale, self.units = tuple(self.attributes.scale[-2:]), tuple(self.attributes.units[-2:])
+
+    def read(self, level: int, rows: tuple[int, int], cols: tuple[int, int] | None = None) -> np.ndarray:
+        """Rows (and columns) of a level; a corrupt chunk is named, not reported as a codec's error code."""
+        array = self.levels[level]
+        window = (slice(*rows),) if cols is None else (slice(*rows), slice(*cols))
+        try:
+            return np.asarray(array[window])
+        except (RuntimeError, ValueError, TypeError) as err:
+            raise ReadError(self.path, f"level {self.attributes.levels[level].path!r}, rows {rows[0]}..{rows[1]}: "
+                                       f"a chunk there is corrupt (it does not decode: {err})") from None
+
+    def missing_chunks(self) -> tuple[int, int] | None:
+        """(missing, expected) chunks when this is an incomplete prediction (see ``prediction.missing_chunks``)."""
+        from .prediction import missing_chunks
+
+        return missing_chunks(self.path, self.attributes)
+
+    @property
+    def probabilities(self):
+        """A prediction's uint8 probabilities (classes, rows, cols), or None for other label stores."""
+        folder = os.path.join(self.path, "probabilities")
+        return zarr.open_array(folder, mode="r") if os.path.isdir(folder) else None
+
+    def predicted(self) -> np.ndarray:
+        """bool over a prediction's chunk grid: the chunks predicted (or corrected)."""
+        from .prediction import predicted_chunks
+
+        return predicted_chunks(zarr.open_group(self.path, mode="r"))
+
+    def verified_slide(self) -> str:
+        """The slide the store names, after checking it is the slide the store was made from (issue 15, item 8)."""
+        from .identity import verified_slide
+
+        return verified_slide(self)
 
     @property
     def in_micrometres(self) -> bool:
@@ -79,12 +116,12 @@ class LabelStore:
     @property
     def slide(self) -> str:
         """The slide the store was made from (predictions and rasterised annotations record it)."""
-        return str(self.properties.get("slide_path", ""))
+        return self.attributes.slide_path or ""
 
     @property
     def classes(self) -> dict[int, str]:
         """Label -> name, from the store's class table (predictions) or DESIGN.md's table."""
-        table = self.properties.get("classes")
+        table = self.attributes.classes
         if table:
             return {int(c["label"]): str(c["name"]) for c in table}
         from ...classes import CLASSES
@@ -105,7 +142,7 @@ class LabelStore:
         return Region(tuple(int(v) for v in box), level, rows, cols)
 
     def read_region(self, region: Region) -> np.ndarray:
-        return np.asarray(self.levels[region.level][slice(*region.rows), slice(*region.cols)])
+        return self.read(region.level, region.rows, region.cols)
 
     def accept_region(self, region: Region, labels: np.ndarray) -> Correction:
         """Write an edited region back into level 0 and rebuild the pyramid above it; record the correction."""
@@ -136,22 +173,23 @@ class LabelStore:
             pixels_changed=int((before != labels).sum()),
             labels_before={str(v): int(c) for v, c in zip(values_before, counts_before)},
             labels_after={str(v): int(c) for v, c in zip(values_after, counts_after)})
-        properties = dict(self.root.attrs.get("cancerseg", {}))
-        properties["corrections"] = [*properties.get("corrections", []), asdict(correction)]
-        self.root.attrs["cancerseg"] = properties
-        self.properties = properties
+        self.attributes = read_attributes(self.path).with_properties(
+            corrections=[*self.attributes.corrections, asdict(correction)])
+        write_attributes(self.path, self.attributes)
+        self.properties = self.attributes.properties
         return correction
 
     def _write_probabilities(self, y0: int, y1: int, x0: int, x1: int, labels: np.ndarray) -> None:
         """An annotator's labels are certain: a prediction's probabilities become one-hot there."""
-        if "probabilities" not in self.root:
+        folder = os.path.join(self.path, "probabilities")
+        if not os.path.isdir(folder):
             return
-        probabilities = self.root["probabilities"]
+        probabilities = zarr.open_array(folder, mode="r+")
         classes = np.arange(probabilities.shape[0], dtype=labels.dtype)[:, None, None]
         probabilities[:, y0:y1, x0:x1] = np.where(labels[None] == classes, 255, 0).astype(np.uint8)
 
     @property
     def corrections(self) -> list[dict[str, Any]]:
-        return list(self.properties.get("corrections", []))
+        return list(self.attributes.corrections)
 
 

@@ -8,10 +8,10 @@ NGFF 0.4 (zarr format 2) is chosen over 0.5 because more viewers read it today.
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -19,6 +19,19 @@ import zarr
 
 from ...errors import ReadError, WriteError
 from .. import LayerData
+from .attributes import (
+    Level,
+    StoreAttributes,
+    array_header,
+    describe_os_error,
+    level_folder,
+    parse_properties,
+    raw_attributes,
+    read_attributes,
+    write_attributes,
+)
+from .chunks import ChunkFiles
+from .output import building
 
 NGFF_VERSION = "0.4"
 #: Label pyramids stop once the smallest level fits in this many pixels.
@@ -36,19 +49,8 @@ def claims(path: str) -> bool:
 
 
 def _multiscales(path: str) -> dict | None:
-    for meta_file in (".zattrs", "zarr.json"):
-        meta_path = os.path.join(path, meta_file)
-        if os.path.isfile(meta_path):
-            try:
-                with open(meta_path) as fh:
-                    attrs = json.load(fh)
-            except (OSError, ValueError):
-                return None
-            attrs = attrs.get("attributes", attrs)  # zarr v3 nests user attributes
-            attrs = attrs.get("ome", attrs)  # NGFF 0.5 nests under "ome"
-            multiscales = attrs.get("multiscales")
-            return attrs if multiscales else None
-    return None
+    attrs = raw_attributes(path)
+    return attrs if attrs is not None and attrs.get("multiscales") else None
 
 
 def label_pyramid(labels, top: int = PYRAMID_TOP) -> list[da.Array]:
@@ -68,15 +70,18 @@ def write_labels(
     units: Sequence[str | None],
     name: str = "labels",
     translate: Sequence[float] | None = None,
-    colors: dict[int, Sequence[int]] | None = None,
+    colors: Mapping[int, Sequence[int]] | None = None,
     properties: dict[str, Any] | None = None,
     axes: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> str:
     """Write a multiscale label image (level 0 first) as an NGFF 0.4 store, chunk by chunk.
 
     ``scale`` and ``translate`` are level 0's, in ``units`` along each axis;
     the scale of every other level follows from its shape.  ``properties`` go
     to the ``cancerseg`` attribute (model, slide, grid... for predictions).
+    The store is built beside ``path`` and renamed into place when whole; an
+    existing path is refused unless it is our own store and ``overwrite`` is set.
     """
     path = os.fspath(path)
     levels = [lvl if isinstance(lvl, da.Array) else da.from_array(np.asarray(lvl), chunks=LABEL_CHUNK) for lvl in levels]
@@ -84,16 +89,19 @@ def write_labels(
         raise WriteError(path, f"labels must be integers, not {levels[0].dtype}")
     if len(scale) != levels[0].ndim:
         raise WriteError(path, f"scale has {len(scale)} values for {levels[0].ndim} axes")
-    try:
-        root = zarr.open_group(path, mode="w", zarr_format=2)
-    except (OSError, ValueError) as err:
-        raise WriteError(path, f"cannot create the zarr store: {err}") from None
-    for index, level in enumerate(levels):
-        chunks = tuple(min(LABEL_CHUNK, s) if i >= level.ndim - 2 else 1 for i, s in enumerate(level.shape))
-        array = create_array(root, str(index), level.shape, chunks, level.dtype)
-        da.store(level.rechunk(chunks), array, lock=False)
-    set_label_metadata(root, [lvl.shape for lvl in levels], [str(i) for i in range(len(levels))], scale, units,
-                       name, translate, colors, properties, axes)
+    if not all(isinstance(s, (int, float, np.number)) and np.isfinite(s) and s > 0 for s in scale):
+        raise WriteError(path, f"scale {tuple(scale)} must be finite, positive numbers")
+    with building(path, overwrite, "label store") as temporary:
+        try:
+            root = zarr.open_group(temporary, mode="w", zarr_format=2)
+            for index, level in enumerate(levels):
+                chunks = tuple(min(LABEL_CHUNK, s) if i >= level.ndim - 2 else 1 for i, s in enumerate(level.shape))
+                array = create_array(root, str(index), level.shape, chunks, level.dtype)
+                da.store(level.rechunk(chunks), array, lock=False)
+        except OSError as err:
+            raise WriteError(path, f"cannot write the store: {describe_os_error(err)}") from None
+        set_label_metadata(root, [lvl.shape for lvl in levels], [str(i) for i in range(len(levels))], scale, units,
+                           name, translate, colors, properties, axes)
     return path
 
 
@@ -105,20 +113,24 @@ def create_array(group, name: str, shape, chunks, dtype, overwrite: bool = False
 
 def set_label_metadata(root, shapes: Sequence[Sequence[int]], paths: Sequence[str], scale: Sequence[float],
                        units: Sequence[str | None], name: str = "labels", translate: Sequence[float] | None = None,
-                       colors: dict[int, Sequence[int]] | None = None, properties: dict[str, Any] | None = None,
-                       axes: Sequence[str] | None = None) -> None:
-    """NGFF 0.4 multiscales + image-label attributes for levels of the given shapes (level 0 first)."""
+                       colors: Mapping[int, Sequence[int]] | None = None, properties: dict[str, Any] | None = None,
+                       axes: Sequence[str] | None = None, kind: str = "labels") -> StoreAttributes:
+    """NGFF 0.4 multiscales + image-label attributes for levels of the given shapes (level 0 first), written to
+    the store of the zarr group ``root`` (through ``write_attributes``, the one writer)."""
+    path = group_path(root)
     ndim = len(shapes[0])
     axes = list(axes) if axes else ["t", "z", "y", "x"][-ndim:] if ndim <= 4 else [f"d{i}" for i in range(ndim)]
     translate = [float(t) for t in translate] if translate is not None else [0.0] * ndim
-    datasets = []
-    for path, shape in zip(paths, shapes):
+    levels = []
+    for level_path, shape in zip(paths, shapes):
         factors = [b / s for b, s in zip(shapes[0], shape)]
-        datasets.append({"path": path, "coordinateTransformations": [
-            {"type": "scale", "scale": [float(s * f) for s, f in zip(scale, factors)]},
-            # stride subsampling keeps base pixel f*i at level pixel i: no centre shift
-            {"type": "translation", "translation": translate},
-        ]})
+        # stride subsampling keeps base pixel f*i at level pixel i: no centre shift, the same translation
+        try:  # the arrays as written (their chunks and dtype); metadata may also be written ahead of its arrays
+            _, chunks, dtype = array_header(path, level_path)
+        except ReadError:
+            chunks, dtype = tuple(int(v) for v in shape), "|u1"
+        levels.append(Level(level_path, tuple(int(v) for v in shape), chunks, dtype,
+                            tuple(float(s * f) for s, f in zip(scale, factors)), tuple(translate)))
     axes_meta = []
     for axis, unit in zip(axes, units):
         entry: dict[str, Any] = {"name": axis, "type": "space" if axis in "zyx" else "time" if axis == "t" else "channel"}
@@ -126,27 +138,46 @@ def set_label_metadata(root, shapes: Sequence[Sequence[int]], paths: Sequence[st
         if ngff_unit and entry["type"] == "space":
             entry["unit"] = ngff_unit
         axes_meta.append(entry)
-    root.attrs["multiscales"] = [{"version": NGFF_VERSION, "name": name, "axes": axes_meta, "datasets": datasets}]
-    label_meta: dict[str, Any] = {"version": NGFF_VERSION}
-    if colors:
-        label_meta["colors"] = [{"label-value": int(k), "rgba": [int(c) for c in rgba]} for k, rgba in sorted(colors.items())]
-    root.attrs["image-label"] = label_meta
+    attributes = StoreAttributes(name, axes_meta, levels,
+                                 {int(k): tuple(int(c) for c in rgba) for k, rgba in (colors or {}).items()},
+                                 True, kind)
     if properties:
-        root.attrs["cancerseg"] = properties
+        try:
+            attributes = parse_properties(path, attributes, dict(properties))
+        except ReadError as err:
+            raise WriteError(path, err.problem) from None
+    write_attributes(path, attributes)
+    return attributes
+
+
+def group_path(root) -> str:
+    """The folder of a local zarr group."""
+    return os.path.join(str(root.store.root), root.path) if root.path else str(root.store.root)
 
 
 def open_store(path: str | os.PathLike) -> tuple[list[da.Array], dict[str, Any]]:
-    """The levels of an NGFF multiscale image (lazy) and its attributes."""
+    """The levels of an NGFF multiscale image (lazy) and its attributes, validated (``read_attributes``)."""
     path = os.fspath(path)
-    attrs = _multiscales(path)
-    if attrs is None:
-        raise ReadError(path, "not an OME-Zarr store: no multiscales metadata")
-    multiscale = attrs["multiscales"][0]
+    attributes = read_attributes(path)
+    levels = [lazy_level(path, level.path) for level in attributes.levels]
+    return levels, raw_attributes(path) or {}
+
+
+def lazy_level(store: str, relative: str, name: str | None = None) -> da.Array:
+    """One array of a store as a lazy dask array whose reads name the store, array and chunk when one is corrupt.
+
+    ``name``: the dask name (a fresh one makes napari's chunk cache forget what it read before).
+    """
+    folder = level_folder(store, relative)
     try:
-        levels = [da.from_zarr(zarr.open_array(os.path.join(path, d["path"]), mode="r")) for d in multiscale["datasets"]]
-    except (OSError, ValueError, KeyError) as err:
-        raise ReadError(path, f"broken OME-Zarr store: {type(err).__name__}: {err}") from None
-    return levels, attrs
+        array = zarr.open_array(folder, mode="r")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ReadError(store, f"broken OME-Zarr store: array {relative!r}: {type(err).__name__}: {err}") from None
+    try:
+        files = ChunkFiles(array)
+    except WriteError:  # not a local zarr v2 array without filters: zarr reads it
+        return da.from_zarr(array, name=name) if name else da.from_zarr(array)
+    return files.lazy(name)
 
 
 def level0_geometry(attrs: dict[str, Any], ndim: int) -> tuple[list[float], list[float], tuple[str, ...]]:
@@ -166,13 +197,22 @@ def read(path: str) -> list[LayerData]:
     multiscale = attrs["multiscales"][0]
     scale, translate, units = level0_geometry(attrs, levels[0].ndim)
     is_labels = "image-label" in attrs
+    from .prediction import missing_chunks
+
+    missing = missing_chunks(path)
+    name = multiscale.get("name") or Path(path).name
+    if missing is not None:  # never shown as if the chunks not predicted were background
+        name = f"{name} (incomplete: {missing[0]} of {missing[1]} chunks missing)" if missing[1] else \
+            f"{name} (incomplete)"
     kwargs: dict[str, Any] = {
-        "name": multiscale.get("name") or Path(path).name,
+        "name": name,
         "scale": tuple(scale),
         "translate": tuple(translate),
         "multiscale": len(levels) > 1,
         "metadata": {"format": "OME-Zarr", "path": path, "attributes": attrs},
     }
+    if missing is not None:
+        kwargs["metadata"]["incomplete"] = {"missing_chunks": missing[0], "expected_chunks": missing[1]}
     if len(units) == levels[0].ndim:
         kwargs["units"] = units
     data = levels if len(levels) > 1 else levels[0]
@@ -184,3 +224,11 @@ def read(path: str) -> list[LayerData]:
                                   **{c["label-value"]: np.asarray(c["rgba"]) / 255.0 for c in colors}}
         return [(data, kwargs, "labels")]
     return [(data, kwargs, "image")]
+
+
+def lazy_levels(path: str, token: int | str) -> list[da.Array]:
+    """Every stored level of a store, lazily, under fresh dask names (napari's chunk cache then serves nothing
+    stale after the store changed)."""
+    attributes = read_attributes(path)
+    return [lazy_level(path, level.path, name=f"{Path(path).stem}-{k}-{token}")
+            for k, level in enumerate(attributes.levels)]
