@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 import zarr
 
 from ..io.stores import ChunkFiles
+from .options import PredictOptions
 from .readers import TileReaders, column_owners
 from .tiling import TileGrid
 
@@ -50,13 +51,23 @@ class RunSpec:
     store: str
     bundle: str
     n_classes: int
-    batch: int = 16
-    readers: int = 4
-    reader_processes: bool = False
+    options: PredictOptions = field(default_factory=PredictOptions)  # batch, readers, reader_processes come from it
 
     @classmethod
-    def new(cls, **fields) -> RunSpec:
+    def new(cls, **fields: Any) -> RunSpec:
         return cls(name=f"cancerseg-{uuid.uuid4().hex[:12]}", **fields)
+
+    @property
+    def batch(self) -> int:
+        return self.options.batch
+
+    @property
+    def readers(self) -> int:
+        return self.options.readers
+
+    @property
+    def reader_processes(self) -> bool:
+        return self.options.reader_processes
 
 
 # ---- per-process state: models, reader pools, open stores, cancelled runs -------------------------
