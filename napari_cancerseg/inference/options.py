@@ -212,7 +212,7 @@ class Options:
         argv: list[str] = []
         for field in self.settings():
             option, value, default = setting_of(field), getattr(self, field.name), default_of(field)
-            if skip_defaults and value == default:
+            if value == default and (skip_defaults or not option.cli):
                 continue
             if not option.cli:
                 raise CancersegError(f"{field.name} is not a command-line setting: it cannot be passed as "
