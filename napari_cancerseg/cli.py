@@ -179,13 +179,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if sum(map(bool, (args.images, args.patches, args.volumes))) != 1:
         raise CancersegError("give one of --images (with --masks), --volumes (with --masks) or --patches")
     out, name, version, channels = args.out, args.name, args.version, args.channels
-    if args.init:
+    if args.init_bundle:
         from .models.bundle import bundle_info, next_version
 
-        base = bundle_info(args.init)
+        base = bundle_info(args.init_bundle)
         name = args.name if args.name not in (TrainOptions.name, None) else base.name
         if not args.out:
-            out, version = next_version(args.init)
+            out, version = next_version(args.init_bundle)
     if not out:
         raise CancersegError("give --out (or --init, to save the next version beside that bundle)")
     if args.patches:

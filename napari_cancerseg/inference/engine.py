@@ -129,6 +129,7 @@ def predict_slide(
     recipe = info.recipe
     run = options.resolved(recipe)  # None: the model's tile, overlap and µm/px
     tile, overlap, tissue = run.tile, run.overlap, run.tissue
+    assert tile is not None and overlap is not None  # resolved() fills them from the recipe (for the type checker)
     target = run.mpp if run.mpp is not None else recipe.mpp  # with a level chosen: for the note only
     read = read_level(slide, target, run.level)
     chosen, downsample, level_mpp = read.level, read.downsample, read.mpp
