@@ -193,3 +193,11 @@ def test_options_to_argv_parse_back_equal(command, options):
     for skip_defaults in (True, False):
         args = build_parser().parse_args([command, *positional, *options.to_argv(skip_defaults)])
         assert options_from_args(PredictOptions if command == "predict" else TrainOptions, args) == options
+
+
+def test_train_init_reaches_the_bundle_it_names(tmp_path, capsys):
+    """--init is TrainOptions.init_bundle: a missing bundle is refused by name, before any data is read."""
+    missing = str(tmp_path / "nowhere.keras")
+    assert main(["train", "--patches", str(tmp_path / "p.zarr"), "--init", missing]) == 2
+    err = capsys.readouterr().err
+    assert missing in err and "no such model bundle file" in err
