@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from open_latency import CACHE  # noqa: E402
 from pipeline_stages import InstantModel  # noqa: E402
-from tiled_inference import small_bundle  # noqa: E402
+from tiled_inference import add_predict_options, predict_options, small_bundle  # noqa: E402
 
 EVENTS: list[tuple[str, float, float]] = []
 
@@ -49,15 +49,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("slide")
     parser.add_argument("--model", help="bundle, or 'instant' (default: the small benchmark U-Net)")
-    parser.add_argument("--tile", type=int)
-    parser.add_argument("--overlap", type=int)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--readers", type=int, default=max(2, os.cpu_count() or 2))
-    parser.add_argument("--reader-processes", action="store_true")
+    add_predict_options(parser)  # --tile, --overlap, --batch, --readers, --reader-processes, ...
     parser.add_argument("--threads", type=int, help="scheduler threads (default: the engine's choice)")
     parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval, seconds")
     parser.add_argument("--segment-chunks", type=int, help="chunks blended per segment task (default: the engine's)")
     args = parser.parse_args()
+    run = predict_options(args)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
 
@@ -69,8 +66,8 @@ def main() -> None:
         model = InstantModel(max(2, len(bundle_info(bundle).classes)))
     else:
         model = load_bundle(bundle)
-        size = args.tile or model.recipe.tile_size
-        model.predict_batch(np.zeros((args.batch, size, size, model.recipe.channels), np.uint8), as_uint8=True)
+        size = run.tile or model.recipe.tile_size
+        model.predict_batch(np.zeros((run.batch, size, size, model.recipe.channels), np.uint8), as_uint8=True)
     model.predict_batch = timed("M", model.predict_batch)
     graph.predict_task = timed("P", graph.predict_task)
     graph.segment_task = timed("S", graph.segment_task)
@@ -87,9 +84,7 @@ def main() -> None:
     out = tempfile.mkdtemp(suffix=".zarr")
     shutil.rmtree(out)
     start = time.perf_counter()
-    summary = engine.predict_slide(args.slide, bundle, out, level=0, batch=args.batch, tile=args.tile,
-                                   overlap=args.overlap, readers=args.readers, reader_processes=args.reader_processes,
-                                   model=model)
+    summary = engine.predict_slide(args.slide, bundle, out, run, model=model)
     shutil.rmtree(out, ignore_errors=True)
     print(summary.line())
     first, last = min(e[1] for e in EVENTS), max(e[2] for e in EVENTS)

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,7 +31,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from open_latency import CACHE, build_pyramid, peak_rss_mb  # noqa: E402
-from tiled_inference import in_subprocess, run_engine, run_forward, small_bundle  # noqa: E402
+from tiled_inference import (  # noqa: E402
+    add_predict_options,
+    in_subprocess,
+    option_flags,
+    predict_options,
+    run_engine,
+    run_forward,
+    small_bundle,
+)
+
+if TYPE_CHECKING:
+    from napari_cancerseg.inference.options import PredictOptions
 
 
 class InstantModel:
@@ -45,20 +57,20 @@ class InstantModel:
         return out
 
 
-def run_decode(slide: str, bundle: str, batch: int, readers: int, processes: bool, tile: int | None,
-               overlap: int | None) -> dict:
+def run_decode(slide: str, bundle: str, options: PredictOptions) -> dict:
     """The engine's readers alone, batch after batch over the tissue tiles (row-major, as the engine reads)."""
     from napari_cancerseg.inference.readers import TileReaders, column_owners
     from napari_cancerseg.inference.tiling import TileGrid
     from napari_cancerseg.io.wsi import SlideHandle
     from napari_cancerseg.models.bundle import bundle_info
 
-    recipe = bundle_info(bundle).recipe
+    run = options.resolved(bundle_info(bundle).recipe)
+    batch, readers = run.batch, run.readers
     width, height = SlideHandle.shared(slide).slide.dimensions
-    grid = TileGrid(height, width, tile or recipe.tile_size, recipe.overlap if overlap is None else overlap)
+    grid = TileGrid(height, width, run.tile, run.overlap)
     tiles = [(r, c) for r in range(grid.rows) for c in range(grid.cols) if c * grid.stride < 0.65 * width]
     owners = column_owners(tiles, readers)
-    pool = TileReaders(slide, 0, grid.tile, batch, readers, processes)
+    pool = TileReaders(slide, 0, grid.tile, batch, readers, run.reader_processes)
     with pool.batch([(0, 0)] * readers, list(range(readers))):  # started and warm
         pass
     start = time.perf_counter()
@@ -71,43 +83,36 @@ def run_decode(slide: str, bundle: str, batch: int, readers: int, processes: boo
     return {"tiles": len(tiles), "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
-def run_pipeline(slide: str, bundle: str, batch: int, readers: int, processes: bool, tile: int | None,
-                 overlap: int | None) -> dict:
+def run_pipeline(slide: str, bundle: str, options: PredictOptions) -> dict:
     from napari_cancerseg.models.bundle import bundle_info
 
     model = InstantModel(max(2, len(bundle_info(bundle).classes)))
-    return run_engine(slide, bundle, batch, readers, processes, tile, overlap, model=model)
+    return run_engine(slide, bundle, options, model=model)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=16384)
     parser.add_argument("--model")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--readers", type=int, default=max(2, os.cpu_count() or 2))
-    parser.add_argument("--reader-processes", action="store_true")
-    parser.add_argument("--tile", type=int, help="tile size (default: the model's)")
-    parser.add_argument("--overlap", type=int, help="tile overlap (default: the model's)")
+    add_predict_options(parser)  # --batch, --readers, --reader-processes, --tile, --overlap, ...
     parser.add_argument("--stages", nargs="*", default=["decode", "forward", "pipeline", "engine"])
     parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    run = predict_options(args)
     if args.one:
         kind, *rest = args.one
-        common = (args.readers, args.reader_processes)
-        runs = {"decode": lambda: run_decode(rest[0], rest[1], args.batch, *common, args.tile, args.overlap),
-                "forward": lambda: run_forward(rest[1], args.batch, args.tile),
-                "pipeline": lambda: run_pipeline(rest[0], rest[1], args.batch, *common, args.tile, args.overlap),
-                "engine": lambda: run_engine(rest[0], rest[1], args.batch, *common, args.tile, args.overlap)}
+        runs = {"decode": lambda: run_decode(rest[0], rest[1], run),
+                "forward": lambda: run_forward(rest[1], run.batch, run.tile),
+                "pipeline": lambda: run_pipeline(rest[0], rest[1], run),
+                "engine": lambda: run_engine(rest[0], rest[1], run)}
         print(json.dumps(runs[kind]()))
         return
 
     bundle = args.model or small_bundle(CACHE / "benchmark_unet.keras")
     slide = str(build_pyramid(args.size, CACHE / f"mosaic_{args.size}.tif"))
-    options = ["--batch", str(args.batch), "--readers", str(args.readers)] + (
-        ["--reader-processes"] if args.reader_processes else []) + [
-        f"--{name}={value}" for name, value in (("tile", args.tile), ("overlap", args.overlap)) if value is not None]
-    print(f"# {args.size} x {args.size} slide, model {Path(bundle).name}, tile {args.tile or 'of the model'}, batch {args.batch}, {args.readers} reader "
-          f"{'processes' if args.reader_processes else 'threads'}, {os.cpu_count()} cores")
+    options = option_flags(run)
+    print(f"# {args.size} x {args.size} slide, model {Path(bundle).name}, tile {run.tile or 'of the model'}, batch {run.batch}, {run.readers} reader "
+          f"{'processes' if run.reader_processes else 'threads'}, {os.cpu_count()} cores")
     print("| stage | tiles | seconds | tiles/s | / forward | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     forward_rate = None

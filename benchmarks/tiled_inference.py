@@ -30,8 +30,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from napari_cancerseg.inference.options import PredictOptions
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
@@ -52,20 +56,40 @@ def small_bundle(path: Path) -> str:
     return str(path)
 
 
-def run_engine(slide: str, bundle: str, batch: int, readers: int, reader_processes: bool, tile: int | None = None,
-               overlap: int | None = None, model=None) -> dict:
+def add_predict_options(parser: argparse.ArgumentParser) -> None:
+    """The engine's settings as ``cancerseg predict`` declares them (one flag per PredictOptions field), with the
+    benchmarks' defaults: level 0 (a benchmark slide is read at full resolution) and a reader per core."""
+    from napari_cancerseg.cli import add_options
+    from napari_cancerseg.inference.options import PredictOptions
+
+    add_options(parser, PredictOptions)
+    parser.set_defaults(level=0, readers=max(2, os.cpu_count() or 2))
+
+
+def predict_options(args: argparse.Namespace) -> PredictOptions:
+    from napari_cancerseg.cli import options_from_args
+    from napari_cancerseg.inference.options import PredictOptions
+
+    return options_from_args(PredictOptions, args)
+
+
+def option_flags(options: PredictOptions) -> list[str]:
+    """Every setting as a flag, defaults included: a child's parser has the benchmarks' defaults, not the CLI's."""
+    return options.to_argv(skip_defaults=False)
+
+
+def run_engine(slide: str, bundle: str, options: PredictOptions, model=None) -> dict:
     """``predict_slide`` timed; ``model``: a stand-in for the bundle's model (pipeline_stages.py)."""
     from napari_cancerseg.inference.engine import predict_slide
     from napari_cancerseg.models.bundle import load_bundle
 
     if model is None:
         model = load_bundle(bundle)  # loaded and compiled for the run's batch shape before timing, as for forward
-        size = tile or model.recipe.tile_size
-        model.predict_batch(np.zeros((batch, size, size, model.recipe.channels), np.uint8), as_uint8=True)
+        size = options.tile or model.recipe.tile_size
+        model.predict_batch(np.zeros((options.batch, size, size, model.recipe.channels), np.uint8), as_uint8=True)
     out = tempfile.mkdtemp(suffix=".zarr")
     shutil.rmtree(out)
-    summary = predict_slide(slide, bundle, out, level=0, batch=batch, readers=readers, tile=tile, overlap=overlap,
-                            reader_processes=reader_processes, model=model)
+    summary = predict_slide(slide, bundle, out, options, model=model)
     shutil.rmtree(out, ignore_errors=True)
     return {"tiles": summary.tiles, "seconds": summary.seconds, "peak_rss_mb": peak_rss_mb()}
 
@@ -121,33 +145,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[8192, 16384, 32768])
     parser.add_argument("--model", help="model bundle (default: a small benchmark U-Net)")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--readers", type=int, default=max(2, os.cpu_count() or 2))
-    parser.add_argument("--reader-processes", action="store_true", help="decode tiles in processes, not threads")
-    parser.add_argument("--tile", type=int, help="tile size (default: the model's)")
-    parser.add_argument("--overlap", type=int, help="tile overlap (default: the model's)")
+    add_predict_options(parser)  # --batch, --readers, --reader-processes, --tile, --overlap, ...
     parser.add_argument("--original-max", type=int, default=16384, help="largest slide for the whole-level baseline")
     parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    run = predict_options(args)
     if args.one:
         kind, *rest = args.one
         if kind == "engine":
-            result = run_engine(rest[0], rest[1], args.batch, args.readers, args.reader_processes, args.tile,
-                                args.overlap)
+            result = run_engine(rest[0], rest[1], run)
         elif kind == "original":
             result = run_original(rest[0], rest[1])
         else:
-            result = run_forward(rest[0], args.batch, args.tile)
+            result = run_forward(rest[0], run.batch, run.tile)
         print(json.dumps(result))
         return
 
     bundle = args.model or small_bundle(CACHE / "benchmark_unet.keras")
-    options = ["--batch", str(args.batch), "--readers", str(args.readers)] + (
-        ["--reader-processes"] if args.reader_processes else []) + [
-        f"--{name}={value}" for name, value in (("tile", args.tile), ("overlap", args.overlap)) if value is not None]
+    options = option_flags(run)
     forward = in_subprocess(options, "forward", bundle)
     forward_rate = forward["tiles"] / forward["seconds"]
-    print(f"# model {Path(bundle).name}, batch {args.batch}, {args.readers} reader {'processes' if args.reader_processes else 'threads'}, {os.cpu_count()} cores; "
+    print(f"# model {Path(bundle).name}, batch {run.batch}, {run.readers} reader {'processes' if run.reader_processes else 'threads'}, {os.cpu_count()} cores; "
           f"pure forward: {forward_rate:.1f} tiles/s, peak RSS {forward['peak_rss_mb']:.0f} MB")
     print("| slide | method | tiles | seconds | tiles/s | engine / forward | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|")

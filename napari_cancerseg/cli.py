@@ -3,35 +3,91 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .errors import CancersegError
+from .inference.options import (
+    FLAG,
+    FRACTION,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    Kind,
+    Options,
+    PredictOptions,
+    default_of,
+    flag_of,
+    setting_of,
+    shown_default,
+)
+from .training.options import TrainOptions
+
+OptionsT = TypeVar("OptionsT", bound=Options)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
-    return value
+def argparse_type(kind: Kind) -> Callable[[str], Any]:
+    """An argparse ``type`` from a setting's kind: the same check as ``Options.validate``, worded for a flag."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind.parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind.what}: {text!r}") from None
+        problem = kind.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = kind.what  # argparse names the type in some of its own messages
+    return parse
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
+positive_int = argparse_type(POSITIVE_INT)
+positive_float = argparse_type(POSITIVE_FLOAT)
+fraction = argparse_type(FRACTION)
 
 
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1, not {text}")
-    return value
+def add_options(parser: argparse.ArgumentParser, options: type[Options]) -> None:
+    """One flag per setting of ``options``: its help, kind, choices and (in ``--help``) its default.
+
+    Each flag's ``dest`` is the field's name, so ``options_from_args`` reads them back.
+    A flag for a setting that is on by default turns it off (``--no-augment``).
+    """
+    groups: dict[str, Any] = {}
+    for field in options.settings():
+        option = setting_of(field)
+        if not option.cli:
+            continue
+        target = parser
+        if option.group:
+            if option.group not in groups:
+                groups[option.group] = parser.add_mutually_exclusive_group()
+            target = groups[option.group]
+        shown = shown_default(field)
+        text = option.help + (f" (default: {shown})" if shown is not None else "")
+        text = text.replace("%", "%%")  # argparse %-formats help texts
+        default = default_of(field)
+        default = None if default is dataclasses.MISSING else default
+        flag = flag_of(field)
+        if option.kind is FLAG:
+            target.add_argument(flag, dest=field.name, action="store_false" if default else "store_true", help=text)
+        else:
+            metavar = option.metavar or (None if option.choices else flag.lstrip("-").replace("-", "_").upper())
+            target.add_argument(flag, dest=field.name, type=argparse_type(option.kind), default=default,
+                                choices=option.choices, metavar=metavar, help=text)
+
+
+def options_from_args(options: type[OptionsT], args: argparse.Namespace, **changes: Any) -> OptionsT:
+    """The options ``add_options``'s flags parsed into ``args``, with ``changes`` on top, checked."""
+    values = {f.name: getattr(args, f.name) for f in options.settings()
+              if setting_of(f).cli and hasattr(args, f.name)}
+    return options(**{**values, **changes}).validate()  # type: ignore[call-arg]
 
 
 def _layers(path: str):
@@ -119,21 +175,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a U-Net on folders of images and masks, split by case, and save a bundle."""
     from .training.data import load_pairs, load_patch_dataset, split_by_case
-    from .training.trainer import TrainConfig, train
+    from .training.trainer import train
 
     if args.task in ("organ", "brain_tumour", "breast_pathology"):
         return _train_image_classifier(args)
     if sum(map(bool, (args.images, args.patches, args.volumes))) != 1:
         raise CancersegError("give one of --images (with --masks), --volumes (with --masks) or --patches")
-    name, version = args.name, args.version
-    if args.init:
+    out, name, version, channels = args.out, args.name, args.version, args.channels
+    if args.init_bundle:
         from .models.bundle import bundle_info, next_version
 
-        base = bundle_info(args.init)
-        name = args.name if args.name not in ("unet", None) else base.name
+        base = bundle_info(args.init_bundle)
+        name = args.name if args.name not in (TrainOptions.name, None) else base.name
         if not args.out:
-            args.out, version = next_version(args.init)
-    if not args.out:
+            out, version = next_version(args.init_bundle)
+    if not out:
         raise CancersegError("give --out (or --init, to save the next version beside that bundle)")
     if args.patches:
         pairs = [pair for dataset in args.patches for pair in load_patch_dataset(dataset)]
@@ -141,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .training.data import load_volume_pairs
 
         pairs = load_volume_pairs(args.volumes, _csv(args.masks) if args.masks else [])
-        args.channels = 1
+        channels = 1
     else:
         pairs = load_pairs(args.images, args.masks, args.case_pattern, args.mask_threshold, args.channels)
     test_cases = _csv(args.test_cases)
@@ -154,17 +210,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CancersegError("no training images left after holding out the validation and test cases")
     print(f"cancerseg train: {len(train_pairs)} training, {len(val)} validation, {len(test)} test images "
           f"({len({p.case for p in pairs})} cases)")
-    config = TrainConfig(
-        out=args.out, name=name, version=version, architecture=args.architecture,
-        filters=tuple(int(f) for f in _csv(args.filters)), n_classes=args.classes,
-        class_names=tuple(_csv(args.class_names)) if args.class_names else
-        (("background", "foreground") if args.classes == 1 else tuple(f"class_{i}" for i in range(args.classes))),
-        size=args.size, batch_size=args.batch, epochs=args.epochs, steps_per_epoch=args.steps,
-        learning_rate=args.lr, loss=args.loss, patience=args.patience, seed=args.seed, mpp=args.mpp,
-        channels=args.channels, augment=not args.no_augment,
+    config = options_from_args(
+        TrainOptions, args, out=out, name=name, version=version, channels=channels,
         training_data=args.training_data or args.images or ", ".join(args.patches or args.volumes),
-        reproduce="cancerseg " + shlex.join(args.argv), init_bundle=args.init, progress_json=args.progress_json,
-    )
+        reproduce="cancerseg " + shlex.join(args.argv))
     if len(config.filters) != len(config.dropout):
         config.dropout = tuple([0.1] * len(config.filters))
     if args.task == "gleason":
@@ -192,10 +241,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"\r{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}   ",
               end="", file=sys.stderr, flush=True)
 
-    summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out, level=args.level,
-                            mpp=args.mpp, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                            tissue=args.tissue, readers=args.readers, reader_processes=args.reader_processes,
-                            scheduler=args.scheduler, progress=None if args.quiet else show)
+    summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out,
+                            options_from_args(PredictOptions, args), progress=None if args.quiet else show)
     if not args.quiet:
         print(file=sys.stderr)
     for note in summary.notes:
@@ -207,7 +254,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _train_image_classifier(args: argparse.Namespace) -> int:
     """An image-level EfficientNetB0 from one folder per class under --images, split by case."""
     from .training.classifier import examples_from_class_folders, train_classifier
-    from .training.trainer import TrainConfig
 
     if not args.images or not args.out:
         raise CancersegError(f"--task {args.task} needs --images ROOT (one folder per class) and --out")
@@ -221,12 +267,9 @@ def _train_image_classifier(args: argparse.Namespace) -> int:
     train_examples = [e for e in examples if e.case not in held["test"] | held["val"]]
     print(f"cancerseg train --task {args.task}: classes {', '.join(names)}; {len(train_examples)} training, "
           f"{len(val)} validation, {len(test)} test images")
-    name = args.name if args.name != "unet" else args.task
-    config = TrainConfig(out=args.out, name=name, version=args.version, size=args.size, batch_size=args.batch,
-                         epochs=args.epochs, steps_per_epoch=args.steps, learning_rate=args.lr, patience=args.patience,
-                         seed=args.seed, training_data=args.training_data or args.images,
-                         reproduce="cancerseg " + shlex.join(args.argv), init_bundle=args.init,
-                         progress_json=args.progress_json)
+    name = args.name if args.name != TrainOptions.name else args.task
+    config = options_from_args(TrainOptions, args, name=name, training_data=args.training_data or args.images,
+                               reproduce="cancerseg " + shlex.join(args.argv))
     train_classifier(config, train_examples, val, test, names, args.task)
     return 0
 
@@ -356,19 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("slide")
     pr.add_argument("--model", help="model bundle (.keras); default: the bundled nucleus U-Net")
     pr.add_argument("--out", required=True, help="output store (.zarr); an unfinished one is resumed")
-    where = pr.add_mutually_exclusive_group()
-    where.add_argument("--mpp", type=positive_float, help="predict the level closest to this many µm/px (default: the model's)")
-    where.add_argument("--level", type=int, help="predict this OpenSlide level")
-    pr.add_argument("--tile", type=positive_int, help="tile size (default: the model's)")
-    pr.add_argument("--overlap", type=int, help="overlap between tiles, even (default: the model's)")
-    pr.add_argument("--batch", type=positive_int, default=16)
-    pr.add_argument("--tissue", type=fraction, default=0.1, help="minimum tissue fraction of a chunk to predict it")
-    pr.add_argument("--readers", type=positive_int, default=4, help="tile decoders (threads, or processes with the next flag)")
-    pr.add_argument("--reader-processes", action="store_true",
-                    help="decode tiles in spawned processes, through shared memory (threads were faster on 16 cores)")
-    pr.add_argument("--scheduler", metavar="ADDRESS",
-                    help="run on this dask.distributed scheduler (e.g. tcp://host:8786); its workers must see the "
-                         "slide, the model and --out at the same paths")
+    add_options(pr, PredictOptions)  # --level | --mpp, --tile, --overlap, --batch, --tissue, --readers, ...
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
@@ -439,27 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-cases", help="comma-separated cases for validation (early stopping)")
     tr.add_argument("--test-cases", help="comma-separated cases held out for the model card's metrics")
     tr.add_argument("--mask-threshold", type=int, help="binarise grey masks at this value (lossy JPEG: 128)")
-    tr.add_argument("--out", help="bundle path (.keras); with --init, default: the next version beside it")
-    tr.add_argument("--init", metavar="BUNDLE", help="fine-tune this bundle (its classes and recipe) instead of a new U-Net")
-    tr.add_argument("--progress-json", action="store_true", help="one JSON line per step and epoch on stdout")
-    tr.add_argument("--name", default="unet")
-    tr.add_argument("--version", default="1.0.0")
-    tr.add_argument("--architecture", choices=["unet", "sk_unet"], default="unet")
-    tr.add_argument("--filters", default="16,32,64,128,256")
-    tr.add_argument("--classes", type=positive_int, default=1, help="1: sigmoid foreground; >1: softmax classes")
-    tr.add_argument("--class-names", help="comma-separated names, label 0 first")
-    tr.add_argument("--channels", type=int, choices=[1, 3], default=3)
-    tr.add_argument("--size", type=positive_int, default=256, help="training patch side (multiple of 2**depth)")
-    tr.add_argument("--batch", type=positive_int, default=8)
-    tr.add_argument("--epochs", type=positive_int, default=50)
-    tr.add_argument("--steps", type=positive_int, default=50, help="batches per epoch")
-    tr.add_argument("--lr", type=positive_float, default=1e-3)
-    tr.add_argument("--loss", default="bce_dice", choices=["bce", "dice", "bce_dice", "focal", "cce", "multiclass_dice", "cce_dice"])
-    tr.add_argument("--patience", type=positive_int, default=10)
-    tr.add_argument("--mpp", type=positive_float, help="µm per pixel of the training images (slides)")
-    tr.add_argument("--no-augment", action="store_true")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--training-data", help="description of the training data for the model card")
+    add_options(tr, TrainOptions)  # --out, --init, --epochs, --steps, --lr, --batch, --size, ...
     tr.set_defaults(func=cmd_train)
     return parser
 

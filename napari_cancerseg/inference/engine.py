@@ -40,7 +40,9 @@ from .graph import (
     run_distributed,
     run_local,
 )
+from .options import PredictOptions
 from .tiling import TileGrid, tissue_fractions
+
 
 @dataclass
 class Progress:
@@ -94,45 +96,38 @@ def predict_slide(
     slide: str,
     bundle: str,
     out: str,
-    level: int | None = None,
-    mpp: float | None = None,
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch: int = 16,
-    tissue: float = 0.1,
-    readers: int = 4,
-    reader_processes: bool = False,
-    scheduler: str | None = None,
-    model=None,
+    options: PredictOptions | None = None,
+    *,
+    model: Any = None,
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     stop_after_chunks: int | None = None,
     band_rows: int = 64,
-    overwrite: bool = False,
+    **settings: Any,
 ) -> Summary:
     """Predict ``slide`` with the bundle into the store ``out`` (resuming it if it exists).
 
+    ``options``: level or µm/px, tile grid, batch, tissue threshold, readers,
+    scheduler (``PredictOptions``; None: the defaults).  ``settings``: the same
+    by name, as a shorthand (``tissue=0.5``), on top of ``options``.
     ``scheduler``: address of a dask.distributed scheduler to run the graph on
     (slide, bundle and store must then be on storage its workers share);
     by default it runs here on threads.  ``model``: an already loaded model
     (anything with ``predict_batch``), local runs only.  ``out`` must be free or a
-    store of this prediction (resumed); ``overwrite=True`` replaces a store of ours,
-    and nothing else is ever replaced.
+    store of this prediction (resumed); ``overwrite`` (an option) replaces a store of
+    ours, and nothing else is ever replaced.
     """
     start = time.perf_counter()
-    problems = [f"{name} must be 1 or more, not {value}" for name, value in (("batch", batch), ("readers", readers))
-                if value < 1]
-    problems += [f"tissue must be a fraction from 0 to 1, not {tissue}"] if not 0 <= tissue <= 1 else []
-    problems += [f"mpp must be positive, not {mpp}"] if mpp is not None and not mpp > 0 else []
-    if problems:
-        raise CancersegError("; ".join(problems))
+    options = (options or PredictOptions()).replace(**settings).validate()
     slide, bundle, out = (os.path.abspath(p) for p in (slide, bundle, out))  # cluster workers see the same paths
     info = bundle_info(bundle)
     recipe = info.recipe
-    tile, overlap = tile or recipe.tile_size, overlap if overlap is not None else recipe.overlap
+    run = options.resolved(recipe)  # None: the model's tile, overlap and µm/px
+    tile, overlap, tissue = run.tile, run.overlap, run.tissue
+    assert tile is not None and overlap is not None  # resolved() fills them from the recipe (for the type checker)
     check_segmentation_bundle(info, channels=3, tile=tile)  # slides are read as RGB; refuse misfits before any work
-    target = mpp if mpp is not None else recipe.mpp
-    read = read_level(slide, target, level)
+    target = run.mpp if run.mpp is not None else recipe.mpp  # with a level chosen: for the note only
+    read = read_level(slide, target, run.level)
     chosen, downsample, level_mpp = read.level, read.downsample, read.mpp
     try:
         grid = TileGrid(read.height, read.width, tile, overlap)
@@ -151,7 +146,7 @@ def predict_slide(
     scale = (level_mpp,) * 2 if level_mpp else (downsample,) * 2
     units = ("um", "um") if level_mpp else ("pixel", "pixel")
     store = stores.PredictionStore(out, (grid.height, grid.width), grid.stride, n_classes, properties, scale, units,
-                                   expected=active, overwrite=overwrite)
+                                   expected=active, overwrite=run.overwrite)
     done = store.done_mask()
     resumed = int((done & active).sum())
 
@@ -161,7 +156,7 @@ def predict_slide(
     for row, col in zip(*np.nonzero(pending)):
         needed[max(0, row - 1):row + 2, max(0, col - 1):col + 2] = True
     spec = RunSpec.new(slide=slide, level=int(chosen), grid=grid, store=out, bundle=bundle, n_classes=n_classes,
-                       batch=batch, readers=readers, reader_processes=reader_processes)
+                       options=run)
     graph = build_graph(spec, list(zip(*np.nonzero(needed))), list(zip(*np.nonzero(pending))))
     tiles_total, chunks_total = int(needed.sum()), int(pending.sum())
     stopped = threading.Event()
@@ -178,10 +173,10 @@ def predict_slide(
             cancel_run(spec)
 
     try:
-        if scheduler:
+        if run.scheduler:
             if model is not None:
                 raise CancersegError("a loaded model cannot be sent to a cluster: give the bundle path")
-            counts = run_distributed(graph, scheduler, on_task, stopped.is_set)
+            counts = run_distributed(graph, run.scheduler, on_task, stopped.is_set)
         else:
             if graph.predict_keys:
                 register_model(spec, model if model is not None else load_model(bundle))

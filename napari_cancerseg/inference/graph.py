@@ -25,13 +25,14 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from ..io.stores import ChunkFiles, chunk_writers
+from .options import PredictOptions
 from .readers import TileReaders, column_owners
 from .tiling import TileGrid
 
@@ -49,13 +50,23 @@ class RunSpec:
     store: str
     bundle: str
     n_classes: int
-    batch: int = 16
-    readers: int = 4
-    reader_processes: bool = False
+    options: PredictOptions = field(default_factory=PredictOptions)  # batch, readers, reader_processes come from it
 
     @classmethod
-    def new(cls, **fields) -> RunSpec:
+    def new(cls, **fields: Any) -> RunSpec:
         return cls(name=f"cancerseg-{uuid.uuid4().hex[:12]}", **fields)
+
+    @property
+    def batch(self) -> int:
+        return self.options.batch
+
+    @property
+    def readers(self) -> int:
+        return self.options.readers
+
+    @property
+    def reader_processes(self) -> bool:
+        return self.options.reader_processes
 
 
 # ---- per-process state: models, reader pools, open stores, cancelled runs -------------------------

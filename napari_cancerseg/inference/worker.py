@@ -14,35 +14,32 @@ import sys
 import traceback
 
 from .. import processes
+from .options import PredictOptions
 
 
-def command(slide: str, model: str, out: str, level: int | None = None, mpp: float | None = None,
-            tissue: float = 0.1, batch: int = 16, readers: int = 4) -> list[str]:
-    args = [sys.executable, "-m", "napari_cancerseg.inference.worker", slide, "--model", model, "--out", out,
-            "--tissue", str(tissue), "--batch", str(batch), "--readers", str(readers)]
-    if level is not None:
-        args += ["--level", str(level)]
-    if mpp:
-        args += ["--mpp", str(mpp)]
-    return args
+def command(slide: str, model: str, out: str, options: PredictOptions | None = None) -> list[str]:
+    """The model process's argv: the run's options travel as one JSON argument (``PredictOptions.to_json``)."""
+    return [sys.executable, "-m", "napari_cancerseg.inference.worker", slide, "--model", model, "--out", out,
+            "--options", (options or PredictOptions()).to_json()]
 
 
-def start(slide: str, model: str, out: str, **options) -> subprocess.Popen:
+def start(slide: str, model: str, out: str, options: PredictOptions | None = None) -> subprocess.Popen:
     """Start the model process; its stdout carries one JSON message per line (``processes.messages``)."""
-    return processes.start(command(slide, model, out, **options))
+    return processes.start(command(slide, model, out, options))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari_cancerseg.inference.worker")
     parser.add_argument("slide")
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--level", type=int)
-    parser.add_argument("--mpp", type=float)
-    parser.add_argument("--tissue", type=float, default=0.1)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--readers", type=int, default=4)
-    args = parser.parse_args(argv)
+    # parsed in main, where a bad one is reported to the GUI as an error message like any other
+    parser.add_argument("--options", default=PredictOptions().to_json(), help="PredictOptions as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     from ..errors import CancersegError
     from .engine import predict_slide
 
@@ -52,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
     processes.emit(event="started", slide=args.slide, model=args.model, out=args.out)
     try:
-        summary = predict_slide(args.slide, args.model, args.out, level=args.level, mpp=args.mpp,
-                                tissue=args.tissue, batch=args.batch, readers=args.readers, progress=progress)
+        summary = predict_slide(args.slide, args.model, args.out, PredictOptions.from_json(args.options),
+                                progress=progress)
     except CancersegError as err:
         processes.emit(event="error", message=str(err))
         return 2

@@ -5,42 +5,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from ..preprocess.augment import Augmenter
 from .data import Pair, RandomPatches, WholeImages
+from .options import TrainOptions
 
-
-@dataclass
-class TrainConfig:
-    out: str
-    name: str = "unet"
-    version: str = "1.0.0"
-    architecture: str = "unet"
-    filters: tuple[int, ...] = (16, 32, 64, 128, 256)
-    dropout: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2, 0.3)
-    n_classes: int = 1
-    class_names: tuple[str, ...] = ("background", "foreground")
-    size: int = 256
-    batch_size: int = 8
-    epochs: int = 50
-    steps_per_epoch: int = 50
-    learning_rate: float = 1e-3
-    loss: str = "bce_dice"
-    patience: int = 10
-    seed: int = 0
-    mpp: float | None = None
-    channels: int = 3
-    augment: bool = True
-    training_data: str = ""
-    reproduce: str = ""
-    notes: str = ""
-    init_bundle: str | None = None  # fine-tune this bundle's model instead of building a new one
-    progress_json: bool = False  # one JSON line per step and epoch on stdout (the napari training dock reads them)
-    extra_card: dict[str, Any] = field(default_factory=dict)
+# the settings and their defaults live in options.py (the CLI's options are generated from them)
+TrainConfig = TrainOptions
 
 
 def build_model(config: TrainConfig, input_shape):

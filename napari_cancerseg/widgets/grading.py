@@ -5,7 +5,6 @@ Research use only, not for diagnosis: said in the dock and in every export.
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import napari
@@ -14,6 +13,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import processes
+from ..inference.options import cli_command
 from ..io.stores import LabelStore
 from ..errors import CancersegError
 from ..classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
@@ -134,9 +134,8 @@ class GradingWidget(Container):
             show_error("pick a prediction or annotation layer of a slide, and a Gleason classifier bundle")
             return
         out = f"{segmentation.rstrip('/')}.patterns.zarr"
-        self.process = processes.start([sys.executable, "-m", "napari_cancerseg.cli", "overlay", slide,
-                                        "--segmentation", segmentation, "--model", classifier, "--out", out,
-                                        "--json"])
+        self.process = processes.start(cli_command("overlay", slide, segmentation=segmentation, model=classifier,
+                                                   out=out, json=True))
         self.summary.value = "grading the tumour tile by tile in a model process..."
         self.worker = self._follow(self.process)
         self.worker.yielded.connect(self._on_overlay_message)

@@ -7,7 +7,6 @@ image's scale, translate and orientation and the 3D view works.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import napari
@@ -16,6 +15,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import processes
+from ..inference.options import cli_command
 from . import scratch_path
 
 
@@ -70,8 +70,7 @@ class ImageWidget(Container):
             return
         routes = [item.strip() for item in self.routes.value.split(",") if "=" in item]
         self.status.value = "classifying in a model process..."
-        self._start([sys.executable, "-m", "napari_cancerseg.cli", "classify", source, "--model", classifier,
-                     "--json", *(["--route", *routes] if routes else [])])
+        self._start(cli_command("classify", source, model=classifier, json=True, route=routes))
 
     def segment(self, *_) -> None:
         source, model = self._source(), str(self.model.value or "")
@@ -81,8 +80,7 @@ class ImageWidget(Container):
         volume = self.image.value.ndim == 3 and not self.image.value.rgb
         out = default_output(source, model, volume)
         self.status.value = "segmenting in a model process..."
-        self._start([sys.executable, "-m", "napari_cancerseg.cli", "segment", source, "--model", model, "--out", out,
-                     "--json"])
+        self._start(cli_command("segment", source, model=model, out=out, json=True))
 
     def _on_message(self, message: dict) -> None:
         if message.get("event") == "error":

@@ -9,6 +9,7 @@ from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, processes, resource_path
 from ..inference import worker as model_process
+from ..inference.options import PredictOptions
 from ..io import stores
 from . import scratch_path
 
@@ -25,7 +26,7 @@ class InferenceWidget(Container):
         self.slide = create_widget(annotation=napari.layers.Image, label="slide")
         self.model = FileEdit(label="model bundle", value=resource_path(NUCLEI_MODEL), filter="*.keras")
         self.mpp = FloatSpinBox(label="µm/px (0: model's)", value=0.0, min=0.0, max=100.0, step=0.05)
-        self.tissue = FloatSpinBox(label="min tissue fraction", value=0.1, min=0.0, max=1.0, step=0.05)
+        self.tissue = FloatSpinBox(label="min tissue fraction", value=PredictOptions.tissue, min=0.0, max=1.0, step=0.05)
         self.out = FileEdit(label="store (empty: temporary)", mode="w", filter="*.zarr", value="")
         self.heatmap = ComboBox(label="also show", choices=["labels only", "probability heat maps"])
         self.run_button, self.cancel_button = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
@@ -53,8 +54,8 @@ class InferenceWidget(Container):
             show_error("pick a whole-slide image layer opened with this plugin")
             return
         out = self.store_path(slide_path)
-        self.process = model_process.start(slide_path, str(self.model.value), out,
-                                           mpp=self.mpp.value or None, tissue=self.tissue.value)
+        options = PredictOptions.from_form(mpp=self.mpp.value, tissue=self.tissue.value)  # µm/px 0: None, the model's
+        self.process = model_process.start(slide_path, str(self.model.value), out, options)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = "starting the model process..."
         self.worker = self._follow(self.process)

@@ -7,7 +7,6 @@ continues (or under ~/.napari-cancerseg/models when that folder is read-only).
 """
 
 import os
-import sys
 from pathlib import Path
 
 import napari
@@ -16,9 +15,11 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, processes, resource_path
-from ..io.stores import LabelStore
 from ..errors import CancersegError
+from ..inference.options import cli_command
+from ..io.stores import LabelStore
 from ..models.bundle import next_version
+from ..training.options import TrainOptions
 from ..training.patches import extract_patches
 from .correction import store_path
 from .plot import LinePlot
@@ -74,27 +75,27 @@ class TrainingWidget(Container):
         self.plot.clear()
         self.events_seen = []
         self.status.value = "cutting patches from the corrected regions..."
-        options = {"size": self.size.value, "epochs": self.epochs.value, "steps": self.steps.value,
-                   "batch": self.batch.value, "lr": self.lr.value}  # read here: Qt widgets belong to this thread
-        self.worker = self._run(path, dataset, base, out, options)
+        # read here: Qt widgets belong to this thread.  The version is the one the file name says (next_version)
+        options = TrainOptions(out=out, version=version, init_bundle=base, size=self.size.value,
+                               epochs=self.epochs.value, steps_per_epoch=self.steps.value,
+                               batch_size=self.batch.value, learning_rate=self.lr.value, progress_json=True)
+        self.worker = self._run(path, dataset, options.validate())
         self.worker.yielded.connect(self._on_message)
         self.worker.finished.connect(self._finished)
         self.worker.start()
 
     @thread_worker
-    def _run(self, store: str, dataset: str, base: str, out: str, options: dict):
+    def _run(self, store: str, dataset: str, options: TrainOptions):
         try:
             slide = LabelStore(store, writable=False).verified_slide()  # the slide this store was made from
             # the dock's own dataset beside the store, remade from the corrections as they are now
-            summary = extract_patches(slide, dataset, options["size"], store=store, overwrite=True)
+            summary = extract_patches(slide, dataset, options.size, store=store, overwrite=True)
         except CancersegError as err:
             yield {"event": "error", "message": str(err)}
             return
         yield {"event": "patches", "patches": summary.patches, "categories": summary.categories}
-        argv = [sys.executable, "-m", "napari_cancerseg.cli", "train", "--patches", dataset, "--init", base,
-                "--out", out, "--epochs", str(options["epochs"]), "--steps", str(options["steps"]),
-                "--batch", str(options["batch"]), "--size", str(options["size"]), "--lr", str(options["lr"]),
-                "--progress-json", "--training-data", f"corrected regions of {slide} ({store})"]
+        options = options.replace(training_data=f"corrected regions of {slide} ({store})")
+        argv = cli_command("train", options=options, patches=dataset)
         self.process = processes.start(argv)
         yield from processes.messages(self.process)
 

@@ -1,12 +1,15 @@
-"""`cancerseg info`: what the readers see, printed for people and as JSON."""
+"""`cancerseg info`: what the readers see, printed for people and as JSON; the options of predict and train."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
-from napari_cancerseg.cli import main
+from napari_cancerseg.cli import build_parser, main, options_from_args
+from napari_cancerseg.inference.options import PredictOptions
+from napari_cancerseg.training.options import TrainOptions
 
 from ..conftest import data_path
 
@@ -89,3 +92,112 @@ def test_train_on_patch_dataset_splits_by_slide(tmp_path):
     split = bundle_info(out).card["split"]
     assert split["train"] == ["patches[0]", "patches[1]", "patches[2]"]
     assert split["test (held out, reported)"] == ["patches[6]", "patches[7]", "patches[8]"]
+
+
+# ---- options generated from PredictOptions / TrainOptions -----------------------------------------------------
+
+def _expected_default(field) -> str | None:
+    """The default as the help must show it, worked out here from the dataclass (not by the code under test)."""
+    from napari_cancerseg.inference.options import FLAG, setting_of
+
+    default = field.default if field.default is not dataclasses.MISSING else None
+    option = setting_of(field)
+    if option.kind is FLAG or default == "" or field.default is dataclasses.MISSING:
+        return None
+    if default is None:
+        return option.none
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    return str(default)
+
+
+@pytest.mark.parametrize("command, options, not_flags", [
+    ("predict", PredictOptions, set()),
+    ("train", TrainOptions, {"dropout", "reproduce", "notes", "extra_card"}),
+])
+def test_help_shows_every_setting_with_the_dataclass_default(monkeypatch, capsys, command, options, not_flags):
+    from napari_cancerseg.inference.options import flag_of, setting_of
+
+    monkeypatch.setenv("COLUMNS", "2000")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    lines: dict[str, str] = {}  # flag -> its entry; a long flag's help starts on the next line
+    for line in capsys.readouterr().out.split("options:")[1].splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0]
+            lines[flag] = line.strip()
+        elif line.strip():
+            lines[flag] += " " + line.strip()
+    fields = [f for f in dataclasses.fields(options) if setting_of(f).cli]
+    assert {f.name for f in dataclasses.fields(options)} - {f.name for f in fields} == not_flags
+    for field in fields:
+        line = lines[flag_of(field)]  # every setting has its flag
+        assert setting_of(field).help.split(" (")[0] in line
+        expected = _expected_default(field)
+        if expected is None:
+            assert "(default:" not in line, line
+        else:
+            assert line.endswith(f"(default: {expected})"), line
+
+
+def test_defaults_parsed_from_no_flags_are_the_dataclass_defaults():
+    args = build_parser().parse_args(["predict", "s.svs", "--out", "o.zarr"])
+    assert options_from_args(PredictOptions, args) == PredictOptions()
+    args = build_parser().parse_args(["train", "--out", "b.keras"])
+    assert options_from_args(TrainOptions, args) == TrainOptions(out="b.keras")
+
+
+def test_the_existing_flag_names_reach_their_settings():
+    args = build_parser().parse_args(["predict", "s.svs", "--out", "o.zarr", "--mpp", "0.5", "--tile", "256",
+                                      "--overlap", "32", "--batch", "8", "--tissue", "0.3", "--readers", "2",
+                                      "--reader-processes", "--scheduler", "tcp://h:1", "--overwrite"])
+    assert options_from_args(PredictOptions, args) == PredictOptions(
+        mpp=0.5, tile=256, overlap=32, batch=8, tissue=0.3, readers=2, reader_processes=True, scheduler="tcp://h:1",
+        overwrite=True)
+    args = build_parser().parse_args(["train", "--out", "b.keras", "--epochs", "1", "--steps", "2", "--lr", "0.01",
+                                      "--batch", "2", "--size", "64", "--filters", "8,16", "--classes", "2",
+                                      "--class-names", "bg,fg", "--no-augment", "--init", "a.keras", "--progress-json",
+                                      "--channels", "1", "--loss", "cce"])
+    assert options_from_args(TrainOptions, args) == TrainOptions(
+        out="b.keras", epochs=1, steps_per_epoch=2, learning_rate=0.01, batch_size=2, size=64, filters=(8, 16),
+        n_classes=2, class_names=("bg", "fg"), augment=False, init_bundle="a.keras", progress_json=True, channels=1,
+        loss="cce")
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["predict", "s.svs", "--out", "o.zarr", "--mpp", "0.5", "--level", "1"], "not allowed with argument"),
+    (["predict", "s.svs", "--out", "o.zarr", "--overlap", "-2"], "argument --overlap: must be 0 or more, not -2"),
+    (["predict", "s.svs", "--out", "o.zarr", "--level", "x"], "argument --level: not a whole number: 'x'"),
+    (["predict", "s.svs", "--out", "o.zarr", "--mpp", "inf"], "argument --mpp: must be finite, not inf"),
+    (["train", "--epochs", "0"], "argument --epochs: must be 1 or more, not 0"),
+    (["train", "--filters", "16,x"], "argument --filters: not comma-separated whole numbers: '16,x'"),
+    (["train", "--channels", "2"], "argument --channels: invalid choice: 2"),
+])
+def test_generated_flags_refuse_bad_values(capsys, argv, complaint):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, options", [
+    ("predict", PredictOptions(mpp=0.25, tile=256, overlap=0, batch=3, tissue=0.0, readers=7, reader_processes=True,
+                               scheduler="tcp://h:8786", overwrite=True)),
+    ("predict", PredictOptions(level=0)),
+    ("train", TrainOptions(out="b.keras", name="n", version="2.1.0", architecture="sk_unet", filters=(8, 16),
+                           n_classes=3, class_names=("bg", "a", "b"), size=64, batch_size=2, epochs=3,
+                           steps_per_epoch=4, learning_rate=0.01, loss="cce", patience=2, seed=-5, mpp=0.5,
+                           channels=1, augment=False, training_data="d", init_bundle="i.keras", progress_json=True)),
+])
+def test_options_to_argv_parse_back_equal(command, options):
+    positional = ["s.svs", "--out", "o.zarr"] if command == "predict" else []
+    for skip_defaults in (True, False):
+        args = build_parser().parse_args([command, *positional, *options.to_argv(skip_defaults)])
+        assert options_from_args(PredictOptions if command == "predict" else TrainOptions, args) == options
+
+
+def test_train_init_reaches_the_bundle_it_names(tmp_path, capsys):
+    """--init is TrainOptions.init_bundle: a missing bundle is refused by name, before any data is read."""
+    missing = str(tmp_path / "nowhere.keras")
+    assert main(["train", "--patches", str(tmp_path / "p.zarr"), "--init", missing]) == 2
+    err = capsys.readouterr().err
+    assert missing in err and "no such model bundle file" in err
