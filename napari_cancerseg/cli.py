@@ -6,10 +6,12 @@ import argparse
 import json
 import shlex
 import sys
+import threading
 from typing import Any, Sequence
 
 import numpy as np
 
+from . import processes
 from .errors import CancersegError
 
 
@@ -189,14 +191,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"\r{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}   ",
               end="", file=sys.stderr, flush=True)
 
-    summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out, level=args.level,
-                            mpp=args.mpp, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                            tissue=args.tissue, readers=args.readers, reader_processes=args.reader_processes,
-                            scheduler=args.scheduler, progress=None if args.quiet else show)
+    # Ctrl-C (or SIGTERM) asks the run to stop: the chunks being written are finished, so the store resumes
+    with processes.cancel_on_signals(threading.Event()) as cancel:
+        summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out, level=args.level,
+                                mpp=args.mpp, tile=args.tile, overlap=args.overlap, batch=args.batch,
+                                tissue=args.tissue, readers=args.readers, reader_processes=args.reader_processes,
+                                scheduler=args.scheduler, progress=None if args.quiet else show, cancel=cancel)
     if not args.quiet:
         print(file=sys.stderr)
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
+    if summary.cancelled:
+        raise Cancelled(f"{summary.line()}; run the same command again to resume")
     print(summary.line())
     return 0
 
@@ -271,8 +277,8 @@ def cmd_overlay(args: argparse.Namespace) -> int:
         raise CancersegError(f"{args.model}: not a classifier bundle (train one with cancerseg train --task gleason)")
     summary = pattern_overlay(args.slide, args.segmentation, classifier, args.out, args.min_tumour, args.batch)
     if args.json:
-        print(json.dumps({"event": "done", "out": summary.out, "tiles": summary.tiles,
-                          "tiles_per_label": summary.tiles_per_label}), flush=True)
+        processes.emit(processes.Done(f"{summary.tiles} tumour tiles graded -> {summary.out}", {
+            "out": summary.out, "tiles": summary.tiles, "tiles_per_label": summary.tiles_per_label}))
         return 0
     print(f"{summary.tiles} tumour tiles graded ({', '.join(f'{k}: {n}' for k, n in summary.tiles_per_label.items())})"
           f" -> {summary.out}")
@@ -304,7 +310,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     result = segment_file(args.input, args.model, args.out)
     if args.json:
-        print(json.dumps(result), flush=True)
+        processes.emit(processes.Done(f"{result['kind']} -> {result['out']}", _jsonable(result)))
     else:
         print(f"{result['kind']} {' x '.join(map(str, result['shape']))} -> {result['out']}; "
               f"voxels per label: {result['voxels_per_label']}")
@@ -320,10 +326,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     routes = dict(item.split("=", 1) for item in args.route or [] if "=" in item)
     probabilities = classify_image(read_any_image(args.input), load_bundle(args.model))
     best, routed = route(probabilities, routes)
-    result = {"event": "done", "input": args.input, "probabilities": probabilities, "class": best,
-              "route": routed}
     if args.json:
-        print(json.dumps(result), flush=True)
+        processes.emit(processes.Done(f"{best}" + (f": segment with {routed}" if routed else ""), {
+            "input": args.input, "probabilities": _jsonable(probabilities), "class": best, "route": routed}))
         return 0
     for name, p in sorted(probabilities.items(), key=lambda kv: -kv[1]):
         print(f"  {name:20s} {p:.3f}")
@@ -461,14 +466,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Cancelled(Exception):
+    """A command stopped because it was asked to (Ctrl-C, SIGTERM), saying what it leaves behind."""
+
+
+#: Commands whose ``--json`` / ``--progress-json`` output is the child-process protocol (processes.py) a dock reads.
+PROTOCOL_COMMANDS = ("overlay", "segment", "classify", "train")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    processes.child_setup()  # SIGTERM is a Ctrl-C; started by a dock, we also die with napari
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # what was asked, for model cards' "reproduce"
+    protocol = args.command in PROTOCOL_COMMANDS and (getattr(args, "json", False) or
+                                                      getattr(args, "progress_json", False))
     try:
         return args.func(args)
+    except (KeyboardInterrupt, Cancelled) as stop:
+        # one line, no traceback; resumable work (predict) keeps what it finished
+        line = str(stop) if isinstance(stop, Cancelled) else "cancelled"
+        print(("" if line.startswith("cancelled") else "cancelled: ") + line, file=sys.stderr, flush=True)
+        if protocol:
+            processes.emit(processes.Cancelled(line))
+        return processes.CANCELLED_EXIT
     except CancersegError as err:
         print(f"cancerseg: error: {err}", file=sys.stderr)
+        if protocol:
+            processes.emit(processes.Error(str(err)))
         return 2
 
 
