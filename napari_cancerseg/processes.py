@@ -139,7 +139,8 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 def from_dict(obj: dict[str, Any]) -> Message | None:
     """The message a JSON object spells, or None if it is not one of ours."""
-    kind = MESSAGE_TYPES.get(obj.get("event"))
+    event = obj.get("event")
+    kind = MESSAGE_TYPES.get(event) if isinstance(event, str) else None
     if kind is None:
         return None
     names = {f.name for f in dataclasses.fields(kind)}
@@ -332,7 +333,7 @@ class ChildProcess:
     def cancel(self, grace: float = GRACE_SECONDS) -> None:
         """Ask the child to stop (SIGTERM: it cancels its job cleanly); SIGKILL if it has not within ``grace`` s."""
         self._cancel_requested.set()
-        if not self.running:
+        if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGTERM)
@@ -342,7 +343,7 @@ class ChildProcess:
             self._kill_timer.start()
 
     def _kill(self) -> None:
-        if self.running:
+        if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
 
@@ -352,8 +353,8 @@ class ChildProcess:
             return
         if self.running:
             self.cancel(grace)
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()  # EOF: the child's own watchdog stops it too
+            with contextlib.suppress(OSError, AttributeError):
+                self.process.stdin.close()  # type: ignore[union-attr]  # EOF: the child's own watchdog stops it too
             try:
                 self.process.wait(grace)
             except subprocess.TimeoutExpired:
@@ -444,9 +445,8 @@ def child_setup() -> None:
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if str(os.getppid()) != parent:  # the parent died before the signal was armed
-        _orphaned()
-        return
+    if str(os.getppid()) != parent:  # the parent died before the signal was armed: nothing started, nobody listens
+        os._exit(CANCELLED_EXIT)
     threading.Thread(target=_watch_stdin, name="cancerseg-parent-watch", daemon=True).start()
 
 

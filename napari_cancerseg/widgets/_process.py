@@ -17,6 +17,7 @@ and it ends the child when the dock is closed or napari quits.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QApplication
 
+from ..errors import CancersegError
 from ..processes import Cancelled, ChildProcess, Done, Error, Message, Progress
 
 IDLE, RUNNING, DONE, CANCELLED, FAILED = "idle", "running", "done", "cancelled", "failed"
@@ -78,8 +80,9 @@ class ProcessRunner:
             cancel_button.changed.connect(self.cancel)
         self._watch = _DockClosed(dock.native, self.close)
         app = QApplication.instance()
-        if app is not None:
-            app.aboutToQuit.connect(self.close)
+        if app is not None:  # a weak reference: the application must not keep closed docks alive
+            ref = weakref.ref(self)
+            app.aboutToQuit.connect(lambda: (runner := ref()) is not None and runner.close())
 
     @property
     def running(self) -> bool:
@@ -129,7 +132,8 @@ class ProcessRunner:
             self.process = ChildProcess(argv, name).start()
             if self._cancel_requested or self._closed:  # Cancel was pressed while it started
                 self.process.cancel()
-        yield from self.process.messages()
+        if self.process is not None:
+            yield from self.process.messages()
 
     def _on_message(self, message: Message) -> None:
         if self._closed:
@@ -167,8 +171,8 @@ class ProcessRunner:
             handler(message)
 
     def _on_worker_error(self, err: BaseException) -> None:
-        if not self._closed:  # the follow loop itself failed (e.g. the child could not start)
-            self._fail(Error(f"{type(err).__name__}: {err}" if not str(err).startswith("/") else str(err)))
+        if not self._closed:  # the follow loop itself failed (prepare raised, or the child could not start)
+            self._fail(Error(str(err) if isinstance(err, CancersegError) else f"{type(err).__name__}: {err}"))
 
     def _finished(self) -> None:
         self.process = self.worker = None

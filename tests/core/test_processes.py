@@ -155,6 +155,20 @@ SLEEPER = """
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_arms_the_parent_death_signal(tmp_path):
+    child = _child(tmp_path, """
+        import ctypes, signal
+        from napari_cancerseg import processes
+        processes.child_setup()
+        armed = ctypes.c_int(0)
+        ctypes.CDLL(None).prctl(2, ctypes.byref(armed), 0, 0, 0)  # PR_GET_PDEATHSIG
+        processes.emit(processes.Done("armed", {"signal": armed.value}))
+    """)
+    final = child.start().run()
+    assert isinstance(final, Done) and final.data["signal"] == signal.SIGTERM
+
+
 def test_eof_on_stdin_ends_the_child(tmp_path):
     child = _child(tmp_path, SLEEPER).start()
     messages = child.messages()
