@@ -273,15 +273,7 @@ def test_cli_cancel_in_protocol_mode_emits_cancelled(tmp_path, monkeypatch, caps
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_segment", interrupted)
-    parser = cli.build_parser
-
-    def patched_parser():
-        built = parser()
-        built._subparsers._group_actions[0].choices["segment"].set_defaults(func=interrupted)
-        return built
-
-    monkeypatch.setattr(cli, "build_parser", patched_parser)
+    monkeypatch.setattr(cli, "cmd_segment", interrupted)  # build_parser, called by main, picks it up
     assert cli.main(["segment", "x.nii.gz", "--model", "m.keras", "--out", str(tmp_path / "o.nii.gz"),
                      "--json"]) == 130
     captured = capsys.readouterr()

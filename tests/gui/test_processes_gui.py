@@ -126,3 +126,19 @@ def test_closing_the_predict_dock_ends_its_model_process(make_napari_viewer, qtb
     viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
     took = _wait_gone(pid, 10)
     assert took is not None, f"model process {pid} still running 10 s after its dock was closed"
+
+
+def test_closing_napari_ends_its_model_process(make_napari_viewer, qtbot, tmp_path):
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer()
+    widget = _predict_dock(viewer, str(tmp_path / "cmu.zarr"))
+    widget.run()
+    pid = widget.process.pid
+    qtbot.waitUntil(lambda: "tiles/s" in widget.status.value, timeout=240_000)
+    viewer.close()  # the window and its docks go (deleted on the next turn of the event loop)
+    start = time.monotonic()
+    while not _gone(pid) and time.monotonic() - start < 10:
+        QApplication.processEvents()
+        time.sleep(0.05)
+    assert _gone(pid), f"model process {pid} still running 10 s after napari's window was closed"
