@@ -186,8 +186,11 @@ def emit(message: Message, stream: IO[str] | None = None) -> None:
     text = json.dumps(_finite(to_dict(message)), default=_jsonable)
     with _emit_lock:  # progress comes from worker threads: one line never interleaves with another
         out = stream or sys.stdout
-        out.write(text + "\n")
-        out.flush()
+        try:
+            out.write(text + "\n")
+            out.flush()
+        except (BrokenPipeError, ValueError):  # nobody reads us any more (the parent is gone): work on, quietly
+            pass
 
 
 def _finite(value: Any) -> Any:

@@ -73,7 +73,7 @@ def _keras_callbacks():
                 os.replace(tmp, self.path)
 
     class JsonProgress(keras.callbacks.Callback):
-        """{"event": "step"|"epoch", ...} lines on stdout for a parent process to follow."""
+        """Progress messages (stage "step", then "epoch") on stdout for a parent process to follow (processes.py)."""
 
         def __init__(self, epochs: int, steps: int):
             super().__init__()

@@ -80,7 +80,8 @@ class InferenceWidget(Container):
                                      tissue=self.tissue.value)
         self.status.value = "starting the model process..."
         self.runner.start(argv, "model", on_message=lambda message: self._on_message(message, out, layer),
-                          on_cancelled=lambda message: self._on_cancelled(out, layer))
+                          on_cancelled=lambda message: self._on_cancelled(out, layer),
+                          on_failed=lambda message: self._rename_live(out))  # nothing runs: not "(running)"
 
     def _on_message(self, message: Message, out: str, slide_layer) -> None:
         if isinstance(message, Progress):
@@ -96,6 +97,9 @@ class InferenceWidget(Container):
     def _on_cancelled(self, out: str, slide_layer) -> None:
         """Cancel is not a failure: the layer shows every chunk written, under its final name; Run again resumes."""
         self._show_live(out, slide_layer)
+        self._rename_live(out)
+
+    def _rename_live(self, out: str) -> None:
         if self.live_layer is not None:
             self.live_layer.name = Path(out).stem
 

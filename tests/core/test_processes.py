@@ -281,3 +281,33 @@ def test_cli_cancel_in_protocol_mode_emits_cancelled(tmp_path, monkeypatch, caps
     captured = capsys.readouterr()
     assert [processes.parse(line) for line in captured.out.splitlines()] == [Cancelled()]
     assert captured.err.strip() == "cancelled"
+
+
+def test_cancelling_training_in_its_process_is_cancelled_and_leaves_no_new_bundle(tmp_path):
+    """What the Train dock runs: `cancerseg train --progress-json`, cancelled after its first step."""
+    pytest.importorskip("keras")
+    import shutil
+
+    from napari_cancerseg import NUCLEI_MODEL, resource_path
+    from napari_cancerseg.training.patches import extract_patches
+
+    from .test_correction import _cmu_annotations
+
+    base = str(tmp_path / "nuclei.keras")
+    shutil.copy(resource_path(NUCLEI_MODEL), base)
+    patches = str(tmp_path / "p.zarr")
+    extract_patches(data_path(CMU), patches, size=128, annotations=_cmu_annotations(tmp_path / "a.geojson"))
+    child = ChildProcess([sys.executable, "-m", "napari_cancerseg.cli", "train", "--patches", patches, "--init", base,
+                          "--epochs", "50", "--steps", "20", "--batch", "2", "--size", "128", "--progress-json"],
+                         "training", env=dict(_env(), TF_CPP_MIN_LOG_LEVEL="3"), log_dir=tmp_path / "logs")
+    seen = []
+    for message in child.start().messages():
+        seen.append(message)
+        if isinstance(message, Progress) and message.stage == "step" and not child.cancelled:
+            child.cancel()
+    assert isinstance(seen[-1], Cancelled) and not any(isinstance(m, (Error, Done)) for m in seen), seen
+    assert child.process.returncode == processes.CANCELLED_EXIT
+    assert not os.path.exists(tmp_path / "nuclei-v1.1.0.keras") and os.path.exists(base)  # nothing half-saved
+    with open(child.log) as log:
+        text = log.read()
+    assert "cancelled" in text and "Traceback" not in text
