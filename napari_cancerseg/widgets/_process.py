@@ -82,7 +82,13 @@ class ProcessRunner:
         app = QApplication.instance()
         if app is not None:  # a weak reference: the application must not keep closed docks alive
             ref = weakref.ref(self)
-            app.aboutToQuit.connect(lambda: (runner := ref()) is not None and runner.close())
+
+            def on_quit() -> None:
+                runner = ref()
+                if runner is not None:
+                    runner.close()
+
+            app.aboutToQuit.connect(on_quit)
 
     @property
     def running(self) -> bool:

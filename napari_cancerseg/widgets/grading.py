@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table, create_widget
@@ -61,7 +62,7 @@ class GradingWidget(Container):
         self.csv_button.changed.connect(lambda *_: self.export("csv"))
         self.overlay_button.changed.connect(self.overlay)
         self.report: SlideReport | None = None
-        self.worker = None  # grading's thread, or the one following the overlay's model process
+        self.worker: Any = None  # grading's thread, or the one following the overlay's model process
         self.runner = ProcessRunner(self, [self.overlay_button], self.summary, self.cancel_button,
                                     cancelled_text="colouring cancelled; the tumour is not coloured")
 

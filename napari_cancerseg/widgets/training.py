@@ -71,7 +71,7 @@ class TrainingWidget(Container):
             show_error("pick a store with accepted corrections (Correct regions -> Accept)")
             return
         base = str(self.model.value)
-        out, _ = output_bundle(base)
+        out = output_bundle(base)[0]
         dataset = f"{path.rstrip('/')}.patches.zarr"
         self.use_button.enabled = False
         self.plot.clear()
@@ -85,7 +85,7 @@ class TrainingWidget(Container):
                 "--batch", str(options["batch"]), "--size", str(options["size"]), "--lr", str(options["lr"]),
                 "--progress-json", "--training-data", f"corrected regions of {slide} ({path})"]
         self.runner.start(argv, "training", on_message=self._on_message, on_done=self._on_done,
-                          prepare=lambda: self._cut_patches(slide, path, dataset, options["size"]))
+                          prepare=lambda: self._cut_patches(slide, path, dataset, int(options["size"])))
 
     @property
     def process(self) -> ChildProcess | None:
