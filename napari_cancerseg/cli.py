@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
+from . import processes
 from .errors import CancersegError
 from .inference.options import (
     FLAG,
     FRACTION,
+    NON_NEGATIVE_INT,
     POSITIVE_FLOAT,
     POSITIVE_INT,
     Kind,
@@ -51,6 +55,7 @@ def argparse_type(kind: Kind) -> Callable[[str], Any]:
 positive_int = argparse_type(POSITIVE_INT)
 positive_float = argparse_type(POSITIVE_FLOAT)
 fraction = argparse_type(FRACTION)
+non_negative_int = argparse_type(NON_NEGATIVE_INT)
 
 
 def add_options(parser: argparse.ArgumentParser, options: type[Options]) -> None:
@@ -241,12 +246,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"\r{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}   ",
               end="", file=sys.stderr, flush=True)
 
-    summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out,
-                            options_from_args(PredictOptions, args), progress=None if args.quiet else show)
+    # Ctrl-C (or SIGTERM) asks the run to stop: the chunks being written are finished, so the store resumes
+    with processes.cancel_on_signals(threading.Event()) as cancel:
+        summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out,
+                                options_from_args(PredictOptions, args), progress=None if args.quiet else show,
+                                cancel=cancel)
     if not args.quiet:
         print(file=sys.stderr)
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
+    if summary.cancelled:
+        raise Cancelled(f"{summary.line()}; run the same command again to resume")
     print(summary.line())
     return 0
 
@@ -278,7 +288,8 @@ def cmd_patches(args: argparse.Namespace) -> int:
     """A balanced image/mask patch dataset from annotations and/or a corrected store."""
     from .training.patches import extract_patches
 
-    summary = extract_patches(args.slide, args.out, args.size, args.mpp, args.annotations, args.store, args.seed)
+    summary = extract_patches(args.slide, args.out, args.size, args.mpp, args.annotations, args.store, args.seed,
+                              overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
         return 0
@@ -315,10 +326,11 @@ def cmd_overlay(args: argparse.Namespace) -> int:
     classifier = load_bundle(args.model)
     if not classifier.is_classifier:
         raise CancersegError(f"{args.model}: not a classifier bundle (train one with cancerseg train --task gleason)")
-    summary = pattern_overlay(args.slide, args.segmentation, classifier, args.out, args.min_tumour, args.batch)
+    summary = pattern_overlay(args.slide, args.segmentation, classifier, args.out, args.min_tumour, args.batch,
+                              overwrite=args.overwrite)
     if args.json:
-        print(json.dumps({"event": "done", "out": summary.out, "tiles": summary.tiles,
-                          "tiles_per_label": summary.tiles_per_label}), flush=True)
+        processes.emit(processes.Done(f"{summary.tiles} tumour tiles graded -> {summary.out}", {
+            "out": summary.out, "tiles": summary.tiles, "tiles_per_label": summary.tiles_per_label}))
         return 0
     print(f"{summary.tiles} tumour tiles graded ({', '.join(f'{k}: {n}' for k, n in summary.tiles_per_label.items())})"
           f" -> {summary.out}")
@@ -350,7 +362,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     result = segment_file(args.input, args.model, args.out)
     if args.json:
-        print(json.dumps(result), flush=True)
+        processes.emit(processes.Done(f"{result['kind']} -> {result['out']}", _jsonable(result)))
     else:
         print(f"{result['kind']} {' x '.join(map(str, result['shape']))} -> {result['out']}; "
               f"voxels per label: {result['voxels_per_label']}")
@@ -366,10 +378,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     routes = dict(item.split("=", 1) for item in args.route or [] if "=" in item)
     probabilities = classify_image(read_any_image(args.input), load_bundle(args.model))
     best, routed = route(probabilities, routes)
-    result = {"event": "done", "input": args.input, "probabilities": probabilities, "class": best,
-              "route": routed}
     if args.json:
-        print(json.dumps(result), flush=True)
+        processes.emit(processes.Done(f"{best}" + (f": segment with {routed}" if routed else ""), {
+            "input": args.input, "probabilities": _jsonable(probabilities), "class": best, "route": routed}))
         return 0
     for name, p in sorted(probabilities.items(), key=lambda kv: -kv[1]):
         print(f"  {name:20s} {p:.3f}")
@@ -379,6 +390,39 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def cmd_rasterise(args: argparse.Namespace) -> int:
+    """Annotation polygons drawn into a multiscale label store at one slide level (DESIGN.md's classes)."""
+    from .annotations import read as read_annotations
+    from .annotations.raster import labelled_shapes
+    from .grading.report import parse_mapping
+    from .io.annotation_files import rasterise_to_store
+    from .io.stores import slide_identity
+    from .io.wsi import SlideHandle, read_level
+
+    annotations = read_annotations(args.annotations)
+    shapes = labelled_shapes(annotations, mapping=parse_mapping(args.map))
+    read = read_level(args.slide, args.mpp, args.level)
+    width, height = SlideHandle.shared(args.slide).slide.dimensions
+    base_mpp = read.mpp / read.downsample if read.mpp else None
+    path = rasterise_to_store(args.out, shapes, (height, width), read.downsample, base_mpp, overwrite=args.overwrite,
+                              properties={"slide_path": os.path.abspath(args.slide), "level": read.level,
+                                          "slide": slide_identity(args.slide),
+                                          "annotations": os.path.abspath(args.annotations)})
+    print(f"{len(shapes.shapes)} polygons of {args.annotations} at level {read.level} "
+          f"({read.width} x {read.height} px) -> {path}")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """A bundle's network as ONNX (QuPath, MONAI, onnxruntime), checked against Keras on one tile."""
+    from .models.export import export_onnx
+
+    result = export_onnx(args.bundle, args.out, overwrite=args.overwrite)
+    print(f"{result.path}: onnxruntime within {result.max_difference:.1e} of Keras; the bundle's recipe and classes "
+          "are in its metadata ('cancerseg')")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,7 +456,20 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--size", type=positive_int, default=256, help="patch side in pixels")
     pa.add_argument("--seed", type=int, default=0, help="which patches balancing keeps")
     pa.add_argument("--json", action="store_true")
+    pa.add_argument("--overwrite", action="store_true", help="replace --out if it is a dataset of ours")
     pa.set_defaults(func=cmd_patches)
+
+    ra = sub.add_parser("rasterise", help="draw annotation polygons into a label store (to grade, correct or train)")
+    ra.add_argument("slide")
+    ra.add_argument("annotations", help="ImageScope/ASAP XML or GeoJSON of the slide")
+    ra.add_argument("--out", required=True, help="label store (.zarr)")
+    where_ra = ra.add_mutually_exclusive_group()
+    where_ra.add_argument("--mpp", type=positive_float, help="draw at the slide level nearest this µm/px (default: level 0)")
+    where_ra.add_argument("--level", type=non_negative_int, help="draw at this slide level")
+    ra.add_argument("--map", nargs="*", metavar="CLASS=PATTERN",
+                    help="annotation class names to 3, 4, 5, benign or tumour (case-insensitive), e.g. CaP=4")
+    ra.add_argument("--overwrite", action="store_true", help="replace --out if it is a store of ours")
+    ra.set_defaults(func=cmd_rasterise)
 
     ov = sub.add_parser("overlay", help="colour a segmentation's tumour by Gleason pattern (patch classifier)")
     ov.add_argument("slide")
@@ -422,7 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--min-tumour", type=fraction, default=0.05, help="tumour fraction for a tile to be classified")
     ov.add_argument("--batch", type=positive_int, default=16)
     ov.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
+    ov.add_argument("--overwrite", action="store_true", help="replace --out if it is a store of ours")
     ov.set_defaults(func=cmd_overlay)
+
+    ex = sub.add_parser("export-onnx", help="a bundle's network as ONNX, for QuPath, MONAI and onnxruntime")
+    ex.add_argument("bundle", help="model bundle (.keras)")
+    ex.add_argument("out", help="ONNX file (.onnx)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    ex.set_defaults(func=cmd_export_onnx)
 
     sg = sub.add_parser("segment", help="2D model over an MRI volume or a mammogram (NIfTI / OME-Zarr out)")
     sg.add_argument("input", help="NIfTI volume, DICOM series folder or file, or a mammogram")
@@ -475,14 +539,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Cancelled(Exception):
+    """A command stopped because it was asked to (Ctrl-C, SIGTERM), saying what it leaves behind."""
+
+
+#: Commands whose ``--json`` / ``--progress-json`` output is the child-process protocol (processes.py) a dock reads.
+PROTOCOL_COMMANDS = ("overlay", "segment", "classify", "train")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    processes.child_setup()  # SIGTERM is a Ctrl-C; started by a dock, we also die with napari
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # what was asked, for model cards' "reproduce"
+    protocol = args.command in PROTOCOL_COMMANDS and (getattr(args, "json", False) or
+                                                      getattr(args, "progress_json", False))
     try:
         return args.func(args)
+    except (KeyboardInterrupt, Cancelled) as stop:
+        # one line, no traceback; resumable work (predict) keeps what it finished
+        line = str(stop) if isinstance(stop, Cancelled) else "cancelled"
+        print(("" if line.startswith("cancelled") else "cancelled: ") + line, file=sys.stderr, flush=True)
+        if protocol:
+            processes.emit(processes.Cancelled(line))
+        return processes.CANCELLED_EXIT
     except CancersegError as err:
         print(f"cancerseg: error: {err}", file=sys.stderr)
+        if protocol:
+            processes.emit(processes.Error(str(err)))
         return 2
 
 

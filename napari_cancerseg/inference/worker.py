@@ -9,9 +9,8 @@ writes.  Killing it loses nothing written: the store resumes.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import traceback
+import threading
 
 from .. import processes
 from .options import PredictOptions
@@ -23,9 +22,9 @@ def command(slide: str, model: str, out: str, options: PredictOptions | None = N
             "--options", (options or PredictOptions()).to_json()]
 
 
-def start(slide: str, model: str, out: str, options: PredictOptions | None = None) -> subprocess.Popen:
-    """Start the model process; its stdout carries one JSON message per line (``processes.messages``)."""
-    return processes.start(command(slide, model, out, options))
+def start(slide: str, model: str, out: str, options: PredictOptions | None = None) -> processes.ChildProcess:
+    """Start the model process; follow it with ``.messages()`` (processes.py is the protocol)."""
+    return processes.ChildProcess(command(slide, model, out, options), "model").start()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,32 +32,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("slide")
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
-    # parsed in main, where a bad one is reported to the GUI as an error message like any other
+    # parsed in the job, where a bad one is reported to the GUI as an error message like any other
     parser.add_argument("--options", default=PredictOptions().to_json(), help="PredictOptions as JSON")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..errors import CancersegError
+    return processes.run_job(lambda cancel: _predict(args, cancel))
+
+
+def _predict(args: argparse.Namespace, cancel: threading.Event) -> processes.Message:
+    """predict_slide with its progress as messages; SIGTERM/SIGINT set ``cancel``, which stops it cleanly."""
     from .engine import predict_slide
 
     def progress(p) -> None:
-        processes.emit(event="progress", tiles_done=p.tiles_done, tiles_total=p.tiles_total, chunks_done=p.chunks_done,
-              chunks_total=p.chunks_total, tiles_per_second=p.tiles_per_second, seconds_left=p.seconds_left)
+        processes.emit(processes.Progress("tiles", p.tiles_done, p.tiles_total, {
+            "chunks_done": p.chunks_done, "chunks_total": p.chunks_total, "tiles_per_second": p.tiles_per_second,
+            "seconds_left": p.seconds_left}))
 
-    processes.emit(event="started", slide=args.slide, model=args.model, out=args.out)
-    try:
-        summary = predict_slide(args.slide, args.model, args.out, PredictOptions.from_json(args.options),
-                                progress=progress)
-    except CancersegError as err:
-        processes.emit(event="error", message=str(err))
-        return 2
-    except Exception as err:  # noqa: BLE001 - report anything to the GUI rather than die silently
-        processes.emit(event="error", message=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-        return 1
-    processes.emit(event="done", summary=summary.line(), tiles=summary.tiles, seconds=summary.seconds, notes=summary.notes)
-    return 0
+    options = PredictOptions.from_json(args.options)
+    processes.emit(processes.Started({"slide": args.slide, "model": args.model, "out": args.out}))
+    summary = predict_slide(args.slide, args.model, args.out, options, progress=progress, cancel=cancel)
+    for note in summary.notes:
+        processes.emit(processes.Note(note))
+    if summary.cancelled:  # every finished chunk is in the store: a rerun resumes from there
+        return processes.Cancelled(summary.line())
+    return processes.Done(summary.line(), {"out": args.out, "tiles": summary.tiles, "seconds": summary.seconds,
+                                           "notes": summary.notes})
 
 
 if __name__ == "__main__":

@@ -129,11 +129,15 @@ def to_annotations(data: list[np.ndarray], shape_types: list[str], features: dic
 
 
 def rasterise_to_store(path: str, shapes: LabelledShapes, level0_shape: tuple[int, int], downsample: float,
-                       mpp: float | None, properties: dict | None = None) -> str:
-    """Write the labels of one level to a multiscale OME-Zarr store, one tile at a time."""
+                       mpp: float | None, properties: dict | None = None, overwrite: bool = False) -> str:
+    """Write the labels of one level to a multiscale OME-Zarr store, one tile at a time.
+
+    ``mpp``: µm per level-0 pixel (None: unknown). An existing store of ours is replaced only with ``overwrite``.
+    """
     height, width = (int(np.ceil(s / downsample)) for s in level0_shape)
     labels = label_array(shapes, (height, width), downsample)
     scale = (mpp * downsample,) * 2 if mpp else (downsample, downsample)
     return stores.write_labels(path, stores.label_pyramid(labels), scale=scale,
                                units=("um", "um") if mpp else ("pixel", "pixel"), name="annotations",
-                               colors=rgba_255(), properties={"downsample": downsample, **(properties or {})})
+                               colors=rgba_255(), properties={"downsample": downsample, **(properties or {})},
+                               overwrite=overwrite)

@@ -11,7 +11,6 @@ precision/recall/F1 and the quadratic weighted kappa on the held-out cases.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import processes
 from ..classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5
 from .data import Pair, _keras_dataset_base
 
@@ -170,6 +170,7 @@ def train_classifier(config, train: list[Example], val: list[Example], test: lis
     classes = [{"label": k, "name": n} for k, n in enumerate(names)]
     info = save_bundle(model, config.out, name=config.name, version=config.version, architecture=architecture,
                        recipe=recipe, classes=classes, card=card)
-    print(json.dumps({"event": "done", "bundle": config.out, "version": config.version,
-                      "test_kappa": card["metrics"]["test"].get("quadratic_weighted_kappa")}), flush=True)
+    processes.emit(processes.Done(f"saved {config.out} (version {config.version})", {
+        "bundle": config.out, "version": config.version,
+        "test_kappa": card["metrics"]["test"].get("quadratic_weighted_kappa")}))
     return info, history

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import processes
 from ..preprocess.augment import Augmenter
 from .data import Pair, RandomPatches, WholeImages
 from .options import TrainOptions
@@ -48,28 +48,27 @@ def _keras_callbacks():
                 os.replace(tmp, self.path)
 
     class JsonProgress(keras.callbacks.Callback):
-        """{"event": "step"|"epoch", ...} lines on stdout for a parent process to follow."""
+        """Progress messages (stage "step", then "epoch") on stdout for a parent process to follow (processes.py)."""
 
         def __init__(self, epochs: int, steps: int):
             super().__init__()
             self.epochs, self.steps, self.epoch = epochs, steps, 0
-
-        @staticmethod
-        def _emit(**message):
-            print(json.dumps(message), flush=True)
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
             logs = logs or {}
-            self._emit(event="step", epoch=self.epoch + 1, epochs=self.epochs, step=batch + 1, steps=self.steps,
-                       loss=float(logs.get("loss", np.nan)))
+            done = self.epoch * self.steps + batch + 1  # steps over the whole run: one progress bar
+            processes.emit(processes.Progress("step", done, self.epochs * self.steps, {
+                "epoch": self.epoch + 1, "epochs": self.epochs, "step": batch + 1, "steps": self.steps,
+                "loss": float(logs.get("loss", np.nan))}))
 
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
-            self._emit(event="epoch", epoch=epoch + 1, epochs=self.epochs, loss=logs.get("loss"),
-                       dice=logs.get("dice"), val_dice=logs.get("val_dice"))
+            processes.emit(processes.Progress("epoch", (epoch + 1) * self.steps, self.epochs * self.steps, {
+                "epoch": epoch + 1, "epochs": self.epochs, "loss": logs.get("loss"), "dice": logs.get("dice"),
+                "val_dice": logs.get("val_dice")}))
 
     return AtomicCheckpoint, JsonProgress
 
@@ -183,6 +182,7 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
                        recipe=recipe, classes=classes, card=card)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
-    print(json.dumps({"event": "done", "bundle": config.out, "version": config.version, "test_dice_mean": card["metrics"]["test_dice_mean"],
-                      "test_per_image": [(s["image"], round(s["dice"], 4)) for s in test_scores]}))
+    processes.emit(processes.Done(f"saved {config.out} (version {config.version})", {
+        "bundle": config.out, "version": config.version, "test_dice_mean": card["metrics"]["test_dice_mean"],
+        "test_per_image": [(s["image"], round(s["dice"], 4)) for s in test_scores]}))
     return info, history

@@ -6,19 +6,21 @@ Research use only, not for diagnosis: said in the dock and in every export.
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table, create_widget
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
-from .. import processes
-from ..inference.options import cli_command
-from ..io.stores import LabelStore
-from ..errors import CancersegError
 from ..classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
+from ..errors import CancersegError
 from ..grading.gleason import RESEARCH_ONLY
 from ..grading.report import SlideReport, grade_path
+from ..inference.options import cli_command
+from ..io.stores import LabelStore
+from ..processes import ChildProcess, Done
+from ._process import ProcessRunner
 from .correction import store_path
 from .plot import BarChart
 
@@ -41,6 +43,7 @@ class GradingWidget(Container):
         self.grade_button = PushButton(text="Grade")
         self.classifier = FileEdit(label="Gleason classifier", filter="*.keras", value="")
         self.overlay_button = PushButton(text="Colour tumour by pattern")
+        self.cancel_button = PushButton(text="Cancel colouring", enabled=False)
         self.summary = Label(value=RESEARCH_ONLY)
         self.table = Table(value={"data": [], "columns": []})
         self.json_button, self.csv_button = PushButton(text="Export JSON"), PushButton(text="Export CSV")
@@ -49,7 +52,7 @@ class GradingWidget(Container):
         self.disclaimer = Label(value=f"<b>{RESEARCH_ONLY}</b>")
         super().__init__(widgets=[self.disclaimer, self.source, self.store_layer, self.annotations, self.grade_button,
                                   self.summary, self.table, self.export_path, self.json_button, self.csv_button,
-                                  self.classifier, self.overlay_button, self.legend])
+                                  self.classifier, self.overlay_button, self.cancel_button, self.legend])
         self.summary.native.setWordWrap(True)
         self.native.setMaximumWidth(420)
         self.chart = BarChart()
@@ -59,7 +62,13 @@ class GradingWidget(Container):
         self.csv_button.changed.connect(lambda *_: self.export("csv"))
         self.overlay_button.changed.connect(self.overlay)
         self.report: SlideReport | None = None
-        self.worker = self.process = None
+        self.worker: Any = None  # grading's thread, or the one following the overlay's model process
+        self.runner = ProcessRunner(self, [self.overlay_button], self.summary, self.cancel_button,
+                                    cancelled_text="colouring cancelled; the tumour is not coloured")
+
+    @property
+    def process(self) -> ChildProcess | None:
+        return self.runner.process
 
     def _input(self) -> str:
         if self.source.value == "a label layer":
@@ -134,22 +143,17 @@ class GradingWidget(Container):
             show_error("pick a prediction or annotation layer of a slide, and a Gleason classifier bundle")
             return
         out = f"{segmentation.rstrip('/')}.patterns.zarr"
-        self.process = processes.start(cli_command("overlay", slide, segmentation=segmentation, model=classifier,
-                                                   out=out, json=True))
+        # the dock's own pattern store beside the segmentation: colouring again replaces it
+        argv = cli_command("overlay", slide, segmentation=segmentation, model=classifier, out=out, json=True,
+                           overwrite=True)
         self.summary.value = "grading the tumour tile by tile in a model process..."
-        self.worker = self._follow(self.process)
-        self.worker.yielded.connect(self._on_overlay_message)
-        self.worker.finished.connect(lambda: setattr(self, "worker", None))
-        self.worker.start()
+        self.runner.start(argv, "overlay", on_done=self._on_overlay_done,
+                          on_finished=lambda: setattr(self, "worker", None))
+        self.worker = self.runner.worker
 
-    @thread_worker
-    def _follow(self, process):
-        yield from processes.messages(process)
+    def cancel(self, *_) -> None:
+        self.runner.cancel()
 
-    def _on_overlay_message(self, message: dict) -> None:
-        if message.get("event") == "done":
-            self.viewer.open(message["out"], plugin="napari-cancerseg")
-            self.summary.value = f"{message['tiles']} tumour tiles graded: {message['tiles_per_label']}"
-        elif message.get("event") == "error":
-            show_error(message["message"][-500:])
-            self.summary.value = "failed: " + message["message"][-300:]
+    def _on_overlay_done(self, message: Done) -> None:
+        self.viewer.open(message.data["out"], plugin="napari-cancerseg")
+        self.summary.value = f"{message.data['tiles']} tumour tiles graded: {message.data['tiles_per_label']}"

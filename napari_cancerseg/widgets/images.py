@@ -11,12 +11,12 @@ from pathlib import Path
 
 import napari
 from magicgui.widgets import Container, FileEdit, Label, LineEdit, PushButton, Table, create_widget
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
-from .. import processes
 from ..inference.options import cli_command
+from ..processes import ChildProcess, Done
 from . import scratch_path
+from ._process import ProcessRunner
 
 
 def default_output(source: str, model: str, volume: bool) -> str:
@@ -33,15 +33,33 @@ class ImageWidget(Container):
         self.probabilities = Table(value={"data": [], "columns": ["probability"]})
         self.model = FileEdit(label="segmentation model", filter="*.keras", value="")
         self.segment_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="research use only, not for diagnosis")
         super().__init__(widgets=[self.image, self.classifier, self.routes, self.classify_button, self.probabilities,
-                                  self.model, self.segment_button, self.status])
+                                  self.model, self.segment_button, self.cancel_button, self.status])
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(380)
         self.classify_button.changed.connect(self.classify)
         self.segment_button.changed.connect(self.segment)
-        self.worker = self.process = None
+        self.runner = ProcessRunner(self, [self.classify_button, self.segment_button], self.status,
+                                    self.cancel_button, cancelled_text="cancelled; nothing was saved")
         self.result: dict | None = None
+
+    @property
+    def process(self) -> ChildProcess | None:
+        return self.runner.process
+
+    @property
+    def worker(self):
+        """The thread following the model process; None when idle."""
+        return self.runner.worker
+
+    @property
+    def state(self) -> str:
+        return self.runner.state
+
+    def cancel(self, *_) -> None:
+        self.runner.cancel()
 
     def _source(self) -> str | None:
         layer = self.image.value
@@ -51,17 +69,8 @@ class ImageWidget(Container):
             return None
         return path
 
-    def _start(self, argv: list[str]) -> None:
-        self.process = processes.start(argv)
-        self.classify_button.enabled = self.segment_button.enabled = False
-        self.worker = self._follow(self.process)
-        self.worker.yielded.connect(self._on_message)
-        self.worker.finished.connect(self._finished)
-        self.worker.start()
-
-    @thread_worker
-    def _follow(self, process):
-        yield from processes.messages(process)
+    def _start(self, argv: list[str], name: str) -> None:
+        self.runner.start(argv, name, on_done=self._on_done)
 
     def classify(self, *_) -> None:
         source, classifier = self._source(), str(self.classifier.value or "")
@@ -70,7 +79,7 @@ class ImageWidget(Container):
             return
         routes = [item.strip() for item in self.routes.value.split(",") if "=" in item]
         self.status.value = "classifying in a model process..."
-        self._start(cli_command("classify", source, model=classifier, json=True, route=routes))
+        self._start(cli_command("classify", source, model=classifier, json=True, route=routes), "classify")
 
     def segment(self, *_) -> None:
         source, model = self._source(), str(self.model.value or "")
@@ -80,30 +89,22 @@ class ImageWidget(Container):
         volume = self.image.value.ndim == 3 and not self.image.value.rgb
         out = default_output(source, model, volume)
         self.status.value = "segmenting in a model process..."
-        self._start(cli_command("segment", source, model=model, out=out, json=True))
+        self._start(cli_command("segment", source, model=model, out=out, json=True), "segment")
 
-    def _on_message(self, message: dict) -> None:
-        if message.get("event") == "error":
-            show_error(message["message"][-500:])
-            self.status.value = "failed: " + message["message"][-300:]
-            return
-        if message.get("event") != "done":
-            return
-        self.result = message
-        if "probabilities" in message:
-            ranked = sorted(message["probabilities"].items(), key=lambda kv: -kv[1])
+    def _on_done(self, message: Done) -> None:
+        self.result = dict(message.data)
+        if "probabilities" in self.result:
+            ranked = sorted(self.result["probabilities"].items(), key=lambda kv: -kv[1])
             self.probabilities.value = {"data": [[round(p, 4)] for _, p in ranked], "index": [k for k, _ in ranked],
                                         "columns": ["probability"]}
-            self.status.value = f"{message['class']}" + (f": routed to {Path(message['route']).name}"
-                                                         if message.get("route") else " (no route for it)")
-            if message.get("route"):
-                self.model.value = message["route"]
+            route = self.result.get("route")
+            self.status.value = f"{self.result['class']}" + (f": routed to {Path(route).name}"
+                                                             if route else " (no route for it)")
+            if route:
+                self.model.value = route
         else:
-            layers = self.viewer.open(message["out"], plugin="napari-cancerseg")
-            self.status.value = f"{message['kind']} segmented: voxels per label {message['voxels_per_label']}"
-            show_info(f"saved {message['out']}")
+            layers = self.viewer.open(self.result["out"], plugin="napari-cancerseg")
+            self.status.value = (f"{self.result['kind']} segmented: voxels per label "
+                                 f"{self.result['voxels_per_label']}")
+            show_info(f"saved {self.result['out']}")
             self.result["layers"] = [layer.name for layer in layers]
-
-    def _finished(self) -> None:
-        self.classify_button.enabled = self.segment_button.enabled = True
-        self.worker = self.process = None

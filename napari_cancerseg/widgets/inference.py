@@ -4,14 +4,15 @@ from pathlib import Path
 
 import napari
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
-from .. import NUCLEI_MODEL, processes, resource_path
+from .. import NUCLEI_MODEL, resource_path
 from ..inference import worker as model_process
 from ..inference.options import PredictOptions
 from ..io import stores
+from ..processes import ChildProcess, Done, Message, Progress
 from . import scratch_path
+from ._process import ProcessRunner
 
 
 def default_store(slide_path: str, model_path: str) -> str:
@@ -38,10 +39,24 @@ class InferenceWidget(Container):
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(380)
         self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
-        self.process = None
-        self.worker = None
+        # the runner owns the model process: Cancel, the bar, the status, and ending it when the dock closes
+        self.runner = ProcessRunner(self, [self.run_button], self.status, self.cancel_button, self.progress,
+                                    cancelled_text="cancelled; Run again resumes where it stopped")
         self.live_layer = None
+
+    @property
+    def process(self) -> ChildProcess | None:
+        """The model process while it runs (None when idle: tests and the demo wait on it)."""
+        return self.runner.process
+
+    @property
+    def worker(self):
+        return self.runner.worker
+
+    @property
+    def state(self) -> str:
+        """idle, running, done, cancelled or failed."""
+        return self.runner.state
 
     def store_path(self, slide_path: str) -> str:
         value = str(self.out.value) if self.out.value and str(self.out.value) not in (".", "") else ""
@@ -54,35 +69,37 @@ class InferenceWidget(Container):
             show_error("pick a whole-slide image layer opened with this plugin")
             return
         out = self.store_path(slide_path)
+        if self.live_layer is not None:  # the layer of a cancelled run: it fills in again as the run resumes
+            if self.live_layer in self.viewer.layers:
+                self.live_layer.name = f"{Path(out).stem} (running)"
+            else:
+                self.live_layer = None
         options = PredictOptions.from_form(mpp=self.mpp.value, tissue=self.tissue.value)  # µm/px 0: None, the model's
-        self.process = model_process.start(slide_path, str(self.model.value), out, options)
-        self.run_button.enabled, self.cancel_button.enabled = False, True
+        argv = model_process.command(slide_path, str(self.model.value), out, options)
         self.status.value = "starting the model process..."
-        self.worker = self._follow(self.process)
-        self.worker.yielded.connect(lambda message: self._on_message(message, out, layer))
-        self.worker.finished.connect(self._finished)  # only once the reader thread is over
-        self.worker.start()
+        self.runner.start(argv, "model", on_message=lambda message: self._on_message(message, out, layer),
+                          on_cancelled=lambda message: self._on_cancelled(out, layer),
+                          on_failed=lambda message: self._rename_live(out))  # nothing runs: not "(running)"
 
-    @thread_worker
-    def _follow(self, process):
-        yield from processes.messages(process)
-
-    def _on_message(self, message: dict, out: str, slide_layer) -> None:
-        event = message.get("event")
-        if event == "progress":
-            self.progress.max = max(1, message["tiles_total"])
-            self.progress.value = message["tiles_done"]
-            left = message.get("seconds_left")
-            self.status.value = (f"{message['tiles_done']}/{message['tiles_total']} tiles, "
-                                 f"{message['tiles_per_second']:.1f} tiles/s" + (f", {left:.0f} s left" if left else ""))
+    def _on_message(self, message: Message, out: str, slide_layer) -> None:
+        if isinstance(message, Progress):
+            data, left = message.data, message.data.get("seconds_left")
+            self.status.value = (f"{message.done}/{message.total} tiles, "
+                                 f"{data.get('tiles_per_second') or 0:.1f} tiles/s" + (f", {left:.0f} s left" if left else ""))
             self._show_live(out, slide_layer)
-        elif event == "done":
+        elif isinstance(message, Done):
             self._show_final(out, slide_layer)
-            self.status.value = message["summary"].split(" -> ")[0] + " (research use only, not for diagnosis)"
-            show_info(message["summary"])
-        elif event == "error":
-            show_error(message["message"])
-            self.status.value = "failed: " + message["message"][:200]
+            self.status.value = message.summary.split(" -> ")[0] + " (research use only, not for diagnosis)"
+            show_info(message.summary)
+
+    def _on_cancelled(self, out: str, slide_layer) -> None:
+        """Cancel is not a failure: the layer shows every chunk written, under its final name; Run again resumes."""
+        self._show_live(out, slide_layer)
+        self._rename_live(out)
+
+    def _rename_live(self, out: str) -> None:
+        if self.live_layer is not None:
+            self.live_layer.name = Path(out).stem
 
     def _live_levels(self, out: str) -> list:
         """A lazy pyramid over level 0 as written so far; a new dask name each time, so napari's chunk
@@ -122,11 +139,6 @@ class InferenceWidget(Container):
                                   scale=scale, colormap="inferno", contrast_limits=(0, 255), opacity=0.5,
                                   blending="additive", multiscale=True, visible=label == 1)
 
-    def cancel(self, *_):
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # the store keeps every finished chunk; Run again resumes
-            self.status.value = "cancelled; Run again resumes where it stopped"
-
-    def _finished(self) -> None:
-        self.run_button.enabled, self.cancel_button.enabled = True, False
-        self.process = self.worker = None
+    def cancel(self, *_) -> None:
+        """The store keeps every finished chunk; Run again resumes."""
+        self.runner.cancel()

@@ -7,20 +7,22 @@ continues (or under ~/.napari-cancerseg/models when that folder is read-only).
 """
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import napari
 from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox, create_widget
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
-from .. import NUCLEI_MODEL, processes, resource_path
+from .. import NUCLEI_MODEL, resource_path
 from ..errors import CancersegError
 from ..inference.options import cli_command
 from ..io.stores import LabelStore
 from ..models.bundle import next_version
+from ..processes import ChildProcess, Done, Error, Message, Progress, to_dict
 from ..training.options import TrainOptions
 from ..training.patches import extract_patches
+from ._process import ProcessRunner
 from .correction import store_path
 from .plot import LinePlot
 
@@ -57,9 +59,10 @@ class TrainingWidget(Container):
         self.plot = LinePlot()
         self.native.layout().addWidget(self.plot)
         self.train_button.changed.connect(self.train)
-        self.cancel_button.changed.connect(self.cancel)
         self.use_button.changed.connect(self.use_new_bundle)
-        self.process = self.worker = None
+        # checkpoints are atomic and the old bundle is untouched: a cancelled run changes nothing
+        self.runner = ProcessRunner(self, [self.train_button], self.status, self.cancel_button, self.progress,
+                                    cancelled_text="cancelled; the previous bundle is unchanged")
         self.new_bundle: str | None = None
         self.events_seen: list[dict] = []
 
@@ -71,66 +74,73 @@ class TrainingWidget(Container):
         base = str(self.model.value)
         out, version = output_bundle(base)
         dataset = f"{path.rstrip('/')}.patches.zarr"
-        self.train_button.enabled, self.cancel_button.enabled, self.use_button.enabled = False, True, False
+        self.use_button.enabled = False
         self.plot.clear()
         self.events_seen = []
         self.status.value = "cutting patches from the corrected regions..."
+        try:
+            slide = LabelStore(path, writable=False).verified_slide()  # the slide this store was made from
+        except CancersegError as err:
+            show_error(str(err))
+            return
         # read here: Qt widgets belong to this thread.  The version is the one the file name says (next_version)
         options = TrainOptions(out=out, version=version, init_bundle=base, size=self.size.value,
                                epochs=self.epochs.value, steps_per_epoch=self.steps.value,
-                               batch_size=self.batch.value, learning_rate=self.lr.value, progress_json=True)
-        self.worker = self._run(path, dataset, options.validate())
-        self.worker.yielded.connect(self._on_message)
-        self.worker.finished.connect(self._finished)
-        self.worker.start()
-
-    @thread_worker
-    def _run(self, store: str, dataset: str, options: TrainOptions):
-        try:
-            slide = LabelStore(store, writable=False).verified_slide()  # the slide this store was made from
-            # the dock's own dataset beside the store, remade from the corrections as they are now
-            summary = extract_patches(slide, dataset, options.size, store=store, overwrite=True)
-        except CancersegError as err:
-            yield {"event": "error", "message": str(err)}
-            return
-        yield {"event": "patches", "patches": summary.patches, "categories": summary.categories}
-        options = options.replace(training_data=f"corrected regions of {slide} ({store})")
+                               batch_size=self.batch.value, learning_rate=self.lr.value, progress_json=True,
+                               training_data=f"corrected regions of {slide} ({path})").validate()
         argv = cli_command("train", options=options, patches=dataset)
-        self.process = processes.start(argv)
-        yield from processes.messages(self.process)
+        self.runner.start(argv, "training", on_message=self._on_message, on_done=self._on_done,
+                          prepare=lambda: self._cut_patches(slide, path, dataset, options.size))
 
-    def _on_message(self, message: dict) -> None:
-        self.events_seen.append(message)
-        event = message.get("event")
-        if event == "patches":
-            self.status.value = f"{message['patches']} patches {message['categories']}; training in the background..."
-        elif event == "step":
-            total = message["epochs"] * message["steps"]
-            done = (message["epoch"] - 1) * message["steps"] + message["step"]
-            self.progress.max, self.progress.value = total, done
-            self.plot.add("loss", done, message["loss"])
-            self.status.value = f"epoch {message['epoch']}/{message['epochs']}, step {message['step']}, loss {message['loss']:.4f}"
-        elif event == "epoch":
-            done = message["epoch"] * self.steps.value
-            self.plot.add("validation Dice" if message.get("val_dice") is not None else "training Dice", done,
-                          message.get("val_dice") if message.get("val_dice") is not None else message.get("dice"))
-        elif event == "done":
-            self.new_bundle = message["bundle"]
-            self.use_button.enabled = True
-            self.status.value = f"saved {Path(self.new_bundle).name} (version {message['version']})"
-            show_info(self.status.value)
-        elif event == "error":
-            show_error(message["message"][-500:])
-            self.status.value = "failed: " + message["message"][-300:]
+    @property
+    def process(self) -> ChildProcess | None:
+        return self.runner.process
+
+    @property
+    def worker(self):
+        """The thread following the run (cutting patches, then training); None when idle."""
+        return self.runner.worker
+
+    @property
+    def state(self) -> str:
+        return self.runner.state
+
+    @staticmethod
+    def _cut_patches(slide: str, store: str, dataset: str, size: int) -> Iterator[Message]:
+        """Runs in the worker thread, before the training process (OpenSlide and zarr only, no TensorFlow)."""
+        try:
+            # the dock's own dataset beside the store, remade from the corrections as they are now
+            summary = extract_patches(slide, dataset, size, store=store, overwrite=True)
+        except CancersegError as err:
+            yield Error(str(err))
+            return
+        yield Progress("patches", summary.patches, summary.patches,
+                       {"patches": summary.patches, "categories": summary.categories})
+
+    def _on_message(self, message: Message) -> None:
+        self.events_seen.append(to_dict(message))
+        if not isinstance(message, Progress):
+            return
+        data = message.data
+        if message.stage == "patches":
+            self.status.value = f"{data['patches']} patches {data['categories']}; training in the background..."
+            self.progress.value = 0  # the bar counts training steps, not patches
+        elif message.stage == "step":
+            self.plot.add("loss", message.done, data["loss"])
+            self.status.value = f"epoch {data['epoch']}/{data['epochs']}, step {data['step']}, loss {data['loss']:.4f}"
+        elif message.stage == "epoch":
+            validation = data.get("val_dice") is not None
+            self.plot.add("validation Dice" if validation else "training Dice", message.done,
+                          data.get("val_dice") if validation else data.get("dice"))
+
+    def _on_done(self, message: Done) -> None:
+        self.new_bundle = message.data["bundle"]
+        self.use_button.enabled = True
+        self.status.value = f"saved {Path(self.new_bundle).name} (version {message.data['version']})"
+        show_info(self.status.value)
 
     def cancel(self, *_) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # checkpoints are atomic and the old bundle is untouched
-            self.status.value = "cancelled; the previous bundle is unchanged"
-
-    def _finished(self) -> None:
-        self.train_button.enabled, self.cancel_button.enabled = True, False
-        self.process = self.worker = None
+        self.runner.cancel()
 
     def use_new_bundle(self, *_) -> None:
         """One click: the Predict slide dock (opened if needed) now uses the new bundle."""
