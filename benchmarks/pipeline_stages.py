@@ -106,7 +106,8 @@ def main() -> None:
     options = ["--batch", str(args.batch), "--readers", str(args.readers)] + (
         ["--reader-processes"] if args.reader_processes else []) + [
         f"--{name}={value}" for name, value in (("tile", args.tile), ("overlap", args.overlap)) if value is not None]
-    print(f"# {args.size} x {args.size} slide, model {Path(bundle).name}, tile {args.tile or 'of the model'}, batch {args.batch}, {args.readers} reader "
+    print(f"# {args.size} x {args.size} slide, model {Path(bundle).name}, tile {args.tile or 'of the model'}, "
+          f"batch {args.batch}, {args.readers} reader "
           f"{'processes' if args.reader_processes else 'threads'}, {os.cpu_count()} cores")
     print("| stage | tiles | seconds | tiles/s | / forward | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")

@@ -147,7 +147,8 @@ def main() -> None:
         f"--{name}={value}" for name, value in (("tile", args.tile), ("overlap", args.overlap)) if value is not None]
     forward = in_subprocess(options, "forward", bundle)
     forward_rate = forward["tiles"] / forward["seconds"]
-    print(f"# model {Path(bundle).name}, batch {args.batch}, {args.readers} reader {'processes' if args.reader_processes else 'threads'}, {os.cpu_count()} cores; "
+    print(f"# model {Path(bundle).name}, batch {args.batch}, "
+          f"{args.readers} reader {'processes' if args.reader_processes else 'threads'}, {os.cpu_count()} cores; "
           f"pure forward: {forward_rate:.1f} tiles/s, peak RSS {forward['peak_rss_mb']:.0f} MB")
     print("| slide | method | tiles | seconds | tiles/s | engine / forward | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|")

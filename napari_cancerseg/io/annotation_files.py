@@ -75,7 +75,8 @@ def to_layer_data(annotation_set: AnnotationSet, scale: tuple[float, float] | No
         else:
             for polygon in getattr(geometry, "geoms", [geometry]):
                 outline = len(shapes)
-                add(_yx(polygon.exterior.coords[:-1]), "polygon", item, "exclusion" if item.exclusion else "outline", -1)
+                edge = "exclusion" if item.exclusion else "outline"
+                add(_yx(polygon.exterior.coords[:-1]), "polygon", item, edge, -1)
                 for hole in polygon.interiors:
                     add(_yx(hole.coords[:-1]), "polygon", item, "hole", outline)
     metadata = {"format": f"{annotation_set.source_format} annotations", "path": annotation_set.path,

@@ -50,7 +50,8 @@ def examples_from_pairs(pairs: list[Pair]) -> list[Example]:
     return found
 
 
-def examples_from_class_folders(root: str, size: int, case_pattern: str | None = None) -> tuple[list[Example], tuple[str, ...]]:
+def examples_from_class_folders(root: str, size: int,
+                                case_pattern: str | None = None) -> tuple[list[Example], tuple[str, ...]]:
     """One example per image file under ``root/<class>/``; classes in folder-name order."""
     import re
 
@@ -158,7 +159,8 @@ def train_classifier(config, train: list[Example], val: list[Example], test: lis
                   "test cases (held out, reported)": sorted({e.case for e in test})},
         "class_counts": {"train": {n: sum(e.label == k for e in train) for k, n in enumerate(names)}},
         "class_weights": {names[k]: w for k, w in weights.items()},
-        "metrics": {"test": evaluate_classifier(model, test, names), "validation": evaluate_classifier(model, val, names)},
+        "metrics": {"test": evaluate_classifier(model, test, names),
+                    "validation": evaluate_classifier(model, val, names)},
         "training": {"epochs_run": len(history.history.get("loss", [])), "seconds": round(seconds, 1),
                      "backend": keras.backend.backend(),
                      "config": {k: v for k, v in asdict(config).items() if k != "extra_card"}},

@@ -11,9 +11,9 @@ from magicgui import magic_factory
 from napari.utils.notifications import show_info, show_warning
 
 from .. import annotations as annotation_io
-from ..io.annotation_files import to_annotations, to_layer_data
 from ..annotations.raster import labels_to_annotations
 from ..classes import CLASSES
+from ..io.annotation_files import to_annotations, to_layer_data
 
 #: Labels layers are vectorised on the first level no larger than this (multiscale predictions).
 MAX_VECTORISE_SIDE = 8192

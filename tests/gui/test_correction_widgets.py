@@ -13,8 +13,8 @@ import numpy as np
 import zarr
 
 from napari_cancerseg import NUCLEI_MODEL, resource_path
-from napari_cancerseg.io.stores.drafts import pending_drafts
 from napari_cancerseg.io.stores import LabelStore
+from napari_cancerseg.io.stores.drafts import pending_drafts
 
 from ..conftest import data_path
 
