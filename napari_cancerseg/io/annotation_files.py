@@ -143,4 +143,5 @@ def rasterise_to_store(path: str, shapes: LabelledShapes, level0_shape: tuple[in
     scale = (mpp * downsample,) * 2 if mpp else (downsample, downsample)
     return stores.write_labels(path, stores.label_pyramid(labels), scale=scale,
                                units=("um", "um") if mpp else ("pixel", "pixel"), name="annotations",
-                               colors=rgba_255(), properties={"downsample": downsample, **(properties or {})})
+                               colors=dict(rgba_255()),  # a fresh dict of the type write_labels declares
+                               properties={"downsample": downsample, **(properties or {})})

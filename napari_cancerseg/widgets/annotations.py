@@ -39,7 +39,7 @@ def import_annotations(path: Path, slide: napari.layers.Image | None = None) -> 
     scale = tuple(slide.scale[-2:]) if slide is not None else None
     layers = to_layer_data(annotation_set, scale=scale)
     mpp = slide_mpp(slide)
-    if mpp and annotation_set.mpp and abs(mpp - annotation_set.mpp) / mpp > 0.05:
+    if slide is not None and mpp and annotation_set.mpp and abs(mpp - annotation_set.mpp) / mpp > 0.05:
         show_warning(f"{path.name} was drawn at {annotation_set.mpp} µm/px but {slide.name} is {mpp:.4g} µm/px: "
                      "it may belong to another scan of this slide")
     for _, kwargs, _ in layers:
