@@ -92,7 +92,8 @@ def build_pyramid(size: int, path: Path, tile: int = 256, seed: int = 0, glass: 
     while max(levels[-1].shape[:2]) > 1024:
         prev = levels[-1]
         h, w = prev.shape[0] // 2, prev.shape[1] // 2
-        nxt = np.lib.format.open_memmap(str(path) + f".level{len(levels)}.npy", mode="w+", dtype=np.uint8, shape=(h, w, 3))
+        nxt = np.lib.format.open_memmap(str(path) + f".level{len(levels)}.npy", mode="w+", dtype=np.uint8,
+                                        shape=(h, w, 3))
         for y in range(0, h, 1024):
             block = prev[2 * y:2 * min(h, y + 1024)].astype(np.float32)
             nxt[y:y + 1024] = block.reshape(block.shape[0] // 2, 2, w, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
@@ -196,7 +197,8 @@ def main() -> None:
             base_cols = f"{base['error']} | | | |"
         else:
             base_cols = (f"{base['full_read_s']:.3f} | {base['peak_rss_mb']:.0f} | "
-                         f"{ours['open_s'] / base['full_read_s']:.4f} | {ours['peak_rss_mb'] / base['peak_rss_mb']:.3f} |")
+                         f"{ours['open_s'] / base['full_read_s']:.4f} | "
+                         f"{ours['peak_rss_mb'] / base['peak_rss_mb']:.3f} |")
         rows.append(f"| {name} | {shape} | {ours['levels']} | {ours['open_s']:.3f} | {ours['lowest_s']:.3f} | "
                     f"{ours['peak_rss_mb']:.0f} | {base_cols}")
     print("\n".join(rows))

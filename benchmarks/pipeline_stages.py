@@ -111,7 +111,8 @@ def main() -> None:
     bundle = args.model or small_bundle(CACHE / "benchmark_unet.keras")
     slide = str(build_pyramid(args.size, CACHE / f"mosaic_{args.size}.tif"))
     options = option_flags(run)
-    print(f"# {args.size} x {args.size} slide, model {Path(bundle).name}, tile {run.tile or 'of the model'}, batch {run.batch}, {run.readers} reader "
+    print(f"# {args.size} x {args.size} slide, model {Path(bundle).name}, tile {run.tile or 'of the model'}, "
+          f"batch {run.batch}, {run.readers} reader "
           f"{'processes' if run.reader_processes else 'threads'}, {os.cpu_count()} cores")
     print("| stage | tiles | seconds | tiles/s | / forward | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")

@@ -165,7 +165,8 @@ def main() -> None:
     options = option_flags(run)
     forward = in_subprocess(options, "forward", bundle)
     forward_rate = forward["tiles"] / forward["seconds"]
-    print(f"# model {Path(bundle).name}, batch {run.batch}, {run.readers} reader {'processes' if run.reader_processes else 'threads'}, {os.cpu_count()} cores; "
+    print(f"# model {Path(bundle).name}, batch {run.batch}, "
+          f"{run.readers} reader {'processes' if run.reader_processes else 'threads'}, {os.cpu_count()} cores; "
           f"pure forward: {forward_rate:.1f} tiles/s, peak RSS {forward['peak_rss_mb']:.0f} MB")
     print("| slide | method | tiles | seconds | tiles/s | engine / forward | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|")

@@ -107,7 +107,8 @@ def main() -> None:
         import jax
 
         device = str(jax.devices()[0].device_kind)
-    print(f"# default U-Net, 512x512x3 tiles, batch {args.batch}, backend {backend}, keras {keras.__version__}, device {device}")
+    print(f"# default U-Net, 512x512x3 tiles, batch {args.batch}, backend {backend}, keras {keras.__version__}, "
+          f"device {device}")
     print("| variant | tiles/s | ratio to baseline |")
     print("|---|---|---|")
     base = rows[0][1]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import re
+from typing import cast
 
 BACKGROUND, BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR = 0, 1, 2, 3, 4, 5
 
+RGB = tuple[int, int, int]
+RGBA = tuple[int, int, int, int]
+
 #: label -> (name, RGB); label 0 is transparent.
-CLASSES = {
+CLASSES: dict[int, tuple[str, RGB | None]] = {
     BACKGROUND: ("background", None),
     BENIGN: ("benign", (0, 160, 0)),
     GLEASON_3: ("Gleason pattern 3", (255, 255, 0)),
@@ -44,27 +48,30 @@ def label_for(name: str, unknown: int | None = TUMOUR, mapping: dict[str, int] |
     return unknown
 
 
-def rgba_255() -> dict[int, tuple[int, int, int, int]]:
+def rgba_255() -> dict[int, RGBA]:
     return {k: (*rgb, 255) for k, (_, rgb) in CLASSES.items() if rgb is not None}
 
 
 #: Colours for classes outside the Gleason table (nuclei, organs...): never the Gleason colours,
 #: so a nucleus is never shown as "benign" or "pattern 3".
-OTHER_COLOURS = [(0, 200, 255), (120, 80, 255), (255, 120, 200), (0, 110, 255), (150, 255, 255)]
+OTHER_COLOURS: list[RGB] = [(0, 200, 255), (120, 80, 255), (255, 120, 200), (0, 110, 255), (150, 255, 255)]
 
 
-def class_colours(classes: list[dict]) -> dict[int, tuple[int, int, int, int]]:
+def class_colours(classes: list[dict]) -> dict[int, RGBA]:
     """RGBA (0-255) per label of a model's class table: its own colour, else DESIGN.md's when the class
     *is* that Gleason class (by name and label), else a colour outside the Gleason table."""
-    colours, spare = {}, iter(OTHER_COLOURS * 10)
+    colours: dict[int, RGBA] = {}
+    spare = iter(OTHER_COLOURS * 10)
     for entry in classes:
         label, name = int(entry["label"]), str(entry.get("name", ""))
         if label == BACKGROUND:
             continue
+        table_rgb = CLASSES[label][1] if label in CLASSES else None
         if entry.get("color"):
-            colours[label] = (*(int(c) for c in entry["color"][:3]), 255)
-        elif label in CLASSES and CLASSES[label][1] and label_for(name, None) == label:
-            colours[label] = (*CLASSES[label][1], 255)
+            # cast, not a check: a class table's colour is passed on as it was given, as before
+            colours[label] = cast(RGBA, (*(int(c) for c in entry["color"][:3]), 255))
+        elif table_rgb is not None and label_for(name, None) == label:
+            colours[label] = (*table_rgb, 255)
         else:
             colours[label] = (*next(spare), 255)
     return colours

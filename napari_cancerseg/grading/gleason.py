@@ -32,11 +32,11 @@ class Grade:
 
     @property
     def total(self) -> int | None:
-        return self.primary + self.secondary if self.primary else None
+        return self.primary + self.secondary if self.primary and self.secondary else None
 
     @property
     def isup_grade_group(self) -> int | None:
-        return isup_grade_group(self.primary, self.secondary) if self.primary else None
+        return isup_grade_group(self.primary, self.secondary) if self.primary and self.secondary else None
 
 
 def isup_grade_group(primary: int, secondary: int) -> int:

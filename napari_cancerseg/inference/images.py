@@ -160,6 +160,6 @@ def classify_image(image: np.ndarray, model) -> dict[str, float]:
 
 def route(probabilities: dict[str, float], routes: dict[str, str]) -> tuple[str, str | None]:
     """The most probable class and the segmentation bundle routed to it (None if no route)."""
-    best = max(probabilities, key=probabilities.get)
+    best = max(probabilities, key=lambda name: probabilities[name])
     lowered = {k.lower(): v for k, v in routes.items()}
     return best, lowered.get(best.lower())

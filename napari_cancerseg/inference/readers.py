@@ -137,7 +137,7 @@ class _ProcessBackend(_Backend):
         context = multiprocessing.get_context("spawn")
         # anonymous shared memory handed to the children at start: nothing is left in /dev/shm if we are killed
         raw = [context.RawArray(ctypes.c_uint8, int(np.prod(shape))) for _ in range(slots)]
-        self.buffers = [np.frombuffer(r, np.uint8).reshape(shape) for r in raw]
+        self.buffers = [np.frombuffer(memoryview(r), np.uint8).reshape(shape) for r in raw]  # views, not copies
         self.requests = 0
         self.pending: list[dict[int, Future]] = [{} for _ in range(workers)]  # per reader: request -> future
         self.dead: set[int] = set()  # readers whose process has ended

@@ -1,4 +1,4 @@
-"""The tile grid over a slide level, blend weights, and mapping between levels.
+"""The tile grid over a slide level, its blend weights, and tissue fractions per chunk.
 
 The grid is chunk-centred: output chunk (i, j) covers level pixels
 [i*stride, (i+1)*stride) x [j*stride, (j+1)*stride), and tile (i, j) covers that
@@ -14,15 +14,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-
-
-def map_coordinate(value, from_downsample: float, to_downsample: float):
-    """A pixel coordinate on one level to another, pixel-centre convention.
-
-    Pixel i of a level with downsample d has its centre at (i + 0.5) d in
-    level-0 pixels, so i' = (i + 0.5) d / d' - 0.5.
-    """
-    return (np.asarray(value, dtype=float) + 0.5) * from_downsample / to_downsample - 0.5
 
 
 @dataclass(frozen=True)
@@ -69,12 +60,12 @@ class TileGrid:
 
     @cached_property
     def ramp(self) -> np.ndarray:
-        """The 1-D blend weight across a tile (weights are separable: ``blend_weights`` is its outer product)."""
+        """The 1-D blend weight across a tile (weights are separable: a tile's are the outer product of this)."""
         return blend_ramp(self.tile, self.overlap)
 
 
-def blend_ramp(tile: int, overlap: int, kind: str = "cosine") -> np.ndarray:
-    """(tile,) float64 weights: 1 in the middle, falling smoothly over the overlap to near 0.
+def blend_ramp(tile: int, overlap: int) -> np.ndarray:
+    """(tile,) float64 weights: 1 in the middle, falling over the overlap to near 0 as sin².
 
     Never exactly 0, so that pixels seen by one tile only (slide edges) keep
     their prediction after normalising by the summed weight.
@@ -82,21 +73,10 @@ def blend_ramp(tile: int, overlap: int, kind: str = "cosine") -> np.ndarray:
     ramp = np.ones(tile)
     if overlap:
         d = np.arange(overlap) + 0.5
-        if kind == "cosine":
-            edge = np.sin(0.5 * np.pi * d / overlap) ** 2
-        elif kind == "gaussian":
-            edge = np.exp(-0.5 * ((overlap - d) / (overlap / 3)) ** 2)
-        else:
-            raise ValueError(f"blend kind must be 'cosine' or 'gaussian', not {kind!r}")
+        edge = np.sin(0.5 * np.pi * d / overlap) ** 2
         ramp[:overlap] = edge
         ramp[-overlap:] = edge[::-1]
     return ramp
-
-
-def blend_weights(tile: int, overlap: int, kind: str = "cosine") -> np.ndarray:
-    """(tile, tile) float64 weights of one tile: the outer product of ``blend_ramp`` with itself."""
-    ramp = blend_ramp(tile, overlap, kind)
-    return np.outer(ramp, ramp)
 
 
 def tissue_fractions(grid: TileGrid, mask: np.ndarray, mask_downsample: float, level_downsample: float) -> np.ndarray:

@@ -49,8 +49,14 @@ def to_layer_data(annotation_set: AnnotationSet, scale: tuple[float, float] | No
     if scale is None:
         scale = (annotation_set.mpp, annotation_set.mpp) if annotation_set.mpp else (1.0, 1.0)
     name = name or (Path(annotation_set.path).name if annotation_set.path else "annotations")
-    shapes, shape_types, features, edge, face = [], [], {"class": [], "role": [], "parent": [], "kind": []}, [], []
-    points, point_classes, point_colors = [], [], []
+    features: dict[str, list] = {"class": [], "role": [], "parent": [], "kind": []}
+    shapes: list[np.ndarray] = []
+    shape_types: list[str] = []
+    edge: list[tuple[float, ...]] = []
+    face: list[tuple[float, ...]] = []
+    points: list[tuple[float, ...]] = []
+    point_classes: list[str] = []
+    point_colors: list[tuple[float, ...]] = []
 
     def add(data, shape_type, item, role, parent):
         rgb = np.array(class_color(item)) / 255.0
@@ -75,7 +81,8 @@ def to_layer_data(annotation_set: AnnotationSet, scale: tuple[float, float] | No
         else:
             for polygon in getattr(geometry, "geoms", [geometry]):
                 outline = len(shapes)
-                add(_yx(polygon.exterior.coords[:-1]), "polygon", item, "exclusion" if item.exclusion else "outline", -1)
+                role = "exclusion" if item.exclusion else "outline"
+                add(_yx(polygon.exterior.coords[:-1]), "polygon", item, role, -1)
                 for hole in polygon.interiors:
                     add(_yx(hole.coords[:-1]), "polygon", item, "hole", outline)
     metadata = {"format": f"{annotation_set.source_format} annotations", "path": annotation_set.path,
@@ -139,5 +146,5 @@ def rasterise_to_store(path: str, shapes: LabelledShapes, level0_shape: tuple[in
     scale = (mpp * downsample,) * 2 if mpp else (downsample, downsample)
     return stores.write_labels(path, stores.label_pyramid(labels), scale=scale,
                                units=("um", "um") if mpp else ("pixel", "pixel"), name="annotations",
-                               colors=rgba_255(), properties={"downsample": downsample, **(properties or {})},
-                               overwrite=overwrite)
+                               colors=dict(rgba_255()),  # a fresh dict of the type write_labels declares
+                               properties={"downsample": downsample, **(properties or {})}, overwrite=overwrite)

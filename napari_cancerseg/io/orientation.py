@@ -45,13 +45,14 @@ class Reorientation:
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
-        column_norms = np.sqrt((self.canonical_affine[:3, :3] ** 2).sum(axis=0))
-        return tuple(float(v) for v in column_norms[::-1])
+        z, y, x = (float(v) for v in np.sqrt((self.canonical_affine[:3, :3] ** 2).sum(axis=0))[::-1])
+        return z, y, x
 
     @property
     def origin_zyx(self) -> tuple[float, float, float]:
         """LPS position (mm) of the first voxel, as (S, P, L) to match (z, y, x)."""
-        return tuple(float(v) for v in self.canonical_affine[:3, 3][::-1])
+        z, y, x = (float(v) for v in self.canonical_affine[:3, 3][::-1])
+        return z, y, x
 
     def to_canonical(self, array_ijk):
         """(i, j, k, *extra) -> (*extra, z, y, x). Works on numpy and dask arrays."""

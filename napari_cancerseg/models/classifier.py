@@ -8,14 +8,6 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-#: The image-level tasks of the seeds, with their class names.
-TASKS = {
-    "gleason": ("benign", "gleason_3", "gleason_4", "gleason_5"),
-    "organ": ("brain", "breast"),
-    "brain_tumour": ("no_tumour", "tumour"),
-    "breast_pathology": ("benign", "malignant", "normal"),
-}
-
 
 def build_classifier(
     n_classes: int = 4,

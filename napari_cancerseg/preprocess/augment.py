@@ -51,7 +51,10 @@ class Augmenter:
                                        shear=np.deg2rad(rng.uniform(-1, 1) * self.max_shear_deg))
                      + AffineTransform(translation=centre))
         warped = warp(image.astype(np.float32), transform.inverse, order=1, mode="reflect", preserve_range=True)
-        image = np.clip(np.rint(warped), 0, 255).astype(image.dtype) if image.dtype == np.uint8 else warped.astype(image.dtype)
+        if image.dtype == np.uint8:
+            image = np.clip(np.rint(warped), 0, 255).astype(image.dtype)
+        else:
+            image = warped.astype(image.dtype)
         mask = warp(mask, transform.inverse, order=0, mode="reflect", preserve_range=True).astype(mask.dtype)
         return image, mask
 

@@ -18,7 +18,8 @@ def clahe(image: np.ndarray, clip_limit: float = 0.01, kernel_size: int | None =
     return exposure.equalize_adapthist(scaled, clip_limit=clip_limit, kernel_size=kernel_size).astype(np.float32)
 
 
-def normalise_intensity(volume: np.ndarray, low: float = 0.5, high: float = 99.5, mask: np.ndarray | None = None) -> np.ndarray:
+def normalise_intensity(volume: np.ndarray, low: float = 0.5, high: float = 99.5,
+                        mask: np.ndarray | None = None) -> np.ndarray:
     """Clip a whole volume to its own percentiles and scale it to [0, 1] (float32).
 
     Percentiles come from the whole volume (or its ``mask``), not slice by

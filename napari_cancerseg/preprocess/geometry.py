@@ -53,7 +53,7 @@ class PadCrop:
 
 
 def pad_crop(array: np.ndarray, target_shape: tuple[int, int], fill=0) -> tuple[np.ndarray, PadCrop]:
-    transform = PadCrop(tuple(array.shape[:2]), tuple(target_shape))
+    transform = PadCrop((array.shape[0], array.shape[1]), (target_shape[0], target_shape[1]))
     return transform.apply(array, fill), transform
 
 

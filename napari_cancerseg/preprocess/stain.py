@@ -1,6 +1,6 @@
-"""H&E stain normalisation: Macenko (optical density, natural log) and Reinhard (LAB statistics).
+"""H&E stain normalisation: Macenko (optical density, natural log).
 
-Both return a ``NormalisedTile`` whose ``normalised`` flag is False (and whose
+It returns a ``NormalisedTile`` whose ``normalised`` flag is False (and whose
 image is the input, unchanged) for a tile without enough tissue to estimate
 stains from: glass is normal on slides and must not stop a tiled run.
 """
@@ -78,39 +78,4 @@ def macenko_normalise(
     concentrations *= (reference.max_concentrations / stains.max_concentrations)[:, None]
     out = io * np.exp(-reference.matrix @ concentrations)
     out = np.clip(np.rint(out.T), 0, 255).astype(np.uint8).reshape(rgb.shape)
-    return NormalisedTile(out, True)
-
-
-@dataclass
-class ReinhardStats:
-    mean: np.ndarray  # LAB channel means
-    std: np.ndarray
-
-
-def _tissue_mask(rgb: np.ndarray, beta: float = BETA) -> np.ndarray:
-    return np.all(optical_density(rgb) > beta, axis=-1)
-
-
-def fit_reinhard(rgb: np.ndarray) -> ReinhardStats | None:
-    from skimage.color import rgb2lab
-
-    mask = _tissue_mask(rgb)
-    if mask.sum() < MIN_TISSUE_PIXELS:
-        return None
-    lab = rgb2lab(rgb)[mask]
-    return ReinhardStats(lab.mean(axis=0), lab.std(axis=0))
-
-
-def reinhard_normalise(rgb: np.ndarray, reference: ReinhardStats) -> NormalisedTile:
-    """Match the LAB mean and standard deviation of the tissue to the reference's."""
-    from skimage.color import lab2rgb, rgb2lab
-
-    stats = fit_reinhard(rgb)
-    if stats is None:
-        return NormalisedTile(rgb, False, "too little tissue to estimate colour statistics (background tile)")
-    lab = rgb2lab(rgb)
-    mask = _tissue_mask(rgb)
-    matched = (lab - stats.mean) / np.maximum(stats.std, 1e-6) * reference.std + reference.mean
-    lab[mask] = matched[mask]  # glass keeps its colour
-    out = np.clip(np.rint(lab2rgb(lab) * 255), 0, 255).astype(np.uint8)
     return NormalisedTile(out, True)

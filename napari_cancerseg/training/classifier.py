@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import processes
 from ..classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5
-from .data import Pair, _keras_dataset_base
+from .data import Pair, PyDatasetBase
 
 CLASS_OF_LABEL = {BENIGN: 0, GLEASON_3: 1, GLEASON_4: 2, GLEASON_5: 3}
 CLASS_NAMES = ("benign", "Gleason pattern 3", "Gleason pattern 4", "Gleason pattern 5")
@@ -50,7 +50,8 @@ def examples_from_pairs(pairs: list[Pair]) -> list[Example]:
     return found
 
 
-def examples_from_class_folders(root: str, size: int, case_pattern: str | None = None) -> tuple[list[Example], tuple[str, ...]]:
+def examples_from_class_folders(root: str, size: int,
+                                case_pattern: str | None = None) -> tuple[list[Example], tuple[str, ...]]:
     """One example per image file under ``root/<class>/``; classes in folder-name order."""
     import re
 
@@ -79,7 +80,7 @@ def class_weights(labels: list[int], n_classes: int = len(CLASS_NAMES)) -> dict[
     return {k: float(len(labels) / (present.sum() * counts[k])) if counts[k] else 0.0 for k in range(n_classes)}
 
 
-class ClassifierPatches(_keras_dataset_base()):
+class ClassifierPatches(PyDatasetBase):
     """Random examples with flips and quarter turns (histology has no up), new every epoch."""
 
     def __init__(self, examples: list[Example], batch_size: int, steps: int, seed: int = 0, **kwargs):
@@ -94,7 +95,7 @@ class ClassifierPatches(_keras_dataset_base()):
         chosen = self.rng.integers(0, len(self.examples), self.batch_size)
         images = []
         for i in chosen:
-            image = np.rot90(self.examples[i].image, self.rng.integers(4))
+            image = np.rot90(self.examples[i].image, int(self.rng.integers(4)))
             images.append(image[:, ::-1] if self.rng.random() < 0.5 else image)
         return np.stack(images).astype(np.uint8), np.array([self.examples[i].label for i in chosen])
 
@@ -158,7 +159,8 @@ def train_classifier(config, train: list[Example], val: list[Example], test: lis
                   "test cases (held out, reported)": sorted({e.case for e in test})},
         "class_counts": {"train": {n: sum(e.label == k for e in train) for k, n in enumerate(names)}},
         "class_weights": {names[k]: w for k, w in weights.items()},
-        "metrics": {"test": evaluate_classifier(model, test, names), "validation": evaluate_classifier(model, val, names)},
+        "metrics": {"test": evaluate_classifier(model, test, names),
+                    "validation": evaluate_classifier(model, val, names)},
         "training": {"epochs_run": len(history.history.get("loss", [])), "seconds": round(seconds, 1),
                      "backend": keras.backend.backend(),
                      "config": {k: v for k, v in asdict(config).items() if k != "extra_card"}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,11 @@ def _keras_dataset_base():
     return keras.utils.PyDataset
 
 
-class RandomPatches(_keras_dataset_base()):
+#: Keras ships no type information: to mypy the base of the Keras datasets is Any (a named variable, not a call).
+PyDatasetBase: Any = _keras_dataset_base()
+
+
+class RandomPatches(PyDatasetBase):
     """Random augmented patches from image/mask pairs, fresh every epoch (Keras PyDataset)."""
 
     def __init__(self, pairs: list[Pair], size: int, batch_size: int, steps: int, n_classes: int = 1,
@@ -168,7 +173,7 @@ class RandomPatches(_keras_dataset_base()):
         return np.stack(images), np.stack(targets)
 
 
-class WholeImages(_keras_dataset_base()):
+class WholeImages(PyDatasetBase):
     """Each image once, whole, reflect-padded to a multiple of ``divisor`` (validation, batch of 1)."""
 
     def __init__(self, pairs: list[Pair], n_classes: int = 1, divisor: int = 16, **kwargs):
@@ -203,10 +208,15 @@ def load_patch_dataset(path: str) -> list[Pair]:
         images, masks = group["images"], group["masks"]
     except (KeyError, FileNotFoundError, ValueError) as err:
         raise CancersegError(f"{path}: not a patch dataset (needs arrays 'images' and 'masks'): {err}") from None
+    slides_array = group["slides"] if "slides" in group else None
+    for name, node in (("images", images), ("masks", masks), ("slides", slides_array)):
+        if node is not None and not isinstance(node, zarr.Array):
+            raise CancersegError(f"{path}: '{name}' is a group, not an array as a patch dataset needs")
+    assert isinstance(images, zarr.Array) and isinstance(masks, zarr.Array)  # checked just above; tells mypy
     if images.shape[0] != masks.shape[0] or images.shape[1:3] != masks.shape[1:3]:
         raise CancersegError(f"{path}: images {images.shape} and masks {masks.shape} do not pair up")
-    if "slides" in group:
-        slides = [str(s) for s in group["slides"][:]]
+    if isinstance(slides_array, zarr.Array):
+        slides = [str(s) for s in np.asarray(slides_array[:])]
     else:
         slides = [str(group.attrs.get("slide", Path(path).stem))] * images.shape[0]
     return [Pair(f"{Path(path).stem}[{i}]", slides[i], np.asarray(images[i]), np.asarray(masks[i]))

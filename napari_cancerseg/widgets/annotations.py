@@ -11,9 +11,9 @@ from magicgui import magic_factory
 from napari.utils.notifications import show_info, show_warning
 
 from .. import annotations as annotation_io
-from ..io.annotation_files import to_annotations, to_layer_data
 from ..annotations.raster import labels_to_annotations
 from ..classes import CLASSES
+from ..io.annotation_files import to_annotations, to_layer_data
 
 #: Labels layers are vectorised on the first level no larger than this (multiscale predictions).
 MAX_VECTORISE_SIDE = 8192
@@ -39,7 +39,7 @@ def import_annotations(path: Path, slide: napari.layers.Image | None = None) -> 
     scale = tuple(slide.scale[-2:]) if slide is not None else None
     layers = to_layer_data(annotation_set, scale=scale)
     mpp = slide_mpp(slide)
-    if mpp and annotation_set.mpp and abs(mpp - annotation_set.mpp) / mpp > 0.05:
+    if slide is not None and mpp and annotation_set.mpp and abs(mpp - annotation_set.mpp) / mpp > 0.05:
         show_warning(f"{path.name} was drawn at {annotation_set.mpp} µm/px but {slide.name} is {mpp:.4g} µm/px: "
                      "it may belong to another scan of this slide")
     for _, kwargs, _ in layers:

@@ -1,10 +1,13 @@
 """Compare a prediction with ground truth: per-label Dice, IoU, precision, recall and hd95, CSV export."""
 
 from pathlib import Path
+from typing import cast
 
 import napari
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import Container, FileEdit, Label, PushButton, Table, create_widget
+from magicgui.widgets.bases import ValueWidget
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
@@ -20,11 +23,12 @@ def layer_label_image(layer) -> LabelImage:
 class EvaluationWidget(Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
-        self.prediction = create_widget(annotation=napari.layers.Labels, label="prediction")
-        self.truth = create_widget(annotation=napari.layers.Labels, label="ground truth")
+        # layer pickers: create_widget is typed as returning any Widget; for a layer annotation it is a ValueWidget
+        self.prediction = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="prediction"))
+        self.truth = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="ground truth"))
         self.run_button = PushButton(text="Evaluate")
         self.table = Table(value={"data": [], "columns": []})
-        self.csv_path = FileEdit(label="CSV", mode="w", filter="*.csv", value="")
+        self.csv_path = FileEdit(label="CSV", mode=FileDialogMode.OPTIONAL_FILE, filter="*.csv")  # "w": empty
         self.export_button = PushButton(text="Export CSV")
         self.status = Label(value="")
         super().__init__(widgets=[self.prediction, self.truth, self.run_button, self.table, self.csv_path,
@@ -41,11 +45,15 @@ class EvaluationWidget(Container):
             return
         prediction, truth = layer_label_image(self.prediction.value), layer_label_image(self.truth.value)
         self.status.value = "measuring..."
-        self.worker = self._evaluate(prediction, truth)
-        self.worker.returned.connect(self._show)
-        self.worker.errored.connect(lambda err: (show_error(str(err)), setattr(self.status, "value", str(err))))
-        self.worker.finished.connect(lambda: setattr(self, "worker", None))
-        self.worker.start()
+        worker = self.worker = self._evaluate(prediction, truth)
+        worker.returned.connect(self._show)
+        worker.errored.connect(self._failed)
+        worker.finished.connect(lambda: setattr(self, "worker", None))
+        worker.start()
+
+    def _failed(self, err: Exception) -> None:
+        show_error(str(err))
+        self.status.value = str(err)
 
     @thread_worker
     def _evaluate(self, prediction: LabelImage, truth: LabelImage) -> list[Score]:

@@ -4,6 +4,10 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+# The scoped enum names: PyQt5 accepts them too, and qtpy's type stubs know no others.
+RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+LEFT = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+
 
 class LinePlot(QWidget):
     """Named series of (x, y) points, each scaled to the widget's height on its own (loss and Dice differ)."""
@@ -72,9 +76,9 @@ class BarChart(QWidget):
         for index, (name, value, rgb) in enumerate(self.bars):
             y = pad + index * (height + pad)
             painter.setPen(QColor("#dddddd"))
-            painter.drawText(0, y, label_width - pad, height, int(Qt.AlignRight | Qt.AlignVCenter), name)
+            painter.drawText(0, y, label_width - pad, height, RIGHT, name)
             width = int((self.width() - label_width - 60) * value / largest)
             painter.fillRect(label_width, y, max(1, width), height, QColor(*rgb))
-            painter.drawText(label_width + width + pad, y, 56, height, int(Qt.AlignLeft | Qt.AlignVCenter),
+            painter.drawText(label_width + width + pad, y, 56, height, LEFT,
                              f"{value:.1f}%")
         painter.end()

@@ -10,7 +10,6 @@ from shapely.geometry import Point, Polygon, box
 
 from napari_cancerseg import annotations
 from napari_cancerseg.annotations import aperio, asap, geojson
-from napari_cancerseg.io.annotation_files import to_annotations, to_layer_data
 from napari_cancerseg.annotations.raster import (
     label_array,
     labelled_shapes,
@@ -18,8 +17,9 @@ from napari_cancerseg.annotations.raster import (
     mask_to_polygons,
     rasterise_region,
 )
-from napari_cancerseg.errors import ReadError
 from napari_cancerseg.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
+from napari_cancerseg.errors import ReadError
+from napari_cancerseg.io.annotation_files import to_annotations, to_layer_data
 
 from ..conftest import data_path
 
@@ -68,7 +68,8 @@ def test_asap_counts_each_type():
     assert kinds == ["Dot", "Measurement", "Polygon", "Rectangle", "Spline"]
     by_type = {a.source["type"]: a for a in parsed.annotations}
     assert by_type["Dot"].geometry.geom_type == "Point"
-    assert by_type["Measurement"].geometry.geom_type == "LineString" and len(by_type["Measurement"].geometry.coords) == 2
+    measurement = by_type["Measurement"].geometry
+    assert measurement.geom_type == "LineString" and len(measurement.coords) == 2
     assert by_type["Rectangle"].geometry.area == pytest.approx((8336.99023 - 5954.99219) * (26360.7676 - 24058.1719))
     spline = by_type["Spline"].geometry
     for x, y in by_type["Spline"].source["control_points"]:  # the sampled curve passes through its control points
@@ -83,7 +84,8 @@ def test_asap_coordinate_order_is_respected(tmp_path):
         <Coordinate Order="2" X="10" Y="10"/><Coordinate Order="0" X="0" Y="0"/>
         <Coordinate Order="3" X="0" Y="10"/><Coordinate Order="1" X="10" Y="0"/>
       </Coordinates></Annotation></Annotations>
-      <AnnotationGroups><Group Name="tumor" PartOfGroup="None" Color="#00FF00"/></AnnotationGroups></ASAP_Annotations>""")
+      <AnnotationGroups><Group Name="tumor" PartOfGroup="None" Color="#00FF00"/></AnnotationGroups>
+      </ASAP_Annotations>""")
     parsed = asap.read(str(path))
     item = parsed.annotations[0]
     assert item.geometry.is_valid and item.geometry.area == 100 and item.class_name == "tumor"
@@ -134,7 +136,8 @@ def test_negative_regions_become_holes_or_exclusions(tmp_path):
         <Vertex X="40" Y="40"/><Vertex X="20" Y="40"/></Vertices></Region>
       <Region Id="3" Type="0" NegativeROA="1"><Vertices><Vertex X="200" Y="200"/><Vertex X="220" Y="200"/>
         <Vertex X="220" Y="220"/></Vertices></Region>
-      <Region Id="4" Type="2" NegativeROA="0"><Vertices><Vertex X="300" Y="300"/><Vertex X="340" Y="320"/></Vertices></Region>
+      <Region Id="4" Type="2" NegativeROA="0"><Vertices><Vertex X="300" Y="300"/><Vertex X="340" Y="320"/>
+        </Vertices></Region>
       </Regions></Annotation></Annotations>""")
     parsed = aperio.read(str(path))
     square = next(a for a in parsed.annotations if a.kind == "polygon" and not a.exclusion)
@@ -166,7 +169,8 @@ def test_xml_with_entities_is_refused(tmp_path):
 def test_malformed_coordinates_say_where(tmp_path):
     path = tmp_path / "bad.xml"
     path.write_text('<Annotations><Annotation Id="7"><Regions><Region Id="3" Type="0"><Vertices>'
-                    '<Vertex X="1" Y="2"/><Vertex X="abc" Y="2"/></Vertices></Region></Regions></Annotation></Annotations>')
+                    '<Vertex X="1" Y="2"/><Vertex X="abc" Y="2"/></Vertices></Region></Regions></Annotation>'
+                    '</Annotations>')
     with pytest.raises(ReadError, match=r"Annotation Id=7, Region Id=3, Vertex 2 X: 'abc' is not a number"):
         annotations.read(path)
     broken = tmp_path / "broken.json"
@@ -208,8 +212,8 @@ def test_rasterised_area_equals_shapely_area(level):
 
 
 def test_cap_rasterised_at_level_4_into_a_store(tmp_path):
-    from napari_cancerseg.io.annotation_files import rasterise_to_store
     from napari_cancerseg.io import stores
+    from napari_cancerseg.io.annotation_files import rasterise_to_store
 
     parsed = annotations.read(data_path(TCGA_XML))
     cap = parsed.by_class("CaP")
@@ -234,7 +238,8 @@ def test_mask_to_polygons_round_trip_with_holes():
     ring = max(polygons[3].geoms, key=lambda p: p.area)
     assert len(ring.interiors) == 1 and len(polygons[3].geoms) == 2
     assert polygons[3].area == (labels == 3).sum()  # pixel-edge outlines: area is the pixel count
-    back = rasterise_region(labelled_shapes(labels_to_annotations(labels, {3: "Gleason 4", 5: "Tumor"})), 0, 0, 300, 300)
+    shapes = labelled_shapes(labels_to_annotations(labels, {3: "Gleason 4", 5: "Tumor"}))
+    back = rasterise_region(shapes, 0, 0, 300, 300)
     np.testing.assert_array_equal(back, labels)  # exact round trip
     simplified = rasterise_region(labelled_shapes(labels_to_annotations(labels, {3: "Gleason 4", 5: "Tumor"},
                                                                         tolerance=1.0)), 0, 0, 300, 300)

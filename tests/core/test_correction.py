@@ -13,11 +13,10 @@ from napari_cancerseg.annotations import write as write_annotations
 from napari_cancerseg.annotations.model import Annotation, AnnotationSet
 from napari_cancerseg.annotations.raster import labelled_shapes, rasterise_region
 from napari_cancerseg.correction.active import uncertain_regions
-from napari_cancerseg.io.stores.drafts import Draft, pending_drafts
-from napari_cancerseg.io.stores import LabelStore
 from napari_cancerseg.errors import CancersegError
 from napari_cancerseg.inference.engine import predict_slide
-from napari_cancerseg.io.stores import predicted_chunks
+from napari_cancerseg.io.stores import LabelStore, predicted_chunks
+from napari_cancerseg.io.stores.drafts import Draft, pending_drafts
 from napari_cancerseg.io.wsi import SlideHandle
 from napari_cancerseg.training.patches import balance, extract_patches
 

@@ -116,7 +116,8 @@ def test_seg_with_its_series_overlays_it():
     assert image[2] == "image" and seg[2] == "labels"
     assert seg[0].shape == image[0].shape
     assert seg[1]["scale"] == image[1]["scale"] and seg[1]["translate"] == image[1]["translate"]
-    assert seg[1]["metadata"]["segments"] == {1: "Normal", 2: "Peripheral zone of the prostate", 3: "Lesion", 4: "Prostate"}
+    assert seg[1]["metadata"]["segments"] == {1: "Normal", 2: "Peripheral zone of the prostate", 3: "Lesion",
+                                              4: "Prostate"}
     assert set(np.unique(seg[0])) == {0, 1, 2, 3, 4}
     # reference: every SEG frame's pixels are labelled on the slice at that frame's position
     ds = pydicom.dcmread(data_path(SEG))

@@ -12,8 +12,8 @@ from shapely.geometry import box as rectangle
 
 from napari_cancerseg.annotations import write as write_annotations
 from napari_cancerseg.annotations.model import Annotation, AnnotationSet
-from napari_cancerseg.errors import CancersegError
 from napari_cancerseg.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
+from napari_cancerseg.errors import CancersegError
 from napari_cancerseg.grading.gleason import grade, isup_grade_group
 from napari_cancerseg.grading.report import grade_annotations, grade_store, parse_mapping
 from napari_cancerseg.io import stores
@@ -137,8 +137,8 @@ def test_annotation_overlaps_exclusions_and_names(tmp_path):
 
 def test_grade_command_on_a_rasterised_annotation_store_matches_the_file(tmp_path, capsys):
     from napari_cancerseg.annotations.raster import labelled_shapes
-    from napari_cancerseg.io.annotation_files import rasterise_to_store
     from napari_cancerseg.cli import main
+    from napari_cancerseg.io.annotation_files import rasterise_to_store
 
     path = str(tmp_path / "a.geojson")
     write_annotations(AnnotationSet([Annotation(rectangle(10, 10, 410, 210), "Gleason 4"),
@@ -174,9 +174,9 @@ def test_gleason_classifier_trains_on_real_tiles_and_colours_the_tumour(tmp_path
     pytest.importorskip("keras")
     from napari_cancerseg.annotations import read
     from napari_cancerseg.annotations.raster import labelled_shapes
-    from napari_cancerseg.io.annotation_files import rasterise_to_store
     from napari_cancerseg.cli import main
     from napari_cancerseg.grading.patterns import pattern_overlay
+    from napari_cancerseg.io.annotation_files import rasterise_to_store
     from napari_cancerseg.io.wsi import SlideHandle
     from napari_cancerseg.models.bundle import Recipe, bundle_info, load_bundle, save_bundle
     from napari_cancerseg.models.classifier import build_classifier

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from napari_cancerseg.io.opening import layer_reader
 from napari_cancerseg.inference.images import predict_mammogram, predict_volume, prepare_mammogram
+from napari_cancerseg.io.opening import layer_reader
 from napari_cancerseg.models.bundle import Recipe
 from napari_cancerseg.preprocess.contrast import normalise_intensity
 
@@ -72,8 +72,10 @@ def test_mammogram_mask_maps_back_to_the_original_coordinates():
     rows, cols = np.nonzero(labels)
     scale_y, scale_x = (bottom - top) / 256, (right - left) / 256
     # the square's pixel centres, mapped through the box, bound the full-resolution mask
-    assert rows.min() == pytest.approx(top + 64 * scale_y, abs=1) and rows.max() == pytest.approx(top + 128 * scale_y, abs=1)
-    assert cols.min() == pytest.approx(left + 32 * scale_x, abs=1) and cols.max() == pytest.approx(left + 96 * scale_x, abs=1)
+    assert rows.min() == pytest.approx(top + 64 * scale_y, abs=1)
+    assert rows.max() == pytest.approx(top + 128 * scale_y, abs=1)
+    assert cols.min() == pytest.approx(left + 32 * scale_x, abs=1)
+    assert cols.max() == pytest.approx(left + 96 * scale_x, abs=1)
     assert labels.dtype == np.uint8 and labels[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # no blur
 
 

@@ -6,12 +6,11 @@ import threading
 import weakref
 
 import numpy as np
-import zarr
 import pytest
+import zarr
 
 from napari_cancerseg.errors import CancersegError, ReadError
 from napari_cancerseg.inference.engine import predict_slide
-from napari_cancerseg.io.stores import predicted_chunks
 from napari_cancerseg.inference.graph import (
     AHEAD,
     SEGMENT_CHUNKS,
@@ -23,8 +22,9 @@ from napari_cancerseg.inference.graph import (
 )
 from napari_cancerseg.inference.options import PredictOptions
 from napari_cancerseg.inference.readers import TileReaders, column_owners
-from napari_cancerseg.inference.tiling import TileGrid, blend_ramp, blend_weights, map_coordinate
+from napari_cancerseg.inference.tiling import TileGrid, blend_ramp
 from napari_cancerseg.io import stores
+from napari_cancerseg.io.stores import predicted_chunks
 from napari_cancerseg.io.wsi import SlideHandle
 
 from ..conftest import data_path
@@ -74,18 +74,14 @@ def test_grid_covers_the_level_and_maps_levels():
             ty, tx = grid.tile_origin(row, col)
             assert ty <= y0 and y1 <= ty + 256 and tx <= x0 and x1 <= tx + 256  # the tile holds its chunk
     assert (covered == 1).all()
-    # pixel-centre convention: level-4 pixel 0 is centred on level-0 coordinate 2.0, i.e. pixel 1.5
-    assert map_coordinate(0, 4, 1) == pytest.approx(1.5)
-    assert map_coordinate(map_coordinate(37, 2, 8), 8, 2) == pytest.approx(37)
     with pytest.raises(ValueError):
         TileGrid(100, 100, tile=64, overlap=3)
     with pytest.raises(ValueError):  # more than half: a chunk's interior would not be its own tile's alone
         TileGrid(100, 100, tile=64, overlap=34)
 
 
-@pytest.mark.parametrize("kind", ["cosine", "gaussian"])
-def test_blend_weights_are_positive_and_sum_without_seams(kind):
-    weights = blend_weights(128, 32, kind)
+def test_blend_weights_are_positive_and_sum_without_seams():
+    weights = np.outer(blend_ramp(128, 32), blend_ramp(128, 32))  # a tile's weights, as the engine blends them
     assert weights.min() > 0 and weights[48:80, 48:80].min() == 1.0
     # two overlapping tiles' weights normalised: any constant stays that constant
     line = np.zeros(128 + 96)
@@ -281,8 +277,8 @@ def test_store_of_the_earlier_layout_opens_but_is_not_resumed(tmp_path, bundle):
 
 def test_cli_predict_with_the_bundled_model(tmp_path, capsys):
     pytest.importorskip("keras")
-    from napari_cancerseg.io.opening import layer_reader
     from napari_cancerseg.cli import main
+    from napari_cancerseg.io.opening import layer_reader
 
     out = str(tmp_path / "cmu.zarr")
     assert main(["predict", data_path(CMU), "--out", out, "--quiet", "--tissue", "0.3"]) == 0
@@ -370,14 +366,13 @@ def test_each_reader_owns_a_run_of_neighbouring_columns_in_every_row():
         assert max(row_owners.count(k) for k in range(4)) - min(row_owners.count(k) for k in range(4)) <= 1
 
 
-@pytest.mark.parametrize("kind", ["cosine", "gaussian"])
-def test_segment_blend_equals_the_weighted_mean_of_every_covering_tile(kind, monkeypatch):
+def test_segment_blend_equals_the_weighted_mean_of_every_covering_tile():
     """Against a brute-force reference: every tile's weights painted on a canvas, then divided."""
     grid = TileGrid(700, 1000, tile=64, overlap=16)  # 13 x 21 chunks of 48 px, the last ones clipped
-    ramp = blend_ramp(64, 16, kind)
-    monkeypatch.setitem(grid.__dict__, "ramp", ramp)
+    ramp = blend_ramp(64, 16)
     rng = np.random.default_rng(7)
-    tiles = {(r, c): rng.integers(0, 256, (2, 64, 64), dtype=np.uint8) for r in range(grid.rows) for c in range(grid.cols)}
+    tiles = {(r, c): rng.integers(0, 256, (2, 64, 64), dtype=np.uint8)
+             for r in range(grid.rows) for c in range(grid.cols)}
     total = np.zeros((2, 700 + 128, 1000 + 128))  # margin for tiles hanging over the edges
     weight = np.zeros((700 + 128, 1000 + 128))
     for (r, c), tile in tiles.items():
@@ -392,6 +387,6 @@ def test_segment_blend_equals_the_weighted_mean_of_every_covering_tile(kind, mon
             expected = reference[:, y0:y1, x0:x1]
             got = out[i][:, :y1 - y0, :x1 - x0].astype(float)
             assert np.abs(got - expected).max() <= 0.5 + 1e-3  # rounded once, float32 arithmetic
-    assert [(row, (c.start, c.stop)) for row, c in segments([(0, 1), (0, 2), (0, 5), (1, 0)] + [(2, c) for c in range(40)],
-                                                             longest=16)] == \
+    chunks = [(0, 1), (0, 2), (0, 5), (1, 0)] + [(2, c) for c in range(40)]
+    assert [(row, (c.start, c.stop)) for row, c in segments(chunks, longest=16)] == \
         [(0, (1, 3)), (0, (5, 6)), (1, (0, 1)), (2, (0, 16)), (2, (16, 32)), (2, (32, 40))]

@@ -50,7 +50,8 @@ def _expected_canonical(image: nib.Nifti1Image) -> np.ndarray:
     return np.moveaxis(lps, (0, 1, 2), (-1, -2, -3)) if ras.ndim == 3 else np.moveaxis(lps, (0, 1, 2, 3), (3, 2, 1, 0))
 
 
-@pytest.mark.parametrize("name", ["anatomical.nii", "example4d.nii.gz", "reoriented_anat_moved.nii", "resampled_anat_moved.nii"])
+@pytest.mark.parametrize("name", ["anatomical.nii", "example4d.nii.gz", "reoriented_anat_moved.nii",
+                                  "resampled_anat_moved.nii"])
 def test_orientation_matches_nibabel_canonical(name):
     path = os.path.join(NIBABEL_DATA, name)
     data, kwargs, _ = nifti.read(path)[0]

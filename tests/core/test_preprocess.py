@@ -53,25 +53,11 @@ def test_macenko_against_a_fitted_reference_tile(he_tile):
     assert np.abs(result.image.astype(int) - expected).max() <= 1
 
 
-@pytest.mark.parametrize("normalise", [stain.macenko_normalise,
-                                       lambda t: stain.reinhard_normalise(t, stain.ReinhardStats(np.zeros(3), np.ones(3)))])
-def test_background_tile_is_returned_unchanged_with_flag(normalise):
+def test_background_tile_is_returned_unchanged_with_flag():
     glass = np.full((256, 256, 3), 245, np.uint8)
     glass[::7, ::5] = 238  # faint texture, no tissue
-    result = normalise(glass)
+    result = stain.macenko_normalise(glass)
     assert not result.normalised and result.image is glass and "background" in result.reason
-
-
-def test_reinhard_matches_reference_statistics(he_tile):
-    from skimage.color import rgb2lab
-
-    rng = np.random.default_rng(0)
-    shifted = np.clip(he_tile.astype(int) + rng.integers(-3, 4, 3) + np.array([25, -10, 5]), 0, 255).astype(np.uint8)
-    reference = stain.fit_reinhard(he_tile)
-    result = stain.reinhard_normalise(shifted, reference)
-    mask = stain._tissue_mask(result.image) & stain._tissue_mask(shifted)
-    lab = rgb2lab(result.image)[mask]
-    np.testing.assert_allclose(lab.mean(axis=0), reference.mean, atol=2.5)
 
 
 def test_tissue_mask_finds_tissue_and_glass():

@@ -24,7 +24,9 @@ class EventLoopLatency:
         from qtpy.QtCore import QTimer
 
         self.gaps: list[float] = []
-        self._last = 0.0
+        self.ends: list[float] = []  # when each gap ended, seconds after the start
+        self._start = self._last = 0.0
+        self._capsys = None  # pytest's capsys, set by the fixture, to print past the capture
         self._timer = QTimer()
         self._timer.timeout.connect(self._tick)
 
@@ -33,22 +35,46 @@ class EventLoopLatency:
 
         now = time.perf_counter()
         self.gaps.append(now - self._last)
+        self.ends.append(now - self._start)
         self._last = now
 
     def __enter__(self):
         import time
 
-        self._last = time.perf_counter()
+        self.gaps, self.ends = [], []  # one measurement per `with`: a fixture can time several actions
+        self._start = self._last = time.perf_counter()
         self._timer.start(20)
         return self
 
     def __exit__(self, *exc):
         self._timer.stop()
+        # the time since the last tick counts too: a freeze just before the work ends would otherwise go unseen
+        self._tick()
+
+    @property
+    def largest_gap(self) -> float:
+        """Seconds of the longest wait between two ticks (or the last tick and the end)."""
+        return max(self.gaps, default=0.0)
 
     def summary(self) -> str:
-        return f"{len(self.gaps)} ticks, max gap {max(self.gaps, default=0) * 1000:.0f} ms"
+        if not self.gaps:
+            return "no ticks"
+        worst = max(range(len(self.gaps)), key=self.gaps.__getitem__)
+        long = sum(g > 0.2 for g in self.gaps)
+        return (f"{len(self.gaps)} ticks in {self.ends[-1]:.1f} s, max gap {self.largest_gap * 1000:.0f} ms "
+                f"(ending {self.ends[worst]:.1f} s in), {long} gap(s) over 200 ms")
+
+    def report(self, action: str) -> None:
+        """Show the largest gap of an action in the test output, not only when the test fails."""
+        line = f"event loop during {action}: {self.summary()}"
+        print(line)
+        if self._capsys is not None:
+            with self._capsys.disabled():
+                print(f"\n{line}", flush=True)
 
 
 @pytest.fixture
-def event_loop_latency():
-    return EventLoopLatency()
+def event_loop_latency(capsys):
+    latency = EventLoopLatency()
+    latency._capsys = capsys
+    return latency

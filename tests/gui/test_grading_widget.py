@@ -16,8 +16,8 @@ from shapely.geometry import box as rectangle
 from napari_cancerseg.annotations import read, write
 from napari_cancerseg.annotations.model import Annotation, AnnotationSet
 from napari_cancerseg.annotations.raster import labelled_shapes
-from napari_cancerseg.io.annotation_files import rasterise_to_store
 from napari_cancerseg.classes import TUMOUR
+from napari_cancerseg.io.annotation_files import rasterise_to_store
 
 from ..conftest import data_path
 

@@ -80,4 +80,5 @@ def test_evaluation_dock_matches_the_core_and_exports(make_napari_viewer, qtbot,
     assert widget.scores[0].unit == "mm" and widget.table.shape[0] == len(reference)
     widget.csv_path.value = str(tmp_path / "scores.csv")
     text = open(widget.export()).read()
-    assert text.startswith("case,label,dice,iou,precision,recall,hd95,unit") and len(text.splitlines()) == 1 + len(reference)
+    assert text.startswith("case,label,dice,iou,precision,recall,hd95,unit")
+    assert len(text.splitlines()) == 1 + len(reference)

@@ -9,6 +9,12 @@ import numpy as np
 from ..conftest import data_path
 
 PLUGIN = "napari-cancerseg"
+# The longest the viewer may freeze during a prediction. Issue 17's target is 0.2 s on CI's 2 cores; today the
+# code does not meet it: adding the live Labels layer (widgets/inference.py _show_live) imports pandas and scipy and
+# computes a first slice in the GUI thread, and swapping in the final layers does it again. Measured on the shared
+# 2-core dev machine under xvfb (load 6-9): 3.0, 5.8, 8.3 and 8.4 s. The bound keeps a margin over that and fails
+# a freeze like the 30 s one `len(gaps) > 10` let pass. Lower it to 0.2 once those layer changes leave the GUI thread.
+MAX_GAP_S = 20.0
 
 
 def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path, event_loop_latency):
@@ -36,5 +42,6 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     assert heat_map.multiscale and heat_map.visible and tuple(heat_map.scale) == tuple(slide.scale)
     nucleus = np.asarray(heat_map.data[-1]) > 127  # the lowest level: p(nucleus) > 0.5 where labels say nucleus
     assert (nucleus == (np.asarray(prediction.data[len(heat_map.data) - 1]) == 1)).mean() > 0.99
-    print(f"event loop during prediction: {latency.summary()}")
+    latency.report("prediction")
     assert len(latency.gaps) > 10  # the GUI kept running while the model process worked
+    assert latency.largest_gap < MAX_GAP_S, latency.summary()  # ...and never froze for long
