@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import processes
+from . import __version__, processes
 from .errors import CancersegError
 from .inference.options import (
     FLAG,
@@ -427,6 +427,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cancerseg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="what the readers see of a slide, volume, DICOM or store")
     info.add_argument("path")
