@@ -201,23 +201,8 @@ def load_patch_dataset(path: str) -> list[Pair]:
     when the dataset mixes slides, else the group's ``slide`` attribute, so a
     split by case never puts patches of one slide on both sides.
     """
-    import zarr
+    from ..io.stores.datasets import open_patch_dataset
 
-    try:
-        group = zarr.open_group(path, mode="r")
-        images, masks = group["images"], group["masks"]
-    except (KeyError, FileNotFoundError, ValueError) as err:
-        raise CancersegError(f"{path}: not a patch dataset (needs arrays 'images' and 'masks'): {err}") from None
-    slides_array = group["slides"] if "slides" in group else None
-    for name, node in (("images", images), ("masks", masks), ("slides", slides_array)):
-        if node is not None and not isinstance(node, zarr.Array):
-            raise CancersegError(f"{path}: '{name}' is a group, not an array as a patch dataset needs")
-    assert isinstance(images, zarr.Array) and isinstance(masks, zarr.Array)  # checked just above; tells mypy
-    if images.shape[0] != masks.shape[0] or images.shape[1:3] != masks.shape[1:3]:
-        raise CancersegError(f"{path}: images {images.shape} and masks {masks.shape} do not pair up")
-    if isinstance(slides_array, zarr.Array):
-        slides = [str(s) for s in np.asarray(slides_array[:])]
-    else:
-        slides = [str(group.attrs.get("slide", Path(path).stem))] * images.shape[0]
+    images, masks, slides = open_patch_dataset(path)
     return [Pair(f"{Path(path).stem}[{i}]", slides[i], np.asarray(images[i]), np.asarray(masks[i]))
             for i in range(images.shape[0])]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ...errors import WriteError
+from ...errors import CancersegError, WriteError
 from .attributes import MARK, describe_os_error, raw_attributes
 from .output import building
 
@@ -43,3 +43,29 @@ class PatchDataset:
 def read_dataset_attributes(path: str | os.PathLike) -> dict[str, Any]:
     """A patch dataset's attributes ({} when it has none)."""
     return dict(raw_attributes(os.fspath(path)) or {})
+
+
+def open_patch_dataset(path: str) -> tuple[zarr.Array, zarr.Array, list[str]]:
+    """A patch dataset's ``images`` (N, H, W, 3) and ``masks`` (N, H, W) arrays (lazy) and each patch's slide.
+
+    The slide of each patch: the ``slides`` array when the dataset mixes slides,
+    else the group's ``slide`` attribute, else the dataset's name.
+    """
+    try:
+        group = zarr.open_group(path, mode="r")
+        images, masks = group["images"], group["masks"]
+    except (KeyError, FileNotFoundError, ValueError) as err:
+        raise CancersegError(f"{path}: not a patch dataset (needs arrays 'images' and 'masks'): {err}") from None
+    slides_array = group["slides"] if "slides" in group else None
+    for name, node in (("images", images), ("masks", masks), ("slides", slides_array)):
+        if node is not None and not isinstance(node, zarr.Array):
+            raise CancersegError(f"{path}: '{name}' is a group, not an array as a patch dataset needs")
+    assert isinstance(images, zarr.Array) and isinstance(masks, zarr.Array)  # checked just above; tells mypy
+    if images.shape[0] != masks.shape[0] or images.shape[1:3] != masks.shape[1:3]:
+        raise CancersegError(f"{path}: images {images.shape} and masks {masks.shape} do not pair up")
+    if isinstance(slides_array, zarr.Array):
+        slides = [str(s) for s in np.asarray(slides_array[:])]
+    else:
+        slides = [str(group.attrs.get("slide", os.path.splitext(os.path.basename(path.rstrip("/")))[0]))] \
+            * images.shape[0]
+    return images, masks, slides
