@@ -134,10 +134,18 @@ def _jsonable(value):
     return value
 
 
+def print_json(value: Any) -> None:
+    """Print strict JSON: a NaN or infinity (bare NaN is not JSON) is refused, never printed."""
+    try:
+        print(json.dumps(value, indent=2, allow_nan=False))
+    except ValueError:
+        raise CancersegError("the result holds a number that is not finite; nothing was printed") from None
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     described = _jsonable(describe(args.path, properties=args.properties))
     if args.json:
-        print(json.dumps({"path": args.path, "layers": described}, indent=2))
+        print_json({"path": args.path, "layers": described})
         return 0
     print(args.path)
     for layer in described:
@@ -291,7 +299,7 @@ def cmd_patches(args: argparse.Namespace) -> int:
     summary = extract_patches(args.slide, args.out, args.size, args.mpp, args.annotations, args.store, args.seed,
                               overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(summary.to_dict(), indent=2))
+        print_json(summary.to_dict())
         return 0
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -312,7 +320,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         with open(args.csv, "w", newline="") as fh:
             fh.write(report.csv())
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print_json(report.to_dict())
     else:
         print(report.text())
     return 0
@@ -346,7 +354,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         with open(args.csv, "w", newline="") as fh:
             fh.write(to_csv(scores))
     if args.json:
-        print(json.dumps({"cases": [s.to_dict() for s in scores]}, indent=2))
+        print_json({"cases": [s.to_dict() for s in scores]})
         return 0
     print(f"{'case':30s} label   dice    iou  precision  recall  hd95")
     for s in scores:

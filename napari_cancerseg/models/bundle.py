@@ -300,6 +300,22 @@ def model_card_markdown(info: BundleInfo) -> str:
     return "\n".join(lines)
 
 
+def _remove_stale_temporaries(path: str) -> None:
+    """Remove ``PATH.tmp-PID.keras`` files that a killed run left (PID no longer alive): a save that never ended."""
+    import glob
+
+    for temporary in glob.glob(glob.escape(path) + ".tmp-*.keras"):
+        pid = temporary[len(path) + len(".tmp-"):-len(".keras")]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            os.remove(temporary)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
 def save_bundle(model, path: str | os.PathLike, *, name: str, version: str, architecture: dict[str, Any],
                 recipe: Recipe, classes: list[dict[str, Any]], card: dict[str, Any] | None = None) -> BundleInfo:
     """Write the model and its metadata into one ``.keras`` bundle, atomically (temp file + rename)."""
@@ -310,18 +326,23 @@ def save_bundle(model, path: str | os.PathLike, *, name: str, version: str, arch
     card.setdefault("date", datetime.date.today().isoformat())
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "version": version,
             "architecture": architecture, "recipe": recipe.to_dict(), "classes": classes, "card": card}
+    _remove_stale_temporaries(os.fspath(path))
     tmp = f"{path}.tmp-{os.getpid()}.keras"
     # Keras 3 saves a compiled model's optimizer state (2x the weights for Adam) whatever
     # include_optimizer says: a rebuilt, uncompiled copy keeps the bundle to the weights alone.
     inference_model = model.__class__.from_config(model.get_config())
     inference_model.set_weights(model.get_weights())
-    inference_model.save(tmp)
     info = BundleInfo(path=path, name=name, version=version, architecture=architecture, recipe=recipe,
                       classes=classes, card=card)
-    with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(BUNDLE_MEMBER, json.dumps(meta, indent=2, default=_json_default))
-        archive.writestr(CARD_MEMBER, model_card_markdown(info))
-    os.replace(tmp, path)
+    try:
+        inference_model.save(tmp)
+        with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(BUNDLE_MEMBER, json.dumps(meta, indent=2, default=_json_default))
+            archive.writestr(CARD_MEMBER, model_card_markdown(info))
+        os.replace(tmp, path)
+    finally:  # a failed save (disk full...) leaves no half file; a killed one is removed by the next save
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return info
 
 

@@ -264,3 +264,27 @@ def test_bundle_holds_weights_not_optimizer_state(tmp_path):
     with zipfile.ZipFile(path) as bundle, zipfile.ZipFile(fresh) as plain:
         bundled, reference = (z.getinfo("model.weights.h5").file_size for z in (bundle, plain))
     assert bundled <= 1.05 * reference  # an uncompiled model's weights, no Adam moments
+
+
+def test_a_save_killed_midway_leaves_nothing_the_next_save_keeps(tmp_path):
+    """A training killed while saving left a 0-byte PATH.tmp-PID.keras; the next save of that bundle removes it
+    (its process is gone), and never a temporary of a process that is still saving."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.keras"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"m.keras.tmp-{int(dead.stdout)}.keras"
+    stale.write_bytes(b"")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        saving = tmp_path / f"m.keras.tmp-{alive.pid}.keras"
+        saving.write_bytes(b"")
+        model = build_unet(input_shape=(None, None, 3), filters=(4, 8), dropout=(0, 0), input_dtype="uint8")
+        save_bundle(model, path, name="m", version="1", architecture={"builder": "unet"}, recipe=Recipe(divisor=2),
+                    classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "nucleus"}])
+        assert bundle_info(path).name == "m"
+        assert not stale.exists() and saving.exists()
+    finally:
+        alive.kill()
+        alive.wait()
