@@ -202,3 +202,31 @@ def test_train_init_reaches_the_bundle_it_names(tmp_path, capsys):
     assert main(["train", "--patches", str(tmp_path / "p.zarr"), "--init", missing]) == 2
     err = capsys.readouterr().err
     assert missing in err and "no such model bundle file" in err
+
+
+def test_rasterise_then_grade_gives_the_polygons_area_and_grade(tmp_path, capsys):
+    """cancerseg rasterise draws annotations into a label store that grade reads: a 4 polygon and a smaller 3
+    polygon on CMU-1 (0.499 µm/px) are 4+3, ISUP 3, with their shapely areas (pixelation within 1%)."""
+    import json
+
+    from shapely.geometry import Polygon
+
+    slide = data_path("wsi/CMU-1-Small-Region.svs")
+    four = [[300, 400], [1500, 420], [1400, 1600], [350, 1500], [300, 400]]
+    three = [[600, 2000], [1300, 2000], [1300, 2500], [600, 2500], [600, 2000]]
+    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                 "properties": {"classification": {"name": name}}}
+                for ring, name in ((four, "Gleason pattern 4"), (three, "Gleason 3"))]
+    annotations = tmp_path / "marked.geojson"
+    annotations.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    out = tmp_path / "marked.zarr"
+    assert main(["rasterise", slide, str(annotations), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["grade", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    mpp2 = 0.499 ** 2
+    assert report["areas_um2"]["4"] == pytest.approx(Polygon(four).area * mpp2, rel=0.01)
+    assert report["areas_um2"]["3"] == pytest.approx(Polygon(three).area * mpp2, rel=0.01)
+    assert (report["gleason_score"], report["isup_grade_group"]) == ("4+3", 3)
+    assert main(["rasterise", slide, str(annotations), "--out", str(out)]) == 2  # ours, but no --overwrite
+    assert "overwrite" in capsys.readouterr().err
