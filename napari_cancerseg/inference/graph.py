@@ -22,9 +22,12 @@ Keras only when a task loads a model.
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -404,11 +407,15 @@ def run_local(graph: Graph, on_task: Callable[[Counts], None], threads: int = 4,
             users_by_band.setdefault(batch_key, []).append(band)
     last_band = {key: max(used) for key, used in users_by_band.items()}
     carried: set[tuple] = set()
-    with Callback(posttask=posttask):
+    # our own pool, so that a failing task (a full disk...) returns only once the tasks already running have
+    # ended: dask's get raises at the first error while its pool's threads go on writing into the store
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="cancerseg-graph")
+    with Callback(posttask=posttask), contextlib.ExitStack() as stack:
+        stack.callback(pool.shutdown, wait=True)
         for band, keys in sorted(bands.items()):
             culled, _ = cull(tasks, keys)
             keep = [k for k in culled if k in graph.predict_keys and last_band[k] > band and k not in carried]
-            results = dask.threaded.get(culled, [*keys, *keep], num_workers=threads)
+            results = dask.threaded.get(culled, [*keys, *keep], num_workers=threads, pool=pool)
             for key, result in zip(keys, results):
                 tasks[key] = result  # a literal from now on: later bands never reach back into done chunks
             for key, result in zip(keep, results[len(keys):]):  # not predicted again, and let go when used

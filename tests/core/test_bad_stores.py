@@ -322,6 +322,35 @@ def test_a_full_disk_names_the_store_and_resume_cleans_up_partials(tmp_path, bun
     assert not list(Path(out).rglob("*.partial")) and stores.missing_chunks(out) is None
 
 
+def test_a_failed_run_returns_only_once_its_running_writes_have_ended(tmp_path, bundle, monkeypatch):  # noqa: F811
+    """After a write fails, predict_slide must not return (and let go of the store's lock) while other tasks
+    still write into the store: dask's own pool kept them running after the error."""
+    import itertools
+    import threading
+    import time
+
+    from napari_cancerseg.io.stores import chunks
+
+    replace, counter, lock, late = os.replace, itertools.count(), threading.Lock(), []
+
+    def fails_then_slow(src, dst):
+        with lock:
+            n = next(counter)
+        if n == 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        time.sleep(0.05)  # slow writes: several segment tasks are writing when the disk fills
+        if n > 20:
+            late.append(time.monotonic())
+        return replace(src, dst)
+
+    monkeypatch.setattr(chunks.os, "replace", fails_then_slow)
+    with pytest.raises(WriteError, match="the disk is full"):
+        predict_slide(data_path(CMU), bundle, str(tmp_path / "s.zarr"), model=PixelModel(), tissue=0.5)
+    returned = time.monotonic()
+    time.sleep(1.0)
+    assert late and max(late) <= returned  # every write finished before the error reached the caller
+
+
 # ---- corrupt chunks (issue 15, item 6) ------------------------------------------------------------
 
 @pytest.mark.bad_input("clean error")
