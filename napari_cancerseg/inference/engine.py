@@ -72,6 +72,7 @@ class Summary:
     chunks_resumed: int
     cancelled: bool = False
     notes: list[str] = field(default_factory=list)
+    glass_fraction: float = 0.0  # the share of the slide's chunks skipped as glass (the store records it too)
 
     @property
     def tiles_per_second(self) -> float:
@@ -80,7 +81,8 @@ class Summary:
     def line(self) -> str:
         state = "cancelled" if self.cancelled else "done"
         return (f"{state}: {self.tiles} tiles in {self.seconds:.1f} s ({self.tiles_per_second:.1f} tiles/s); "
-                f"{self.chunks_written} chunks written, {self.chunks_skipped_glass} glass, "
+                f"{self.chunks_written} chunks written, {self.chunks_skipped_glass} glass "
+                f"({self.glass_fraction:.0%} of the slide not predicted), "
                 f"{self.chunks_resumed} already done -> {self.store}")
 
 
@@ -194,7 +196,7 @@ def predict_slide(
     finally:
         store.close()
     return Summary(out, counts.tiles, time.perf_counter() - start, counts.chunks, int((~active).sum()), resumed,
-                   cancelled, notes)
+                   cancelled, notes, glass_fraction=float((~active).mean()))
 
 
 def load_model(bundle: str):

@@ -152,6 +152,8 @@ def test_a_store_with_missing_chunks_is_incomplete_for_grade_evaluate_and_the_vi
     # the share skipped as glass, as recorded: the chunks below the tissue threshold
     assert attributes.glass_fraction == pytest.approx(1 - expected / attributes.expected_chunks.size)
     assert summary.chunks_skipped_glass == attributes.expected_chunks.size - expected
+    assert summary.glass_fraction == pytest.approx(attributes.glass_fraction)  # the run says what the store says
+    assert f"({summary.glass_fraction:.0%} of the slide not predicted)" in summary.line()
     missing, total = stores.missing_chunks(out)
     assert total == expected and missing == expected - int(stores.predicted_chunks(
         __import__("zarr").open_group(out)).sum()) > 0
