@@ -57,7 +57,8 @@ def check_size(path: str) -> None:
     except OSError as err:
         raise ReadError(path, f"cannot open: {err.strerror}") from None
     if size > MAX_FILE_BYTES:
-        raise ReadError(path, f"is {size / 1e6:.0f} MB; annotation files over {MAX_FILE_BYTES / 1e6:.0f} MB are refused")
+        raise ReadError(path, f"is {size / 1e6:.0f} MB; "
+                              f"annotation files over {MAX_FILE_BYTES / 1e6:.0f} MB are refused")
 
 
 def parse_xml(path: str):
@@ -72,7 +73,8 @@ def parse_xml(path: str):
         return SafeET.parse(path, forbid_dtd=True, forbid_entities=True, forbid_external=True).getroot()
     except DefusedXmlException as err:
         raise ReadError(path, f"refused: the XML declares a DTD or entities ({type(err).__name__}); "
-                              "annotation files never need them and they enable XXE and entity-expansion attacks") from None
+                              "annotation files never need them and they enable XXE and entity-expansion attacks"
+                        ) from None
     except ParseError as err:
         raise ReadError(path, f"malformed XML: {err}") from None
 

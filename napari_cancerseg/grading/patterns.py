@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.stores import LabelStore
-from ..errors import CancersegError
 from ..classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for, rgba_255
-from .report import TUMOUR_LABELS, label_mapping
+from ..errors import CancersegError
 from ..io import stores
+from ..io.stores import LabelStore
 from ..io.wsi import SlideHandle, read_level
+from .report import TUMOUR_LABELS, label_mapping
 
 
 @dataclass
@@ -100,7 +100,8 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
         return out_block
 
     level0 = stores.lazy_level(segmentation, seg.attributes.levels[0].path).map_blocks(block, dtype=np.uint8)
-    properties = {**{k: v for k, v in seg.properties.items() if k not in ("classes", "corrections", "format", "expected_chunks", "complete")},
+    dropped = ("classes", "corrections", "format", "expected_chunks", "complete")
+    properties = {**{k: v for k, v in seg.properties.items() if k not in dropped},
                   "downsample": seg.downsample, "slide_path": os.path.abspath(slide),
                   "segmentation": os.path.abspath(segmentation),
                   "patterns_from": {"name": classifier.info.name, "version": classifier.info.version,

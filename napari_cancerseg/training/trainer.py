@@ -26,7 +26,8 @@ def build_model(config: TrainConfig, input_shape):
                   n_classes=config.n_classes, activation="sigmoid" if config.n_classes == 1 else "softmax",
                   input_dtype="uint8" if config.channels == 3 else "float32")
     builder = {"unet": build_unet, "sk_unet": build_sk_unet}[config.architecture]
-    return builder(**kwargs), {"builder": config.architecture, "kwargs": {k: v for k, v in kwargs.items() if k != "input_shape"}}
+    return builder(**kwargs), {"builder": config.architecture,
+                               "kwargs": {k: v for k, v in kwargs.items() if k != "input_shape"}}
 
 
 def _keras_callbacks():
@@ -157,13 +158,15 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
     dice_values = [s["dice"] for s in test_scores]
     card = {
         "training_data": config.training_data,
-        "split": {"train": sorted({p.name for p in train_pairs}), "validation (early stopping)": sorted({p.name for p in val_pairs}),
+        "split": {"train": sorted({p.name for p in train_pairs}),
+                  "validation (early stopping)": sorted({p.name for p in val_pairs}),
                   "test (held out, reported)": sorted({p.name for p in test_pairs})},
         "metrics": {"test_per_image": test_scores, "validation_per_image": val_scores,
                     "test_dice_mean": float(np.mean(dice_values)) if dice_values else None,
                     "test_dice_min": float(np.min(dice_values)) if dice_values else None},
         "training": {"epochs_run": len(history.history.get("loss", [])), "seconds": round(seconds, 1),
-                     "backend": keras.backend.backend(), "config": {k: v for k, v in asdict(config).items() if k != "extra_card"}},
+                     "backend": keras.backend.backend(),
+                     "config": {k: v for k, v in asdict(config).items() if k != "extra_card"}},
         "reproduce": config.reproduce,
         "notes": config.notes,
         **config.extra_card,
@@ -176,7 +179,8 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
     else:
         recipe = Recipe(tile_size=config.size, overlap=config.size // 8, mpp=config.mpp, channels=config.channels,
                         input_dtype="uint8" if config.channels == 3 else "float32",
-                        intensity="uint8/255 inside the model" if config.channels == 3 else "per-volume percentile [0, 1]",
+                        intensity=("uint8/255 inside the model" if config.channels == 3
+                                   else "per-volume percentile [0, 1]"),
                         divisor=divisor)
     info = save_bundle(model, config.out, name=config.name, version=config.version, architecture=architecture,
                        recipe=recipe, classes=classes, card=card)

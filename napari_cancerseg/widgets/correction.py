@@ -19,10 +19,10 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
 from ..correction.active import uncertain_regions
-from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
+from ..errors import CancersegError
 from ..io import stores
 from ..io.stores import LabelStore, Region
-from ..errors import CancersegError
+from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
 
 RECTANGLES = "correction regions"
 SUGGESTIONS = "next regions to correct"
@@ -149,7 +149,8 @@ class CorrectionWidget(Container):
         scale = tuple(s * step for s in source.scale[-2:])
         translate = (source.translate[-2] + region.rows[0] * step * source.scale[-2],
                      source.translate[-1] + region.cols[0] * step * source.scale[-1])
-        layer = self.viewer.add_labels(labels.copy(), name=f"correction {len(self.sessions) + 1} (level {region.level})",
+        layer = self.viewer.add_labels(labels.copy(),
+                                       name=f"correction {len(self.sessions) + 1} (level {region.level})",
                                        scale=scale, translate=translate, colormap=source.colormap, opacity=0.7,
                                        units=source.units, metadata={DRAFT_KEY: draft.ident})
         session = EditSession(store, region, draft, layer)
@@ -230,7 +231,8 @@ class CorrectionWidget(Container):
             show_error(str(err))
             return []
         open_drafts = {s.draft.ident for s in self.sessions}
-        restored = [self._open(store, d.region, d.load(), d) for d in pending_drafts(path) if d.ident not in open_drafts]
+        restored = [self._open(store, d.region, d.load(), d)
+                    for d in pending_drafts(path) if d.ident not in open_drafts]
         self._offer_drafts()
         return restored
 

@@ -91,8 +91,12 @@ class GradingWidget(Container):
         self.worker = self._grade(source)
         self.worker.returned.connect(self.show_report)
         self.worker.finished.connect(lambda: setattr(self, "worker", None))
-        self.worker.errored.connect(lambda err: (show_error(str(err)), setattr(self.summary, "value", f"failed: {err}")))
+        self.worker.errored.connect(self._grading_failed)
         self.worker.start()
+
+    def _grading_failed(self, err: BaseException) -> None:
+        show_error(str(err))
+        self.summary.value = f"failed: {err}"
 
     @thread_worker
     def _grade(self, source: str) -> SlideReport:

@@ -27,7 +27,8 @@ class InferenceWidget(Container):
         self.slide = create_widget(annotation=napari.layers.Image, label="slide")
         self.model = FileEdit(label="model bundle", value=resource_path(NUCLEI_MODEL), filter="*.keras")
         self.mpp = FloatSpinBox(label="µm/px (0: model's)", value=0.0, min=0.0, max=100.0, step=0.05)
-        self.tissue = FloatSpinBox(label="min tissue fraction", value=PredictOptions.tissue, min=0.0, max=1.0, step=0.05)
+        self.tissue = FloatSpinBox(label="min tissue fraction", value=PredictOptions.tissue,
+                                   min=0.0, max=1.0, step=0.05)
         self.out = FileEdit(label="store (empty: temporary)", mode="w", filter="*.zarr", value="")
         self.heatmap = ComboBox(label="also show", choices=["labels only", "probability heat maps"])
         self.run_button, self.cancel_button = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
@@ -85,7 +86,8 @@ class InferenceWidget(Container):
         if isinstance(message, Progress):
             data, left = message.data, message.data.get("seconds_left")
             self.status.value = (f"{message.done}/{message.total} tiles, "
-                                 f"{data.get('tiles_per_second') or 0:.1f} tiles/s" + (f", {left:.0f} s left" if left else ""))
+                                 f"{data.get('tiles_per_second') or 0:.1f} tiles/s"
+                                 + (f", {left:.0f} s left" if left else ""))
             self._show_live(out, slide_layer)
         elif isinstance(message, Done):
             self._show_final(out, slide_layer)

@@ -84,7 +84,8 @@ def write_labels(
     existing path is refused unless it is our own store and ``overwrite`` is set.
     """
     path = os.fspath(path)
-    levels = [lvl if isinstance(lvl, da.Array) else da.from_array(np.asarray(lvl), chunks=LABEL_CHUNK) for lvl in levels]
+    levels = [lvl if isinstance(lvl, da.Array) else da.from_array(np.asarray(lvl), chunks=LABEL_CHUNK)
+              for lvl in levels]
     if not np.issubdtype(levels[0].dtype, np.integer):
         raise WriteError(path, f"labels must be integers, not {levels[0].dtype}")
     if len(scale) != levels[0].ndim:
@@ -133,7 +134,8 @@ def set_label_metadata(root, shapes: Sequence[Sequence[int]], paths: Sequence[st
                             tuple(float(s * f) for s, f in zip(scale, factors)), tuple(translate)))
     axes_meta = []
     for axis, unit in zip(axes, units):
-        entry: dict[str, Any] = {"name": axis, "type": "space" if axis in "zyx" else "time" if axis == "t" else "channel"}
+        entry: dict[str, Any] = {"name": axis,
+                                 "type": "space" if axis in "zyx" else "time" if axis == "t" else "channel"}
         ngff_unit = _NGFF_UNITS.get(unit, unit) if unit else None
         if ngff_unit and entry["type"] == "space":
             entry["unit"] = ngff_unit
