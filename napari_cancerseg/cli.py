@@ -92,7 +92,7 @@ def options_from_args(options: type[OptionsT], args: argparse.Namespace, **chang
     """The options ``add_options``'s flags parsed into ``args``, with ``changes`` on top, checked."""
     values = {f.name: getattr(args, f.name) for f in options.settings()
               if setting_of(f).cli and hasattr(args, f.name)}
-    return options(**{**values, **changes}).validate()  # type: ignore[call-arg]
+    return options(**{**values, **changes}).validate()
 
 
 def _layers(path: str):

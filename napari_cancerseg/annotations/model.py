@@ -79,9 +79,11 @@ def parse_xml(path: str):
         raise ReadError(path, f"malformed XML: {err}") from None
 
 
-def number(text: str | None, path: str, where: str) -> float:
+def number(text: str | float | None, path: str, where: str) -> float:
     """A coordinate, or a ReadError saying exactly which one is malformed."""
     try:
+        if text is None:  # an attribute that is not there
+            raise TypeError
         value = float(text)
     except (TypeError, ValueError):
         raise ReadError(path, f"{where}: {text!r} is not a number") from None
@@ -90,7 +92,7 @@ def number(text: str | None, path: str, where: str) -> float:
     return value
 
 
-def coordinate(text: str | None, path: str, where: str) -> float:
+def coordinate(text: str | float | None, path: str, where: str) -> float:
     """A vertex coordinate: a finite number no slide could be bigger than."""
     value = number(text, path, where)
     if abs(value) > MAX_COORDINATE:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import dask.array as da
 import numpy as np
 
 from ..classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for, rgba_255
@@ -99,7 +100,8 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
         out_block[ys, xs] = tile_labels[((ys + y0) // footprint).astype(int), ((xs + x0) // footprint).astype(int)]
         return out_block
 
-    level0 = stores.lazy_level(segmentation, seg.attributes.levels[0].path).map_blocks(block, dtype=np.uint8)
+    # da.map_blocks is what Array.map_blocks calls; dask's wrapper of the method hides its signature from mypy
+    level0 = da.map_blocks(block, stores.lazy_level(segmentation, seg.attributes.levels[0].path), dtype=np.uint8)
     dropped = ("classes", "corrections", "format", "expected_chunks", "complete")
     properties = {**{k: v for k, v in seg.properties.items() if k not in dropped},
                   "downsample": seg.downsample, "slide_path": os.path.abspath(slide),

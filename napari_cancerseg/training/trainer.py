@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import processes
 from ..preprocess.augment import Augmenter
 from .data import Pair, RandomPatches, WholeImages
-from .options import TrainOptions
+from .options import TrainOptions, default_class_names
 
 # the settings and their defaults live in options.py (the CLI's options are generated from them)
 TrainConfig = TrainOptions
@@ -25,7 +25,8 @@ def build_model(config: TrainConfig, input_shape):
     kwargs = dict(input_shape=input_shape, filters=config.filters, dropout=config.dropout,
                   n_classes=config.n_classes, activation="sigmoid" if config.n_classes == 1 else "softmax",
                   input_dtype="uint8" if config.channels == 3 else "float32")
-    builder = {"unet": build_unet, "sk_unet": build_sk_unet}[config.architecture]
+    builders: dict[str, Callable[..., Any]] = {"unet": build_unet, "sk_unet": build_sk_unet}
+    builder = builders[config.architecture]
     return builder(**kwargs), {"builder": config.architecture,
                                "kwargs": {k: v for k, v in kwargs.items() if k != "input_shape"}}
 
@@ -171,7 +172,9 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
         "notes": config.notes,
         **config.extra_card,
     }
-    classes = [{"label": i, "name": n} for i, n in enumerate(config.class_names)]
+    # None only before TrainOptions.__post_init__ fills it in, as here
+    class_names = config.class_names if config.class_names is not None else default_class_names(config.n_classes)
+    classes = [{"label": i, "name": n} for i, n in enumerate(class_names)]
     if config.init_bundle:  # same classes and recipe as the bundle it continues; the card says where it came from
         classes, recipe = base.info.classes, base.recipe
         card["fine_tuned_from"] = {"bundle": os.path.abspath(config.init_bundle), "name": base.info.name,

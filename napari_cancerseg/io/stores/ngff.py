@@ -182,6 +182,11 @@ def lazy_level(store: str, relative: str, name: str | None = None) -> da.Array:
     return files.lazy(name)
 
 
+def _napari_unit(unit: Any) -> str:
+    """napari's name for an NGFF axis unit; "pixel" where the axis names none."""
+    return _NAPARI_UNITS.get(unit, unit) if unit else "pixel"
+
+
 def level0_geometry(attrs: dict[str, Any], ndim: int) -> tuple[list[float], list[float], tuple[str, ...]]:
     """(scale, translate, napari units) of level 0 of a store's NGFF multiscales metadata."""
     multiscale = attrs["multiscales"][0]
@@ -189,8 +194,7 @@ def level0_geometry(attrs: dict[str, Any], ndim: int) -> tuple[list[float], list
     scale = next((t["scale"] for t in transforms if t["type"] == "scale"), [1.0] * ndim)
     translate = next((t["translation"] for t in transforms if t["type"] == "translation"), [0.0] * ndim)
     axes = multiscale.get("axes", [])
-    units = tuple(_NAPARI_UNITS.get(a.get("unit"), a.get("unit") or "pixel") if isinstance(a, dict) else "pixel"
-                  for a in axes)
+    units = tuple(_napari_unit(a.get("unit") if isinstance(a, dict) else None) for a in axes)
     return [float(v) for v in scale], [float(v) for v in translate], units
 
 
