@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -52,5 +52,6 @@ def _direct_colors(colormap: Any) -> dict[int, tuple[int, int, int, int]] | None
     mapping = getattr(colormap, "color_dict", None)
     if not mapping:
         return None
-    return {int(k): tuple(int(round(float(c) * 255)) for c in v) for k, v in mapping.items()
-            if k is not None and int(k) != 0}
+    # napari's colour_dict values are RGBA arrays: four numbers each
+    return {int(k): cast(tuple[int, int, int, int], tuple(int(round(float(c) * 255)) for c in v))
+            for k, v in mapping.items() if k is not None and int(k) != 0}

@@ -92,7 +92,7 @@ def options_from_args(options: type[OptionsT], args: argparse.Namespace, **chang
     """The options ``add_options``'s flags parsed into ``args``, with ``changes`` on top, checked."""
     values = {f.name: getattr(args, f.name) for f in options.settings()
               if setting_of(f).cli and hasattr(args, f.name)}
-    return options(**{**values, **changes}).validate()  # type: ignore[call-arg]
+    return options(**{**values, **changes}).validate()
 
 
 def _layers(path: str):
@@ -216,7 +216,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     test_cases = _csv(args.test_cases)
     val_cases = _csv(args.val_cases)
     if set(test_cases) & set(val_cases):
-        raise CancersegError("a case cannot be both validation and test: " + ", ".join(set(test_cases) & set(val_cases)))
+        raise CancersegError("a case cannot be both validation and test: "
+                             + ", ".join(set(test_cases) & set(val_cases)))
     rest, test = split_by_case(pairs, test_cases)
     train_pairs, val = split_by_case(rest, val_cases)
     if not train_pairs:
@@ -264,7 +265,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if summary.cancelled:
-        raise Cancelled(f"{summary.line()}; run the same command again to resume")
+        raise CancelledError(f"{summary.line()}; run the same command again to resume")
     print(summary.line())
     return 0
 
@@ -473,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("annotations", help="ImageScope/ASAP XML or GeoJSON of the slide")
     ra.add_argument("--out", required=True, help="label store (.zarr)")
     where_ra = ra.add_mutually_exclusive_group()
-    where_ra.add_argument("--mpp", type=positive_float, help="draw at the slide level nearest this µm/px (default: level 0)")
+    where_ra.add_argument("--mpp", type=positive_float,
+                          help="draw at the slide level nearest this µm/px (default: level 0)")
     where_ra.add_argument("--level", type=non_negative_int, help="draw at this slide level")
     ra.add_argument("--map", nargs="*", metavar="CLASS=PATTERN",
                     help="annotation class names to 3, 4, 5, benign or tumour (case-insensitive), e.g. CaP=4")
@@ -548,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Cancelled(Exception):
+class CancelledError(Exception):
     """A command stopped because it was asked to (Ctrl-C, SIGTERM), saying what it leaves behind."""
 
 
@@ -565,9 +567,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                       getattr(args, "progress_json", False))
     try:
         return args.func(args)
-    except (KeyboardInterrupt, Cancelled) as stop:
+    except (KeyboardInterrupt, CancelledError) as stop:
         # one line, no traceback; resumable work (predict) keeps what it finished
-        line = str(stop) if isinstance(stop, Cancelled) else "cancelled"
+        line = str(stop) if isinstance(stop, CancelledError) else "cancelled"
         print(("" if line.startswith("cancelled") else "cancelled: ") + line, file=sys.stderr, flush=True)
         if protocol:
             processes.emit(processes.Cancelled(line))

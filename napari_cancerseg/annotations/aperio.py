@@ -170,7 +170,8 @@ def write(annotation_set: AnnotationSet, path: str | os.PathLike) -> str:
             region_type = KIND_TYPES.get(item.kind, 0)
             if isinstance(geometry, (LineString, Point)) or item.kind == "points":
                 region_id += 1
-                coords = list(geometry.coords) if not hasattr(geometry, "geoms") else [g.coords[0] for g in geometry.geoms]
+                coords = (list(geometry.coords) if not hasattr(geometry, "geoms")
+                          else [g.coords[0] for g in geometry.geoms])
                 _add_region(regions, region_id, region_type if isinstance(geometry, LineString) else 0, coords, False)
                 continue
             for polygon in _polygons(geometry):

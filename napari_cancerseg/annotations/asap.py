@@ -63,7 +63,7 @@ def read(path: str | os.PathLike) -> AnnotationSet:
         name, kind_text = element.get("Name", f"Annotation {index}"), element.get("Type", "Polygon")
         group = element.get("PartOfGroup", "None")
         where = f"Annotation {name!r}"
-        coordinates = []
+        coordinates: list[tuple[int, float, float]] = []
         for c in element.iter("Coordinate"):
             order = int(number(c.get("Order", len(coordinates)), path, f"{where}, Coordinate Order"))
             coordinates.append((order, coordinate(c.get("X"), path, f"{where}, Coordinate {order} X"),
@@ -140,9 +140,9 @@ def write(annotation_set: AnnotationSet, path: str | os.PathLike) -> str:
                 add(f"Annotation {count}", "Polygon", f"{group} (hole)", item.color, list(hole.coords)[:-1])
     groups_element = ET.SubElement(root, "AnnotationGroups")
     for name, color in groups.items():
-        group = ET.SubElement(groups_element, "Group", Name=name, PartOfGroup="None",
-                              Color=rgb_to_hex(color or (244, 250, 88)))
-        ET.SubElement(group, "Attributes")
+        group_element = ET.SubElement(groups_element, "Group", Name=name, PartOfGroup="None",
+                                      Color=rgb_to_hex(color or (244, 250, 88)))
+        ET.SubElement(group_element, "Attributes")
     ET.indent(root)
     tmp = f"{path}.tmp-{os.getpid()}"
     ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)

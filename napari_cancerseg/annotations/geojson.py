@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from shapely.geometry import mapping, shape
 
@@ -129,17 +130,17 @@ def read(path: str | os.PathLike) -> AnnotationSet:
 def to_feature_collection(annotation_set: AnnotationSet) -> dict:
     features = []
     for item in annotation_set.annotations:
-        classification = {"name": item.class_name}
+        classification: dict[str, Any] = {"name": item.class_name}
         if item.color:
             classification["color"] = list(item.color)
-        extra = {"kind": item.kind, "exclusion": item.exclusion}
+        extra: dict[str, Any] = {"kind": item.kind, "exclusion": item.exclusion}
         for key in ("corners", "control_points"):
             if item.source.get(key):
                 extra[key] = item.source[key]
         features.append({"type": "Feature", "geometry": mapping(item.geometry),
                          "properties": {"objectType": "annotation", "classification": classification,
                                         "cancerseg": extra}})
-    collection = {"type": "FeatureCollection", "features": features}
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
     if annotation_set.mpp:
         collection["cancerseg"] = {"mpp": annotation_set.mpp}
     return collection

@@ -57,7 +57,8 @@ def check_size(path: str) -> None:
     except OSError as err:
         raise ReadError(path, f"cannot open: {err.strerror}") from None
     if size > MAX_FILE_BYTES:
-        raise ReadError(path, f"is {size / 1e6:.0f} MB; annotation files over {MAX_FILE_BYTES / 1e6:.0f} MB are refused")
+        raise ReadError(path, f"is {size / 1e6:.0f} MB; "
+                              f"annotation files over {MAX_FILE_BYTES / 1e6:.0f} MB are refused")
 
 
 def parse_xml(path: str):
@@ -72,14 +73,17 @@ def parse_xml(path: str):
         return SafeET.parse(path, forbid_dtd=True, forbid_entities=True, forbid_external=True).getroot()
     except DefusedXmlException as err:
         raise ReadError(path, f"refused: the XML declares a DTD or entities ({type(err).__name__}); "
-                              "annotation files never need them and they enable XXE and entity-expansion attacks") from None
+                              "annotation files never need them and they enable XXE and entity-expansion attacks"
+                        ) from None
     except ParseError as err:
         raise ReadError(path, f"malformed XML: {err}") from None
 
 
-def number(text: str | None, path: str, where: str) -> float:
+def number(text: str | float | None, path: str, where: str) -> float:
     """A coordinate, or a ReadError saying exactly which one is malformed."""
     try:
+        if text is None:  # an attribute that is not there
+            raise TypeError
         value = float(text)
     except (TypeError, ValueError):
         raise ReadError(path, f"{where}: {text!r} is not a number") from None
@@ -88,7 +92,7 @@ def number(text: str | None, path: str, where: str) -> float:
     return value
 
 
-def coordinate(text: str | None, path: str, where: str) -> float:
+def coordinate(text: str | float | None, path: str, where: str) -> float:
     """A vertex coordinate: a finite number no slide could be bigger than."""
     value = number(text, path, where)
     if abs(value) > MAX_COORDINATE:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CancersegError
-from ..io.stores import LabelStore
 from ..inference.tiling import TileGrid
+from ..io.stores import LabelStore
 
 
 @dataclass(frozen=True)

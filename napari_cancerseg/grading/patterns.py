@@ -15,14 +15,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import dask.array as da
 import numpy as np
 
-from ..io.stores import LabelStore
-from ..errors import CancersegError
 from ..classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for, rgba_255
-from .report import TUMOUR_LABELS, label_mapping
+from ..errors import CancersegError
 from ..io import stores
+from ..io.stores import LabelStore
 from ..io.wsi import SlideHandle, read_level
+from .report import TUMOUR_LABELS, label_mapping
 
 
 @dataclass
@@ -99,8 +100,10 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
         out_block[ys, xs] = tile_labels[((ys + y0) // footprint).astype(int), ((xs + x0) // footprint).astype(int)]
         return out_block
 
-    level0 = stores.lazy_level(segmentation, seg.attributes.levels[0].path).map_blocks(block, dtype=np.uint8)
-    properties = {**{k: v for k, v in seg.properties.items() if k not in ("classes", "corrections", "format", "expected_chunks", "complete")},
+    # da.map_blocks is what Array.map_blocks calls; dask's wrapper of the method hides its signature from mypy
+    level0 = da.map_blocks(block, stores.lazy_level(segmentation, seg.attributes.levels[0].path), dtype=np.uint8)
+    dropped = ("classes", "corrections", "format", "expected_chunks", "complete")
+    properties = {**{k: v for k, v in seg.properties.items() if k not in dropped},
                   "downsample": seg.downsample, "slide_path": os.path.abspath(slide),
                   "segmentation": os.path.abspath(segmentation),
                   "patterns_from": {"name": classifier.info.name, "version": classifier.info.version,

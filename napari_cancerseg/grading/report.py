@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CancersegError
 from ..classes import BENIGN, CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, PAINT_ORDER, TUMOUR, label_for
+from ..errors import CancersegError
 from .gleason import PATTERN_OF_LABEL, RESEARCH_ONLY, grade
 
 REGION_SIDE = 4096

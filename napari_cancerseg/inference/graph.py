@@ -264,9 +264,10 @@ def segment_task(spec: RunSpec, row: int, cols: range, tiles: Sequence[Tile],
         if isinstance(carried, Carried) and id(carried) not in taken:
             taken[id(carried)] = carried.take()
     batches = [taken[id(b)] if isinstance(b, Carried) else b for b in batches]
-    if spec.name in _cancelled or any(b is None for b in batches):
+    ready = [b for b in batches if b is not None]
+    if spec.name in _cancelled or len(ready) < len(batches):  # a batch is missing: its prediction was cancelled
         return 0
-    around = {tile: batch[position] for tile, batch, position in zip(tiles, batches, positions)}
+    around = {tile: batch[position] for tile, batch, position in zip(tiles, ready, positions)}
     write_chunks(spec, row, cols, blend_segment(spec.grid, row, cols, around))
     return len(cols)
 
@@ -298,11 +299,12 @@ def segments(chunks: Sequence[Tile], longest: int = SEGMENT_CHUNKS) -> list[tupl
     for row, cols in sorted(by_row.items()):
         cols.sort()
         start = previous = cols[0]
-        for col in [*cols[1:], None]:
-            if col is None or col != previous + 1 or col - start == longest:
+        for col in cols[1:]:
+            if col != previous + 1 or col - start == longest:
                 out.append((row, range(start, previous + 1)))
                 start = col
             previous = col
+        out.append((row, range(start, previous + 1)))  # the row's last run
     return out
 
 
@@ -318,7 +320,7 @@ def build_graph(spec: RunSpec, tiles: Sequence[Tile], chunks: Sequence[Tile]) ->
     segments that read batches before it.
     """
     batch = spec.batch
-    batches = [[tuple(map(int, t)) for t in tiles[start:start + batch]] for start in range(0, len(tiles), batch)]
+    batches = [[(int(r), int(c)) for r, c in tiles[start:start + batch]] for start in range(0, len(tiles), batch)]
     name = f"{spec.name}-predict"
     predict_keys = {(name, i): len(members) for i, members in enumerate(batches)}
     where = {t: ((name, i), j) for i, members in enumerate(batches) for j, t in enumerate(members)}

@@ -194,7 +194,8 @@ class Options:
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise CancersegError(f"{cls.__name__}: unknown settings {', '.join(unknown)}")
-        missing = sorted(name for name, f in fields.items() if default_of(f) is dataclasses.MISSING and name not in data)
+        missing = sorted(name for name, f in fields.items()
+                         if default_of(f) is dataclasses.MISSING and name not in data)
         if missing:
             raise CancersegError(f"{cls.__name__}: missing settings {', '.join(missing)}")
         # JSON has lists where the fields hold tuples (filters, class names)

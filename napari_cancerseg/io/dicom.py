@@ -583,8 +583,8 @@ def read_files(paths: list[str]) -> list[LayerData]:
     for path, header in segs:
         ds = read_header(path, pixels=True)
         referenced = [str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", [])]
-        geometry = next((geometries[uid] for uid in referenced if uid in geometries), None)
-        layers.append(read_seg(path, ds, geometry))
+        grid = next((geometries[uid] for uid in referenced if uid in geometries), None)
+        layers.append(read_seg(path, ds, grid))
     if len(layers) > 1 or skipped:
         message = f"{len(series)} series and {len(segs)} SEG object(s), opened as {len(layers)} layers"
         if skipped:

@@ -89,7 +89,7 @@ class RawTiles:
         except Exception as err:  # noqa: BLE001 - not a TIFF tifffile can read: OpenSlide reads it
             log.debug("%s: no raw tiles (%s: %s)", path, type(err).__name__, err)
             return None
-        by_size = {}
+        by_size: dict[tuple[int, int], RawLevel] = {}
         for level in candidates:
             if level is not None:
                 by_size.setdefault((level.width, level.height), level)

@@ -208,8 +208,10 @@ class SlideHandle:
         buffer = getattr(self._buffers, "pixels", None)
         if buffer is None or buffer.shape != (height, width):
             buffer = self._buffers.pixels = np.empty((height, width), np.uint32)
-        _RAW_READ(self.slide._osr, buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
-                  origin[0], origin[1], level, width, height)
+        raw_read = _RAW_READ
+        assert raw_read is not None  # read_openslide comes here only when it is there
+        raw_read(self.slide._osr, buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
+                 origin[0], origin[1], level, width, height)
         bgra = buffer.view(np.uint8).reshape(height, width, 4)  # little-endian ARGB words: B, G, R, A bytes
         return composite_on_background(bgra, self.background, out, channels=(2, 1, 0), premultiplied=True)
 

@@ -37,7 +37,7 @@ def export_onnx(bundle: str, out: str, overwrite: bool = False, check_tile: np.n
     """
     try:
         import onnx
-        import onnxruntime
+        import onnxruntime  # type: ignore[import-untyped]  # ships neither stubs nor py.typed
     except ImportError:
         raise CancersegError("ONNX export needs the onnx extra: pip install 'napari-cancerseg[onnx]'") from None
     if os.path.exists(out) and not overwrite:

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CancersegError
 from ..classes import BENIGN, CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for
+from ..errors import CancersegError
 from ..io.stores import PatchDataset, check_output
 from ..io.wsi import SlideHandle, read_level
 

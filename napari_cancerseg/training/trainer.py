@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from .. import processes
 from ..preprocess.augment import Augmenter
 from .data import Pair, RandomPatches, WholeImages
-from .options import TrainOptions
+from .options import TrainOptions, default_class_names
 
 # the settings and their defaults live in options.py (the CLI's options are generated from them)
 TrainConfig = TrainOptions
@@ -25,8 +25,10 @@ def build_model(config: TrainConfig, input_shape):
     kwargs = dict(input_shape=input_shape, filters=config.filters, dropout=config.dropout,
                   n_classes=config.n_classes, activation="sigmoid" if config.n_classes == 1 else "softmax",
                   input_dtype="uint8" if config.channels == 3 else "float32")
-    builder = {"unet": build_unet, "sk_unet": build_sk_unet}[config.architecture]
-    return builder(**kwargs), {"builder": config.architecture, "kwargs": {k: v for k, v in kwargs.items() if k != "input_shape"}}
+    builders: dict[str, Callable[..., Any]] = {"unet": build_unet, "sk_unet": build_sk_unet}
+    builder = builders[config.architecture]
+    return builder(**kwargs), {"builder": config.architecture,
+                               "kwargs": {k: v for k, v in kwargs.items() if k != "input_shape"}}
 
 
 def _keras_callbacks():
@@ -157,18 +159,22 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
     dice_values = [s["dice"] for s in test_scores]
     card = {
         "training_data": config.training_data,
-        "split": {"train": sorted({p.name for p in train_pairs}), "validation (early stopping)": sorted({p.name for p in val_pairs}),
+        "split": {"train": sorted({p.name for p in train_pairs}),
+                  "validation (early stopping)": sorted({p.name for p in val_pairs}),
                   "test (held out, reported)": sorted({p.name for p in test_pairs})},
         "metrics": {"test_per_image": test_scores, "validation_per_image": val_scores,
                     "test_dice_mean": float(np.mean(dice_values)) if dice_values else None,
                     "test_dice_min": float(np.min(dice_values)) if dice_values else None},
         "training": {"epochs_run": len(history.history.get("loss", [])), "seconds": round(seconds, 1),
-                     "backend": keras.backend.backend(), "config": {k: v for k, v in asdict(config).items() if k != "extra_card"}},
+                     "backend": keras.backend.backend(),
+                     "config": {k: v for k, v in asdict(config).items() if k != "extra_card"}},
         "reproduce": config.reproduce,
         "notes": config.notes,
         **config.extra_card,
     }
-    classes = [{"label": i, "name": n} for i, n in enumerate(config.class_names)]
+    # None only before TrainOptions.__post_init__ fills it in, as here
+    class_names = config.class_names if config.class_names is not None else default_class_names(config.n_classes)
+    classes = [{"label": i, "name": n} for i, n in enumerate(class_names)]
     if config.init_bundle:  # same classes and recipe as the bundle it continues; the card says where it came from
         classes, recipe = base.info.classes, base.recipe
         card["fine_tuned_from"] = {"bundle": os.path.abspath(config.init_bundle), "name": base.info.name,
@@ -176,7 +182,8 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
     else:
         recipe = Recipe(tile_size=config.size, overlap=config.size // 8, mpp=config.mpp, channels=config.channels,
                         input_dtype="uint8" if config.channels == 3 else "float32",
-                        intensity="uint8/255 inside the model" if config.channels == 3 else "per-volume percentile [0, 1]",
+                        intensity=("uint8/255 inside the model" if config.channels == 3
+                                   else "per-volume percentile [0, 1]"),
                         divisor=divisor)
     info = save_bundle(model, config.out, name=config.name, version=config.version, architecture=architecture,
                        recipe=recipe, classes=classes, card=card)

@@ -10,19 +10,21 @@ when napari quits; "Accept" writes the region into the store (``correction``).
 import itertools
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, create_widget
+from magicgui.widgets.bases import ValueWidget
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
 from ..correction.active import uncertain_regions
-from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
+from ..errors import CancersegError
 from ..io import stores
 from ..io.stores import LabelStore, Region
-from ..errors import CancersegError
+from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
 
 RECTANGLES = "correction regions"
 SUGGESTIONS = "next regions to correct"
@@ -58,7 +60,7 @@ class EditSession:
 class CorrectionWidget(Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
-        self.store_layer = create_widget(annotation=napari.layers.Labels, label="prediction")
+        self.store_layer = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="prediction"))
         self.source = ComboBox(label="region", choices=["current view", "last rectangle"])
         self.level = SpinBox(label="level (-1: auto)", value=-1, min=-1, max=16)
         self.draw_button = PushButton(text="Draw a rectangle")
@@ -82,9 +84,11 @@ class CorrectionWidget(Container):
         self.store_layer.changed.connect(self._offer_drafts)
         self.timer = QTimer()
         self.timer.setInterval(int(float(os.environ.get("CANCERSEG_AUTOSAVE_SECONDS", AUTOSAVE_SECONDS)) * 1000))
-        self.timer.timeout.connect(self.autosave)
+        self.timer.timeout.connect(self._autosave_tick)
         self.timer.start()
-        QApplication.instance().aboutToQuit.connect(self.save_all)
+        app = QApplication.instance()
+        assert app is not None  # napari's viewer runs in it
+        app.aboutToQuit.connect(self.save_all)
         viewer.layers.events.removing.connect(self._on_removing)
         self._offer_drafts()
 
@@ -149,7 +153,8 @@ class CorrectionWidget(Container):
         scale = tuple(s * step for s in source.scale[-2:])
         translate = (source.translate[-2] + region.rows[0] * step * source.scale[-2],
                      source.translate[-1] + region.cols[0] * step * source.scale[-1])
-        layer = self.viewer.add_labels(labels.copy(), name=f"correction {len(self.sessions) + 1} (level {region.level})",
+        layer = self.viewer.add_labels(labels.copy(),
+                                       name=f"correction {len(self.sessions) + 1} (level {region.level})",
                                        scale=scale, translate=translate, colormap=source.colormap, opacity=0.7,
                                        units=source.units, metadata={DRAFT_KEY: draft.ident})
         session = EditSession(store, region, draft, layer)
@@ -163,6 +168,9 @@ class CorrectionWidget(Container):
         return session
 
     # ---- saving ------------------------------------------------------------------------------
+
+    def _autosave_tick(self) -> None:  # Qt's slots return nothing; autosave's count is for callers
+        self.autosave()
 
     def autosave(self) -> int:
         saved = 0
@@ -230,7 +238,8 @@ class CorrectionWidget(Container):
             show_error(str(err))
             return []
         open_drafts = {s.draft.ident for s in self.sessions}
-        restored = [self._open(store, d.region, d.load(), d) for d in pending_drafts(path) if d.ident not in open_drafts]
+        restored = [self._open(store, d.region, d.load(), d)
+                    for d in pending_drafts(path) if d.ident not in open_drafts]
         self._offer_drafts()
         return restored
 

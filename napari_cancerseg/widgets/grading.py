@@ -6,14 +6,16 @@ Research use only, not for diagnosis: said in the dock and in every export.
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import napari
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table, create_widget
+from magicgui.widgets.bases import ValueWidget
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
-from ..classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
+from ..classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, RGB, TUMOUR
 from ..errors import CancersegError
 from ..grading.gleason import RESEARCH_ONLY
 from ..grading.report import SlideReport, grade_path
@@ -24,8 +26,15 @@ from ._process import ProcessRunner
 from .correction import store_path
 from .plot import BarChart
 
-PATTERN_COLOURS = {"3": CLASSES[GLEASON_3][1], "4": CLASSES[GLEASON_4][1], "5": CLASSES[GLEASON_5][1],
-                   "ungraded": CLASSES[TUMOUR][1]}
+
+def _colour(label: int) -> RGB:
+    rgb = CLASSES[label][1]
+    assert rgb is not None, CLASSES[label]  # the tumour and pattern classes all have colours (classes.py)
+    return rgb
+
+
+PATTERN_COLOURS = {"3": _colour(GLEASON_3), "4": _colour(GLEASON_4), "5": _colour(GLEASON_5),
+                   "ungraded": _colour(TUMOUR)}
 
 
 def legend_html() -> str:
@@ -38,16 +47,16 @@ class GradingWidget(Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         self.source = ComboBox(label="grade", choices=["a label layer", "an annotation file"])
-        self.store_layer = create_widget(annotation=napari.layers.Labels, label="label layer")
-        self.annotations = FileEdit(label="annotation file", filter="*.xml *.json *.geojson", value="")
+        self.store_layer = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="label layer"))
+        self.annotations = FileEdit(label="annotation file", filter="*.xml *.json *.geojson", value=None)
         self.grade_button = PushButton(text="Grade")
-        self.classifier = FileEdit(label="Gleason classifier", filter="*.keras", value="")
+        self.classifier = FileEdit(label="Gleason classifier", filter="*.keras", value=None)
         self.overlay_button = PushButton(text="Colour tumour by pattern")
         self.cancel_button = PushButton(text="Cancel colouring", enabled=False)
         self.summary = Label(value=RESEARCH_ONLY)
         self.table = Table(value={"data": [], "columns": []})
         self.json_button, self.csv_button = PushButton(text="Export JSON"), PushButton(text="Export CSV")
-        self.export_path = FileEdit(label="export to", mode="w", value="")
+        self.export_path = FileEdit(label="export to", mode=FileDialogMode.OPTIONAL_FILE, value=None)
         self.legend = Label(value=legend_html())
         self.disclaimer = Label(value=f"<b>{RESEARCH_ONLY}</b>")
         super().__init__(widgets=[self.disclaimer, self.source, self.store_layer, self.annotations, self.grade_button,
@@ -91,8 +100,12 @@ class GradingWidget(Container):
         self.worker = self._grade(source)
         self.worker.returned.connect(self.show_report)
         self.worker.finished.connect(lambda: setattr(self, "worker", None))
-        self.worker.errored.connect(lambda err: (show_error(str(err)), setattr(self.summary, "value", f"failed: {err}")))
+        self.worker.errored.connect(self._grading_failed)
         self.worker.start()
+
+    def _grading_failed(self, err: BaseException) -> None:
+        show_error(str(err))
+        self.summary.value = f"failed: {err}"
 
     @thread_worker
     def _grade(self, source: str) -> SlideReport:

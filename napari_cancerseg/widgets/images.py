@@ -8,9 +8,11 @@ image's scale, translate and orientation and the 3D view works.
 
 import os
 from pathlib import Path
+from typing import cast
 
 import napari
 from magicgui.widgets import Container, FileEdit, Label, LineEdit, PushButton, Table, create_widget
+from magicgui.widgets.bases import ValueWidget
 from napari.utils.notifications import show_error, show_info
 
 from ..inference.options import cli_command
@@ -26,12 +28,12 @@ def default_output(source: str, model: str, volume: bool) -> str:
 class ImageWidget(Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
-        self.image = create_widget(annotation=napari.layers.Image, label="image")
-        self.classifier = FileEdit(label="classifier", filter="*.keras", value="")
+        self.image = cast(ValueWidget, create_widget(annotation=napari.layers.Image, label="image"))
+        self.classifier = FileEdit(label="classifier", filter="*.keras", value=None)
         self.routes = LineEdit(label="routes", value="", tooltip="CLASS=BUNDLE, comma-separated, e.g. brain=b.keras")
         self.classify_button = PushButton(text="Classify")
         self.probabilities = Table(value={"data": [], "columns": ["probability"]})
-        self.model = FileEdit(label="segmentation model", filter="*.keras", value="")
+        self.model = FileEdit(label="segmentation model", filter="*.keras", value=None)
         self.segment_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="research use only, not for diagnosis")

@@ -1,9 +1,12 @@
 """Predict a slide layer with a model bundle, in a separate model process, showing the overlay as it fills in."""
 
 from pathlib import Path
+from typing import cast
 
 import napari
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
+from magicgui.widgets.bases import ValueWidget
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, resource_path
@@ -24,11 +27,13 @@ class InferenceWidget(Container):
 
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
-        self.slide = create_widget(annotation=napari.layers.Image, label="slide")
-        self.model = FileEdit(label="model bundle", value=resource_path(NUCLEI_MODEL), filter="*.keras")
+        self.slide = cast(ValueWidget, create_widget(annotation=napari.layers.Image, label="slide"))
+        self.model = FileEdit(label="model bundle", value=Path(resource_path(NUCLEI_MODEL)), filter="*.keras")
         self.mpp = FloatSpinBox(label="µm/px (0: model's)", value=0.0, min=0.0, max=100.0, step=0.05)
-        self.tissue = FloatSpinBox(label="min tissue fraction", value=PredictOptions.tissue, min=0.0, max=1.0, step=0.05)
-        self.out = FileEdit(label="store (empty: temporary)", mode="w", filter="*.zarr", value="")
+        self.tissue = FloatSpinBox(label="min tissue fraction", value=PredictOptions.tissue,
+                                   min=0.0, max=1.0, step=0.05)
+        self.out = FileEdit(label="store (empty: temporary)", mode=FileDialogMode.OPTIONAL_FILE, filter="*.zarr",
+                            value=None)
         self.heatmap = ComboBox(label="also show", choices=["labels only", "probability heat maps"])
         self.run_button, self.cancel_button = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
@@ -42,7 +47,7 @@ class InferenceWidget(Container):
         # the runner owns the model process: Cancel, the bar, the status, and ending it when the dock closes
         self.runner = ProcessRunner(self, [self.run_button], self.status, self.cancel_button, self.progress,
                                     cancelled_text="cancelled; Run again resumes where it stopped")
-        self.live_layer = None
+        self.live_layer: napari.layers.Labels | None = None
 
     @property
     def process(self) -> ChildProcess | None:
@@ -85,7 +90,8 @@ class InferenceWidget(Container):
         if isinstance(message, Progress):
             data, left = message.data, message.data.get("seconds_left")
             self.status.value = (f"{message.done}/{message.total} tiles, "
-                                 f"{data.get('tiles_per_second') or 0:.1f} tiles/s" + (f", {left:.0f} s left" if left else ""))
+                                 f"{data.get('tiles_per_second') or 0:.1f} tiles/s"
+                                 + (f", {left:.0f} s left" if left else ""))
             self._show_live(out, slide_layer)
         elif isinstance(message, Done):
             self._show_final(out, slide_layer)
@@ -113,8 +119,9 @@ class InferenceWidget(Container):
         if self.live_layer is None:
             (_, kwargs, _), = stores.read(out)  # scale, units and the model's class colours
             kwargs.update(name=f"{Path(out).stem} (running)", opacity=0.5, multiscale=True)
-            self.live_layer = self.viewer.add_labels(self._live_levels(out), **kwargs)
-            self.live_layer.editable = False
+            live_layer = self.viewer.add_labels(self._live_levels(out), **kwargs)
+            live_layer.editable = False
+            self.live_layer = live_layer
         else:
             self.live_layer.data = self._live_levels(out)
 

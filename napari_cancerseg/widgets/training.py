@@ -9,9 +9,11 @@ continues (or under ~/.napari-cancerseg/models when that folder is read-only).
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import napari
 from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox, create_widget
+from magicgui.widgets.bases import ValueWidget
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, resource_path
@@ -41,8 +43,8 @@ def output_bundle(base: str) -> tuple[str, str]:
 class TrainingWidget(Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
-        self.store_layer = create_widget(annotation=napari.layers.Labels, label="corrected store")
-        self.model = FileEdit(label="bundle to fine-tune", value=resource_path(NUCLEI_MODEL), filter="*.keras")
+        self.store_layer = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="corrected store"))
+        self.model = FileEdit(label="bundle to fine-tune", value=Path(resource_path(NUCLEI_MODEL)), filter="*.keras")
         self.size = SpinBox(label="patch px", value=256, min=64, max=2048, step=64)
         self.epochs = SpinBox(label="epochs", value=5, min=1, max=1000)
         self.steps = SpinBox(label="steps per epoch", value=20, min=1, max=10000)

@@ -131,7 +131,8 @@ def _set(path_keys, value):
 GEOJSON_BAD = {
     "features is 5": (lambda d: {"type": "FeatureCollection", "features": 5}, "'features' is int"),
     "feature is a number": (lambda d: [5, *d], "feature 1 is int"),
-    "geometry is a string": (_set(["geometry"], "POLYGON ((0 0, 1 0, 1 1, 0 0))"), "feature 1: geometry.*not a GeoJSON"),
+    "geometry is a string": (_set(["geometry"], "POLYGON ((0 0, 1 0, 1 1, 0 0))"),
+                             "feature 1: geometry.*not a GeoJSON"),
     "classification is a number": (_set(["properties", "classification"], 5), "classification 5"),
     "colorRGB red": (_set(["properties", "classification", "colorRGB"], "red"), "colorRGB 'red' is not an integer"),
     "color out of range": (_set(["properties", "classification", "color"], [300, 0, 0]), "color.*0-255"),

@@ -206,7 +206,8 @@ def test_back_pressure_waits_once_for_every_batch_and_never_ahead():
     grid = TileGrid(6000, 9000, 256, 32)
     width = 25  # tiles of tissue per row, of 41: the rest is glass, except a hole
     tissue = [(r, c) for r in range(grid.rows) for c in range(width) if not (10 < r < 14 and 5 < c < 9)]
-    spec = RunSpec.new(slide="s", level=0, grid=grid, store="o", bundle="b", n_classes=2, options=PredictOptions(batch=8))
+    spec = RunSpec.new(slide="s", level=0, grid=grid, store="o", bundle="b", n_classes=2,
+                       options=PredictOptions(batch=8))
     graph = build_graph(spec, tissue, [(r, c) for r, c in tissue if r < grid.rows - 1 and c < 20])
     waited = []
     for key in graph.predict_keys:

@@ -74,7 +74,8 @@ def test_validate_names_every_bad_setting_at_once():
         TrainOptions(out="o", epochs=0, learning_rate=0.0, loss="l2", channels=2, filters=(16, 0)).validate()
     message = str(err.value)
     for expected in ("epochs must be 1 or more, not 0", "learning_rate must be positive, not 0.0",
-                     "loss must be one of bce, dice", "not 'l2'", "channels must be one of 1, 3, not 2", "filters must"):
+                     "loss must be one of bce, dice", "not 'l2'", "channels must be one of 1, 3, not 2",
+                     "filters must"):
         assert expected in message
     assert PREDICT.validate() is PREDICT and TRAIN.validate() is TRAIN
 

@@ -63,7 +63,8 @@ def test_sigkill_of_napari_running_predict_slide_ends_its_model_process(tmp_path
             time.sleep(0.02)
     """))
     napari_process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                                      env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
+                                      env=dict(os.environ,
+                                               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")))
     pid = None
     try:
         line = napari_process.stdout.readline()

@@ -156,7 +156,10 @@ def _load_json(path: str) -> Any:
 
 
 def raw_attributes(path: str) -> dict[str, Any] | None:
-    """The store's attribute JSON (zarr v2 ``.zattrs`` or v3 ``zarr.json``), None where there is none or it is not JSON."""
+    """The store's attribute JSON (zarr v2 ``.zattrs`` or v3 ``zarr.json``).
+
+    None where there is none or it is not JSON.
+    """
     for meta_file in (".zattrs", "zarr.json"):
         meta_path = os.path.join(path, meta_file)
         if os.path.isfile(meta_path):

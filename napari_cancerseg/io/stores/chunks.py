@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import zarr
+from zarr.core.metadata import ArrayV2Metadata
 
 from ...errors import ReadError, WriteError
 from .attributes import describe_os_error
@@ -27,7 +28,7 @@ class ChunkFiles:
     def __init__(self, array: zarr.Array):
         meta = array.metadata
         store = array.store_path.store
-        if getattr(meta, "zarr_format", None) != 2 or meta.filters or meta.order != "C" or not hasattr(store, "root"):
+        if not isinstance(meta, ArrayV2Metadata) or meta.filters or meta.order != "C" or not hasattr(store, "root"):
             raise WriteError(str(array.store_path), "direct chunk writes need a local zarr v2 array without filters")
         self.array = array
         self.chunks, self.shape = tuple(meta.chunks), tuple(meta.shape)

@@ -42,7 +42,7 @@ def verified_slide(store: LabelStore) -> str:
         actual = slide_identity(path)
     except CancersegError as err:
         raise CancersegError(f"{store.path}: its slide {path} cannot be opened as a slide ({err})") from None
-    except Exception as err:  # OpenSlide's own errors
+    except Exception as err:  # noqa: BLE001 - OpenSlide raises its own error types and OSError: all mean "not a slide"
         raise CancersegError(f"{store.path}: its slide {path} cannot be opened as a slide "
                              f"({type(err).__name__}: {err})") from None
     if recorded:

@@ -139,7 +139,7 @@ class LabelStore:
         cols = (max(0, math.floor(x / step)), min(width_k, math.ceil((x + width) / step)))
         if rows[0] >= rows[1] or cols[0] >= cols[1]:
             raise CancersegError(f"{self.path}: the box {tuple(box)} lies outside the slide")
-        return Region(tuple(int(v) for v in box), level, rows, cols)
+        return Region((int(x), int(y), int(width), int(height)), level, rows, cols)
 
     def read_region(self, region: Region) -> np.ndarray:
         return self.read(region.level, region.rows, region.cols)

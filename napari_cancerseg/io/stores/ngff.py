@@ -84,7 +84,8 @@ def write_labels(
     existing path is refused unless it is our own store and ``overwrite`` is set.
     """
     path = os.fspath(path)
-    levels = [lvl if isinstance(lvl, da.Array) else da.from_array(np.asarray(lvl), chunks=LABEL_CHUNK) for lvl in levels]
+    levels = [lvl if isinstance(lvl, da.Array) else da.from_array(np.asarray(lvl), chunks=LABEL_CHUNK)
+              for lvl in levels]
     if not np.issubdtype(levels[0].dtype, np.integer):
         raise WriteError(path, f"labels must be integers, not {levels[0].dtype}")
     if len(scale) != levels[0].ndim:
@@ -133,7 +134,8 @@ def set_label_metadata(root, shapes: Sequence[Sequence[int]], paths: Sequence[st
                             tuple(float(s * f) for s, f in zip(scale, factors)), tuple(translate)))
     axes_meta = []
     for axis, unit in zip(axes, units):
-        entry: dict[str, Any] = {"name": axis, "type": "space" if axis in "zyx" else "time" if axis == "t" else "channel"}
+        entry: dict[str, Any] = {"name": axis,
+                                 "type": "space" if axis in "zyx" else "time" if axis == "t" else "channel"}
         ngff_unit = _NGFF_UNITS.get(unit, unit) if unit else None
         if ngff_unit and entry["type"] == "space":
             entry["unit"] = ngff_unit
@@ -180,6 +182,11 @@ def lazy_level(store: str, relative: str, name: str | None = None) -> da.Array:
     return files.lazy(name)
 
 
+def _napari_unit(unit: Any) -> str:
+    """napari's name for an NGFF axis unit; "pixel" where the axis names none."""
+    return _NAPARI_UNITS.get(unit, unit) if unit else "pixel"
+
+
 def level0_geometry(attrs: dict[str, Any], ndim: int) -> tuple[list[float], list[float], tuple[str, ...]]:
     """(scale, translate, napari units) of level 0 of a store's NGFF multiscales metadata."""
     multiscale = attrs["multiscales"][0]
@@ -187,8 +194,7 @@ def level0_geometry(attrs: dict[str, Any], ndim: int) -> tuple[list[float], list
     scale = next((t["scale"] for t in transforms if t["type"] == "scale"), [1.0] * ndim)
     translate = next((t["translation"] for t in transforms if t["type"] == "translation"), [0.0] * ndim)
     axes = multiscale.get("axes", [])
-    units = tuple(_NAPARI_UNITS.get(a.get("unit"), a.get("unit") or "pixel") if isinstance(a, dict) else "pixel"
-                  for a in axes)
+    units = tuple(_napari_unit(a.get("unit") if isinstance(a, dict) else None) for a in axes)
     return [float(v) for v in scale], [float(v) for v in translate], units
 
 

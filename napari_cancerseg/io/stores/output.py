@@ -52,7 +52,10 @@ def is_creation_leftover(path: str) -> bool:
 
 
 def check_output(path: str, overwrite: bool = False, what: str = "store") -> bool:
-    """Refuse ``path`` unless it is free, an empty folder, or (with ``overwrite``) our own.  True if it exists as ours."""
+    """Refuse ``path`` unless it is free, an empty folder, or (with ``overwrite``) our own.
+
+    True if it exists as ours.
+    """
     if not os.path.lexists(path):
         return False
     if os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
