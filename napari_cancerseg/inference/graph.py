@@ -23,7 +23,6 @@ Keras only when a task loads a model.
 from __future__ import annotations
 
 import contextlib
-
 import threading
 import uuid
 from collections.abc import Callable, Sequence
