@@ -5,7 +5,17 @@ from typing import cast
 
 import napari
 from magicgui.types import FileDialogMode
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    create_widget,
+)
 from magicgui.widgets.bases import ValueWidget
 from napari.utils.notifications import show_error, show_info
 
@@ -35,10 +45,12 @@ class InferenceWidget(Container):
         self.out = FileEdit(label="store (empty: temporary)", mode=FileDialogMode.OPTIONAL_FILE, filter="*.zarr",
                             value=None)
         self.heatmap = ComboBox(label="also show", choices=["labels only", "probability heat maps"])
+        self.glass = CheckBox(text="show glass (chunks not predicted)", value=True,
+                              tooltip="grey where the tissue mask found glass: the model never looked there")
         self.run_button, self.cancel_button = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
         self.status = Label(value="research use only, not for diagnosis")
-        super().__init__(widgets=[self.slide, self.model, self.mpp, self.tissue, self.out, self.heatmap,
+        super().__init__(widgets=[self.slide, self.model, self.mpp, self.tissue, self.out, self.heatmap, self.glass,
                                   self.run_button, self.cancel_button, self.progress, self.status])
         # the slide canvas keeps most of the window: long messages wrap, paths elide, the dock stays narrow
         self.status.native.setWordWrap(True)
@@ -138,6 +150,11 @@ class InferenceWidget(Container):
         layer.editable = False  # multiscale labels are read-only in napari; correct a region instead
         if self.heatmap.value == "probability heat maps":
             self._show_heat_maps(out, kwargs["scale"])
+        glass = stores.glass_layer(out) if self.glass.value else None
+        if glass is not None:
+            data, glass_kwargs, _ = glass
+            self.viewer.add_labels(data, **glass_kwargs).editable = False
+        self.viewer.layers.selection.active = layer  # the prediction stays the layer a user works on
 
     def _show_heat_maps(self, out: str, scale) -> None:
         """One lazy heat map per class but background (label 0), named after it; the first shown, the rest to toggle."""

@@ -42,6 +42,16 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     assert heat_map.multiscale and heat_map.visible and tuple(heat_map.scale) == tuple(slide.scale)
     nucleus = np.asarray(heat_map.data[-1]) > 127  # the lowest level: p(nucleus) > 0.5 where labels say nucleus
     assert (nucleus == (np.asarray(prediction.data[len(heat_map.data) - 1]) == 1)).mean() > 0.99
+    glass = viewer.layers["cmu glass (not predicted)"]  # what the model never looked at, over the slide
+    assert not glass.editable and viewer.layers.selection.active is prediction
+    chunk = round(glass.scale[0] / slide.scale[0])  # level-0 pixels per glass pixel: a chunk
+    assert glass.data.shape == (-(-2967 // chunk), -(-2220 // chunk)) and 0.2 < glass.data.mean() < 0.8
+    np.testing.assert_allclose(glass.data_to_world((0, 0)), np.asarray(slide.scale) * (chunk - 1) / 2)
+    pixels = np.asarray(slide.data[0]).astype(np.float32)
+    stained = np.log10(247 / (pixels + 1)).max(axis=-1) > 0.05  # 11% darker than CMU-1's glass in some channel
+    shares = np.array([[stained[r * chunk:(r + 1) * chunk, c * chunk:(c + 1) * chunk].mean()
+                        for c in range(glass.data.shape[1])] for r in range(glass.data.shape[0])])
+    assert shares[glass.data == 1].max() < 0.3 <= shares[glass.data == 0].max()  # grey only where under --tissue
     latency.report("prediction")
     assert len(latency.gaps) > 10  # the GUI kept running while the model process worked
     assert latency.largest_gap < MAX_GAP_S, latency.summary()  # ...and never froze for long

@@ -40,12 +40,14 @@ from .prediction import (
     PredictionStore,
     chunk_writers,
     class_probabilities,
+    glass_layer,
     live_levels,
     missing_chunks,
     predicted_chunks,
 )
 
 __all__ = [
+    "glass_layer",
     "LABEL_CHUNK", "NGFF_VERSION", "PYRAMID_TOP", "STORE_FORMAT", "ChunkFiles", "Correction", "LabelStore", "Level",
     "PatchDataset", "PredictionStore", "Region", "StoreAttributes", "StoreLock", "building", "check_output",
     "chunk_writers", "claims", "class_probabilities", "create_array", "is_ours", "label_pyramid", "lazy_level",

@@ -219,3 +219,28 @@ def class_probabilities(path: str) -> list[tuple[int, str, Any]]:
     names = {int(c["label"]): str(c["name"]) for c in attributes.classes or []}
     return [(label, names.get(label, f"class {label}"), label_pyramid(probabilities[label]))
             for label in range(1, probabilities.shape[0])]
+
+
+#: The colour of chunks skipped as glass: a neutral grey, never one of the class colours.
+GLASS_RGBA = (128, 128, 128, 255)
+
+
+def glass_layer(path: str) -> tuple[np.ndarray, dict[str, Any], str] | None:
+    """The chunks a prediction skipped as glass, as a labels layer over the slide (1 = not predicted), so a
+    pathologist sees what the model never looked at.  None for stores that did not record it (earlier versions)."""
+    attributes = read_attributes(path)
+    if attributes.expected_chunks is None:
+        return None
+    level0 = attributes.levels[0]
+    chunk_y, chunk_x = level0.chunks[-2:]
+    scale_y, scale_x = attributes.scale[-2:]
+    skipped = (~np.asarray(attributes.expected_chunks, bool)).astype(np.uint8)
+    # one pixel per chunk: its centre lies (chunk - 1) / 2 store pixels after the chunk's first pixel's centre
+    translate = tuple(t + (c - 1) * s / 2 for t, c, s in zip(attributes.translate[-2:], (chunk_y, chunk_x),
+                                                             (scale_y, scale_x)))
+    kwargs = {"name": f"{os.path.splitext(os.path.basename(path.rstrip('/')))[0]} glass (not predicted)",
+              "scale": (scale_y * chunk_y, scale_x * chunk_x), "translate": translate, "units": attributes.units[-2:],
+              "opacity": 0.35, "colormap": {None: np.zeros(4), 0: np.zeros(4), 1: np.asarray(GLASS_RGBA) / 255.0},
+              "features": {"index": [0, 1], "class": ["predicted", "glass: not predicted"]},
+              "metadata": {"format": "glass chunks", "path": path, "glass_fraction": attributes.glass_fraction}}
+    return skipped, kwargs, "labels"
