@@ -212,3 +212,24 @@ class ProcessRunner:
                     self.process.process.stdin.close()  # EOF: the child's watchdog ends it within seconds
                 except OSError:
                     pass
+
+
+class ProcessDock:
+    """What a dock that runs a model process shows of it (tests and the demo wait on these), from its runner."""
+
+    runner: ProcessRunner
+
+    @property
+    def process(self) -> ChildProcess | None:
+        """The model process while it runs; None when idle."""
+        return self.runner.process
+
+    @property
+    def worker(self) -> Any:
+        """The thread following the run; None when idle."""
+        return self.runner.worker
+
+    @property
+    def state(self) -> str:
+        """idle, running, done, cancelled or failed."""
+        return self.runner.state

@@ -16,16 +16,16 @@ from magicgui.widgets.bases import ValueWidget
 from napari.utils.notifications import show_error, show_info
 
 from ..inference.options import cli_command
-from ..processes import ChildProcess, Done
+from ..processes import Done
 from . import scratch_path
-from ._process import ProcessRunner
+from ._process import ProcessDock, ProcessRunner
 
 
 def default_output(source: str, model: str, volume: bool) -> str:
     return scratch_path(source, model, ".nii.gz" if volume else ".zarr")
 
 
-class ImageWidget(Container):
+class ImageWidget(ProcessDock, Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         self.image = cast(ValueWidget, create_widget(annotation=napari.layers.Image, label="image"))
@@ -47,18 +47,6 @@ class ImageWidget(Container):
                                     self.cancel_button, cancelled_text="cancelled; nothing was saved")
         self.result: dict | None = None
 
-    @property
-    def process(self) -> ChildProcess | None:
-        return self.runner.process
-
-    @property
-    def worker(self):
-        """The thread following the model process; None when idle."""
-        return self.runner.worker
-
-    @property
-    def state(self) -> str:
-        return self.runner.state
 
     def cancel(self, *_) -> None:
         self.runner.cancel()

@@ -23,16 +23,16 @@ from .. import NUCLEI_MODEL, resource_path
 from ..inference import worker as model_process
 from ..inference.options import PredictOptions
 from ..io import stores
-from ..processes import ChildProcess, Done, Message, Progress
+from ..processes import Done, Message, Progress
 from . import scratch_path
-from ._process import ProcessRunner
+from ._process import ProcessDock, ProcessRunner
 
 
 def default_store(slide_path: str, model_path: str) -> str:
     return scratch_path(slide_path, model_path, ".zarr")
 
 
-class InferenceWidget(Container):
+class InferenceWidget(ProcessDock, Container):
     """Slide layer + bundle + level/µm per px + tissue threshold -> a read-only multiscale prediction layer."""
 
     def __init__(self, viewer: napari.Viewer):
@@ -61,19 +61,6 @@ class InferenceWidget(Container):
                                     cancelled_text="cancelled; Run again resumes where it stopped")
         self.live_layer: napari.layers.Labels | None = None
 
-    @property
-    def process(self) -> ChildProcess | None:
-        """The model process while it runs (None when idle: tests and the demo wait on it)."""
-        return self.runner.process
-
-    @property
-    def worker(self):
-        return self.runner.worker
-
-    @property
-    def state(self) -> str:
-        """idle, running, done, cancelled or failed."""
-        return self.runner.state
 
     def store_path(self, slide_path: str) -> str:
         value = str(self.out.value) if self.out.value and str(self.out.value) not in (".", "") else ""

@@ -21,10 +21,10 @@ from ..errors import CancersegError
 from ..inference.options import cli_command
 from ..io.stores import LabelStore
 from ..models.bundle import next_version
-from ..processes import ChildProcess, Done, Error, Message, Progress, to_dict
+from ..processes import Done, Error, Message, Progress, to_dict
 from ..training.options import TrainOptions
 from ..training.patches import extract_patches
-from ._process import ProcessRunner
+from ._process import ProcessDock, ProcessRunner
 from .correction import store_path
 from .plot import LinePlot
 
@@ -40,7 +40,7 @@ def output_bundle(base: str) -> tuple[str, str]:
     return path, version
 
 
-class TrainingWidget(Container):
+class TrainingWidget(ProcessDock, Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         self.store_layer = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="corrected store"))
@@ -94,18 +94,6 @@ class TrainingWidget(Container):
         self.runner.start(argv, "training", on_message=self._on_message, on_done=self._on_done,
                           prepare=lambda: self._cut_patches(slide, path, dataset, options.size))
 
-    @property
-    def process(self) -> ChildProcess | None:
-        return self.runner.process
-
-    @property
-    def worker(self):
-        """The thread following the run (cutting patches, then training); None when idle."""
-        return self.runner.worker
-
-    @property
-    def state(self) -> str:
-        return self.runner.state
 
     @staticmethod
     def _cut_patches(slide: str, store: str, dataset: str, size: int) -> Iterator[Message]:
