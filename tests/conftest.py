@@ -111,3 +111,24 @@ def pytest_terminal_summary(terminalreporter):
     if skipped:
         line += f" ({skipped} skipped: test data missing)"
     terminalreporter.write_line(line)
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or a zombie (reparented to an init that has not reaped it yet: it runs no more)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid: int, seconds: float) -> float | None:
+    """Seconds until process ``pid`` is gone, or None if it still runs after ``seconds``."""
+    import time
+
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        if process_gone(pid):
+            return time.monotonic() - start
+        time.sleep(0.1)
+    return None

@@ -18,7 +18,8 @@ import zarr
 from napari_cancerseg import processes
 from napari_cancerseg.processes import Cancelled, ChildProcess, Done, Error, Note, Progress, Started
 
-from ..conftest import data_path
+from ..conftest import data_path, process_gone, wait_gone
+from .test_inference import bundle  # noqa: F401 - the tiny bundle fixture, shared
 
 CMU = "wsi/CMU-1-Small-Region.svs"
 TF_NOISE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
@@ -34,23 +35,6 @@ def _child(tmp_path, body: str, name: str = "test") -> ChildProcess:
     script.write_text(textwrap.dedent(body))
     return ChildProcess([sys.executable, str(script)], name, env=_env(), log_dir=tmp_path / "logs")
 
-
-def _gone(pid: int) -> bool:
-    """No such process, or a zombie (reparented to an init that has not reaped it yet: it runs no more)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def _wait_gone(pid: int, seconds: float) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < seconds:
-        if _gone(pid):
-            return time.monotonic() - start
-        time.sleep(0.1)
-    return None
 
 
 def test_messages_round_trip_and_stray_lines_are_ignored():
@@ -175,7 +159,7 @@ def test_eof_on_stdin_ends_the_child(tmp_path):
     messages = child.messages()
     assert isinstance(next(messages), Started)
     child.process.stdin.close()  # what the OS does when the parent dies, however it dies
-    assert _wait_gone(child.pid, 10) is not None
+    assert wait_gone(child.pid, 10) is not None
     assert list(messages) == [Cancelled()]
 
 
@@ -202,44 +186,31 @@ def test_a_child_dies_with_its_parent_killed_by_sigkill(tmp_path):
     try:
         pid = int(process.stdout.readline())
         time.sleep(1.0)
-        assert not _gone(pid)  # alive while its parent is, the starting thread long gone
+        assert not process_gone(pid)  # alive while its parent is, the starting thread long gone
         process.kill()
         process.wait()
-        took = _wait_gone(pid, 10)
+        took = wait_gone(pid, 10)
         assert took is not None, f"child {pid} still running 10 s after its parent was killed"
         print(f"child gone {took:.2f} s after SIGKILL of its parent")
     finally:
         process.kill()
-        if "pid" in locals() and not _gone(pid):
+        if "pid" in locals() and not process_gone(pid):
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    """An untrained tiny U-Net bundle (real TensorFlow in the model process, fast enough to cancel mid-run)."""
-    pytest.importorskip("keras")
-    from napari_cancerseg.models.bundle import Recipe, save_bundle
-    from napari_cancerseg.models.unet import build_unet
-
-    path = tmp_path_factory.mktemp("bundle") / "tiny.keras"
-    model = build_unet(input_shape=(None, None, 3), filters=(4, 8), dropout=(0, 0), input_dtype="uint8")
-    save_bundle(model, path, name="tiny", version="1", architecture={"builder": "unet"},
-                recipe=Recipe(tile_size=128, overlap=32, mpp=0.5, divisor=2),
-                classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "nucleus"}])
-    return str(path)
 
 
-def _predict(bundle: str, out: str) -> list[str]:
-    return [sys.executable, "-m", "napari_cancerseg.cli", "predict", data_path(CMU), "--model", bundle, "--out", out,
+def _predict(model: str, out: str) -> list[str]:
+    return [sys.executable, "-m", "napari_cancerseg.cli", "predict", data_path(CMU), "--model", model, "--out", out,
             "--tissue", "0.0", "--batch", "8"]
 
 
-def test_sigint_on_cli_predict_says_cancelled_exits_130_and_a_rerun_completes_the_store(tmp_path, tiny_bundle):
+def test_sigint_on_cli_predict_says_cancelled_exits_130_and_a_rerun_completes_the_store(tmp_path, bundle):  # noqa: F811
     env = dict(_env(), TF_CPP_MIN_LOG_LEVEL="3")
     reference, out = str(tmp_path / "reference.zarr"), str(tmp_path / "interrupted.zarr")
-    subprocess.run(_predict(tiny_bundle, reference), check=True, capture_output=True, env=env, timeout=300)
+    subprocess.run(_predict(bundle, reference), check=True, capture_output=True, env=env, timeout=300)
 
-    process = subprocess.Popen(_predict(tiny_bundle, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(_predict(bundle, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     seen = b""
     # mid-run: the model is loaded and a third of the tiles (several rows of chunks) predicted
     while max([int(n) for n in re.findall(rb"(\d+)/744 tiles", seen)] or [0]) < 250:
@@ -256,7 +227,7 @@ def test_sigint_on_cli_predict_says_cancelled_exits_130_and_a_rerun_completes_th
     group = zarr.open_group(out, mode="r")
     assert not group.attrs["cancerseg"]["complete"]  # cancelled mid-run, not a finished store
 
-    rerun = subprocess.run(_predict(tiny_bundle, out), check=False, capture_output=True, text=True, env=env,
+    rerun = subprocess.run(_predict(bundle, out), check=False, capture_output=True, text=True, env=env,
                            timeout=300)
     assert rerun.returncode == 0 and rerun.stdout.startswith("done: "), rerun.stderr[-2000:]
     written = int(re.search(r"(\d+) chunks written", last).group(1))

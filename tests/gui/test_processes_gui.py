@@ -10,29 +10,12 @@ import time
 
 import zarr
 
-from ..conftest import data_path
+from ..conftest import data_path, process_gone, wait_gone
 
 PLUGIN = "napari-cancerseg"
 CMU = "wsi/CMU-1-Small-Region.svs"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _gone(pid: int) -> bool:
-    """No such process, or a zombie (reparented to an init that has not reaped it yet: it runs no more)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def _wait_gone(pid: int, seconds: float) -> float | None:
-    start = time.monotonic()
-    while time.monotonic() - start < seconds:
-        if _gone(pid):
-            return time.monotonic() - start
-        time.sleep(0.1)
-    return None
 
 
 def _predict_dock(viewer, out: str):
@@ -70,15 +53,15 @@ def test_sigkill_of_napari_running_predict_slide_ends_its_model_process(tmp_path
         line = napari_process.stdout.readline()
         pid, status = int(line.split()[0]), line.split(maxsplit=1)[1]
         assert "tiles/s" in status, status  # the model process was predicting
-        assert not _gone(pid)
+        assert not process_gone(pid)
         napari_process.kill()  # SIGKILL: napari gets no chance to clean up
         napari_process.wait()
-        took = _wait_gone(pid, 10)
+        took = wait_gone(pid, 10)
         assert took is not None, f"model process {pid} still running 10 s after napari was killed"
         print(f"model process gone {took:.2f} s after SIGKILL of napari")
     finally:
         napari_process.kill()
-        if pid is not None and not _gone(pid):
+        if pid is not None and not process_gone(pid):
             os.kill(pid, 9)
 
 
@@ -105,7 +88,7 @@ def test_cancel_in_predict_dock_is_a_cancelled_state_not_an_error(make_napari_vi
     assert "cmu (running)" not in viewer.layers and "cmu" in viewer.layers  # the final name, not "(running)"
     assert widget.progress.value == 0  # not left at the fraction it reached
     assert widget.run_button.enabled and not widget.cancel_button.enabled
-    assert _gone(pid)
+    assert process_gone(pid)
     assert not zarr.open_group(out, mode="r").attrs["cancerseg"]["complete"]  # left resumable
 
     widget.run()  # Run again resumes and completes the store
@@ -125,7 +108,7 @@ def test_closing_the_predict_dock_ends_its_model_process(make_napari_viewer, qtb
     pid = widget.process.pid
     qtbot.waitUntil(lambda: "tiles/s" in widget.status.value, timeout=240_000)
     viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
-    took = _wait_gone(pid, 10)
+    took = wait_gone(pid, 10)
     assert took is not None, f"model process {pid} still running 10 s after its dock was closed"
 
 
@@ -139,7 +122,7 @@ def test_closing_napari_ends_its_model_process(make_napari_viewer, qtbot, tmp_pa
     qtbot.waitUntil(lambda: "tiles/s" in widget.status.value, timeout=240_000)
     viewer.close()  # the window and its docks go (deleted on the next turn of the event loop)
     start = time.monotonic()
-    while not _gone(pid) and time.monotonic() - start < 10:
+    while not process_gone(pid) and time.monotonic() - start < 10:
         QApplication.processEvents()
         time.sleep(0.05)
-    assert _gone(pid), f"model process {pid} still running 10 s after napari's window was closed"
+    assert process_gone(pid), f"model process {pid} still running 10 s after napari's window was closed"
