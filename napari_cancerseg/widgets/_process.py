@@ -78,17 +78,19 @@ class ProcessRunner:
         self._on_finished: Callable[[], None] | None = None
         if cancel_button is not None:
             cancel_button.changed.connect(self.cancel)
-        self._watch = _DockClosed(dock.native, self.close)
+        # Qt holds only weak references to the runner: neither the application nor the widget's `destroyed`
+        # signal may keep a closed dock alive, or call into a runner the garbage collector is tearing down
+        ref = weakref.ref(self)
+
+        def close_if_alive() -> None:
+            runner = ref()
+            if runner is not None and "_closed" in vars(runner):
+                runner.close()
+
+        self._watch = _DockClosed(dock.native, close_if_alive)
         app = QApplication.instance()
-        if app is not None:  # a weak reference: the application must not keep closed docks alive
-            ref = weakref.ref(self)
-
-            def on_quit() -> None:
-                runner = ref()
-                if runner is not None:
-                    runner.close()
-
-            app.aboutToQuit.connect(on_quit)
+        if app is not None:
+            app.aboutToQuit.connect(close_if_alive)
 
     @property
     def running(self) -> bool:
