@@ -10,8 +10,9 @@ a tenth of its width at each step).  The readers:
   background as ``composite_on_background`` does), the baseline;
 * ``engine``: ``SlideHandle.read`` as the tiled engine calls it (raw tiles where
   the level allows), into a reused buffer;
-* ``viewer``: napari's way, ``np.asarray`` of the window of the layer's dask
-  level (chunked on native tiles), with napari's dask chunk cache on.
+* ``viewer``: napari's way, ``np.asarray`` of the window of the layer's level
+  (an ``io.slide_levels.SlideLevel``: native tiles decoded on a thread pool,
+  through its decoded-block cache, started cold for each mode).
 
 The engine's windows with 1 and 2 threads (each thread reads its share);
 pixels are checked equal to ``read_region``'s for every window read.  Target
@@ -70,7 +71,6 @@ def timed(read, where, threads: int) -> tuple[float, list[np.ndarray]]:
 
 def measure_mode(path: str, size: tuple[int, int], threads: int, pan: bool, count: int) -> dict[str, float]:
     """Windows per second of read_region, the engine's reads and the viewer's, on the same windows."""
-    import napari.utils
     import openslide
 
     from napari_cancerseg.io import wsi
@@ -80,9 +80,10 @@ def measure_mode(path: str, size: tuple[int, int], threads: int, pan: bool, coun
     width, height = slide.dimensions
     h, w = min(size[0], height), min(size[1], width)
     where = origins(width, height, (h, w), count, pan)
-    level = wsi.read(path)[0][0][0]  # a fresh dask array: nothing cached from the last mode
-    napari.utils.resize_dask_cache(0)
-    napari.utils.resize_dask_cache(1 << 30)  # napari's chunk cache, as the viewer has it
+    from napari_cancerseg.io import slide_levels
+
+    level = wsi.read(path)[0][0][0]  # the layer's level 0, as napari gets it
+    slide_levels.clear_cache()  # nothing cached from the last mode
     buffers: dict[int, np.ndarray] = {}
 
     def read_region(x: int, y: int) -> np.ndarray:
@@ -105,7 +106,6 @@ def measure_mode(path: str, size: tuple[int, int], threads: int, pan: bool, coun
             if worst:
                 raise AssertionError(f"{path}: {name} differs from read_region by up to {worst}")
         rates[name] = rate
-    napari.utils.resize_dask_cache(0)
     return rates
 
 
@@ -139,7 +139,7 @@ def main() -> None:
                   f"{row['engine']:7.1f} {row['viewer']:7.1f} {row['engine'] / base:9.2f} "
                   f"{row['viewer'] / base:9.2f}", flush=True)
     print("(windows/s; rr: openslide-python read_region; engine: SlideHandle.read; viewer: np.asarray of the "
-          "layer's dask level with napari's chunk cache)")
+          "layer's level, io.slide_levels, its block cache cold at the start of each mode)")
 
 
 if __name__ == "__main__":

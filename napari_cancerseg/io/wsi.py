@@ -1,8 +1,9 @@
-"""Whole-slide images through OpenSlide, as lazy dask pyramids.
+"""Whole-slide images through OpenSlide (and their raw tiles), as lazy pyramids.
 
-Nothing here reads pixels when a slide is opened: every level is a dask array
-whose chunks are read on demand through one shared OpenSlide handle per file.
-OpenSlide handles are thread-safe, so napari's and dask's threads share one.
+Nothing here reads pixels when a slide is opened: every level is a
+``slide_levels.SlideLevel`` whose windows are read on demand through one shared
+handle per file. OpenSlide handles are thread-safe, so napari's, the decoder
+pool's and dask's threads share one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import openslide.lowlevel
 from ..errors import ReadError
 from . import LayerData
 from .rawtiles import RawTiles  # noqa: F401 - also wsi.RawTiles for tests
+from .slide_levels import SlideLevel
 
 #: Extensions that only whole-slide images use. ``.tif``/``.tiff`` are claimed
 #: only when OpenSlide recognises the file, so plain TIFFs go to other readers.
@@ -315,31 +317,10 @@ def chunk_length(tile: int, extent: int) -> int:
     return max(1, min(length, extent))
 
 
-def _read_block(handle: SlideHandle, level: int, block_info=None) -> np.ndarray:
-    (y0, y1), (x0, x1), _ = block_info[None]["array-location"]
-    return handle.read(level, x0, y0, x1 - x0, y1 - y0)
-
-
-def level_array(handle: SlideHandle, level: int) -> da.Array:
-    """A lazy (height, width, 3) uint8 dask array of one OpenSlide level."""
-    props = handle.slide.properties
-    width, height = handle.slide.level_dimensions[level]
-    tile_w = int(props.get(f"openslide.level[{level}].tile-width", 0) or 0)
-    tile_h = int(props.get(f"openslide.level[{level}].tile-height", 0) or 0)
-    chunks = (chunk_length(tile_h, height), chunk_length(tile_w, width), 3)
-    return da.map_blocks(
-        _read_block,
-        handle,
-        level,
-        chunks=da.core.normalize_chunks(chunks, (height, width, 3)),
-        dtype=np.uint8,
-        meta=np.empty((0, 0, 0), np.uint8),
-        name=f"openslide-{da.core.tokenize(handle, level)}",
-    )
-
-
-def downsample_by_two(level: da.Array) -> da.Array:
-    """Area-average a (h, w, 3) uint8 dask level by 2, lazily and chunk by chunk."""
+def downsample_by_two(level: da.Array | SlideLevel) -> da.Array:
+    """Area-average a (h, w, 3) uint8 level by 2, lazily and chunk by chunk."""
+    if isinstance(level, SlideLevel):
+        level = level.to_dask()
     height, width = (level.shape[0] // 2) * 2, (level.shape[1] // 2) * 2
     even = level[:height, :width].rechunk((2 * TARGET_CHUNK, 2 * TARGET_CHUNK, 3))
     halved = da.coarsen(np.mean, even, {0: 2, 1: 2}, dtype=np.float32)
@@ -351,7 +332,7 @@ class SlideInfo:
     """What a reader shows of a slide: levels, scale and the metadata napari keeps."""
 
     path: str
-    levels: list[da.Array]
+    levels: list[SlideLevel | da.Array]  # the slide's own levels, then any synthetic (dask) ones
     mpp: tuple[float, float] | None  # (y, x) micrometres per level-0 pixel
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -392,11 +373,11 @@ def read_level(path: str | os.PathLike, mpp: float | None = None, level: int | N
 
 
 def open_slide(path: str | os.PathLike) -> SlideInfo:
-    """Open a slide lazily: dask levels, µm/px and metadata, no pixels read."""
+    """Open a slide lazily: array-like levels, µm/px and metadata, no pixels read."""
     handle = SlideHandle.shared(path)
     slide = handle.slide
     props = slide.properties
-    levels = [level_array(handle, i) for i in range(slide.level_count)]
+    levels: list[SlideLevel | da.Array] = [SlideLevel(handle, i) for i in range(slide.level_count)]
 
     synthetic = 0
     if slide.level_count == 1 and max(slide.dimensions) > SYNTHETIC_PYRAMID_ABOVE:

@@ -50,7 +50,7 @@ def test_chunks_follow_native_tiles():
 def test_ndpi_lowest_level_reads_no_level0_tile(fresh_slide_handles):
     path = data_path("wsi/test3-DAPI-2-387.ndpi")
     (levels, _, _), = wsi.read(path)
-    lowest = levels[-1].compute()
+    lowest = np.asarray(levels[-1])
     reads = fresh_slide_handles.shared(path).reads
     assert lowest.shape == (76, 62, 3)
     assert reads[6] >= 1 and reads[0] == 0
@@ -60,7 +60,7 @@ def test_ndpi_lowest_level_reads_no_level0_tile(fresh_slide_handles):
 def test_pixels_equal_openslide_composited_on_white():
     path = data_path("wsi/CMU-1-Small-Region.svs")
     (levels, _, _), = wsi.read(path)
-    region = levels[0][300:812, 700:1400].compute()  # spans several chunks
+    region = levels[0][300:812, 700:1400]  # spans several blocks (tiles of 240 px)
     reference = Image.new("RGBA", (700, 512), (255, 255, 255, 255))
     reference.alpha_composite(openslide.OpenSlide(path).read_region((700, 300), 0, (700, 512)))
     np.testing.assert_array_equal(region, np.asarray(reference)[..., :3])
@@ -157,7 +157,7 @@ def test_single_level_big_slide_gets_lazy_levels(tmp_path, fresh_slide_handles):
     # no µm/px in the file: scale 1, and the metadata says so
     assert kwargs["scale"] == (1.0, 1.0) and "no µm/px" in kwargs["metadata"]["scale_note"]
     assert sum(fresh_slide_handles.shared(str(path)).reads.values()) == 0
-    level0 = levels[0].compute().astype(np.float64)
+    level0 = np.asarray(levels[0]).astype(np.float64)
     expected = level0[:5000, :4500].reshape(2500, 2, 2250, 2, 3).mean(axis=(1, 3))
     expected = expected[:1250 * 2].reshape(1250, 2, 1125, 2, 3).mean(axis=(1, 3))
     assert np.abs(levels[2].compute().astype(float) - expected).max() <= 1.0
