@@ -44,10 +44,17 @@ def _yx(coords) -> np.ndarray:
 
 
 def to_layer_data(annotation_set: AnnotationSet, scale: tuple[float, float] | None = None,
-                  name: str | None = None) -> list[LayerData]:
-    """A Shapes layer (polygons, holes, lines) and, if any, a Points layer, in level-0 pixels."""
+                  name: str | None = None, units: tuple[str, str] | None = None) -> list[LayerData]:
+    """A Shapes layer (polygons, holes, lines) and, if any, a Points layer, in level-0 pixels.
+
+    ``scale`` and ``units``: those of the slide the annotations lie on; without a slide, the file's µm/px in µm
+    (pixels when it records none), so the layers never mix units with the slide's (napari's scale bar then
+    drops its unit).
+    """
     if scale is None:
         scale = (annotation_set.mpp, annotation_set.mpp) if annotation_set.mpp else (1.0, 1.0)
+        units = units or (("um", "um") if annotation_set.mpp else ("pixel", "pixel"))
+    units = units or ("pixel", "pixel")
     name = name or (Path(annotation_set.path).name if annotation_set.path else "annotations")
     features: dict[str, list] = {"class": [], "role": [], "parent": [], "kind": []}
     shapes: list[np.ndarray] = []
@@ -91,11 +98,12 @@ def to_layer_data(annotation_set: AnnotationSet, scale: tuple[float, float] | No
     layers: list[LayerData] = []
     if shapes:
         layers.append((shapes, {"name": name, "shape_type": shape_types, "features": features, "edge_color": edge,
-                                "face_color": face, "edge_width": 2, "scale": scale, "metadata": metadata}, "shapes"))
+                                "face_color": face, "edge_width": 2, "scale": scale, "units": units,
+                                "metadata": metadata}, "shapes"))
     if points:
         layers.append((np.asarray(points), {"name": f"{name} points", "features": {"class": point_classes},
                                             "face_color": point_colors, "size": 20, "scale": scale,
-                                            "metadata": metadata}, "points"))
+                                            "units": units, "metadata": metadata}, "points"))
     return layers
 
 

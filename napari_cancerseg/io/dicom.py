@@ -25,6 +25,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from ..classes import OTHER_COLOURS
 from ..errors import ReadError
 from . import LayerData
 from .orientation import Reorientation
@@ -495,7 +496,39 @@ def read_seg(path: str, ds: pydicom.Dataset, geometry: dict | None) -> LayerData
         "geometry_from": reference,
         "overlap_rule": "segments painted largest first; smaller segments stay on top",
     }
-    return volume_layer(labels, affine, f"{Path(path).stem} (SEG)", "labels", metadata)
+    return volume_layer(labels, affine, f"{Path(path).stem} (SEG)", "labels", metadata,
+                        **segment_display(ds, sorted(set(names) | set(masks))))
+
+
+def segment_display(ds: pydicom.Dataset, segments: list[int]) -> dict[str, Any]:
+    """Labels ``features`` (segment names, so napari's status bar names the segment under the cursor) and a
+    colormap of the SEG's recommended display colours; a segment without one gets a colour outside the
+    Gleason table (classes.OTHER_COLOURS), never a pathology class's."""
+    items = {int(s.SegmentNumber): s for s in ds.get("SegmentSequence", [])}
+    spare = iter(OTHER_COLOURS * (1 + len(segments) // len(OTHER_COLOURS)))
+    transparent = np.zeros(4)
+    colormap: dict[int | None, np.ndarray] = {None: transparent, 0: transparent}
+    classes = ["background"]
+    for segment in segments:
+        item = items.get(segment)
+        classes.append(str(item.get("SegmentLabel", segment)) if item is not None else f"segment {segment}")
+        lab = item.get("RecommendedDisplayCIELabValue") if item is not None else None
+        rgb = dicom_lab_to_rgb(lab) if lab is not None and len(lab) == 3 else np.asarray(next(spare)) / 255.0
+        colormap[segment] = np.array([*rgb, 1.0])
+    return {"features": {"index": [0, *segments], "class": classes}, "colormap": colormap}
+
+
+def dicom_lab_to_rgb(lab) -> np.ndarray:
+    """A DICOM CIELab triple (PS3.3 C.10.7.1.1: L* and a*, b* scaled to 0..65535, D65 white) as sRGB in 0..1."""
+    lightness = float(lab[0]) * 100.0 / 65535.0
+    a, b = (float(v) * 255.0 / 65535.0 - 128.0 for v in lab[1:3])
+    fy = (lightness + 16.0) / 116.0
+    f = np.array([fy + a / 500.0, fy, fy - b / 200.0])
+    delta = 6.0 / 29.0
+    xyz = np.where(f > delta, f ** 3, 3 * delta ** 2 * (f - 4.0 / 29.0)) * np.array([0.95047, 1.0, 1.08883])
+    linear = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]]) @ xyz
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
 
 
 def _limits(data: np.ndarray) -> list[float]:

@@ -37,7 +37,9 @@ def import_annotations(path: Path, slide: napari.layers.Image | None = None) -> 
     """Read ImageScope/ASAP/GeoJSON and lay it over ``slide`` (level-0 pixels at the slide's scale)."""
     annotation_set = annotation_io.read(path)
     scale = tuple(slide.scale[-2:]) if slide is not None else None
-    layers = to_layer_data(annotation_set, scale=scale)
+    # the slide's units (µm): napari's scale bar keeps them only while every layer has the same
+    units = (str(slide.units[-2]), str(slide.units[-1])) if slide is not None else None
+    layers = to_layer_data(annotation_set, scale=scale, units=units)
     mpp = slide_mpp(slide)
     if slide is not None and mpp and annotation_set.mpp and abs(mpp - annotation_set.mpp) / mpp > 0.05:
         show_warning(f"{path.name} was drawn at {annotation_set.mpp} µm/px but {slide.name} is {mpp:.4g} µm/px: "

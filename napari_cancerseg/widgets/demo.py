@@ -5,13 +5,15 @@ import time
 import napari
 from qtpy.QtWidgets import QApplication
 
+from ._dock import show_scale_bar
+
 
 def run_demo(path: str, out: str | None = None, screenshot: str | None = None) -> str:
     """Open ``path``, predict it with the bundled model in a model process; with ``screenshot``,
     wait for the prediction, save what a user sees and close. Returns the widget's status line."""
     viewer = napari.Viewer(title="napari-cancerseg demo (research use only, not for diagnosis)")
     slide = viewer.open(path, plugin="napari-cancerseg")[0]
-    viewer.scale_bar.visible = True
+    show_scale_bar(viewer)  # in µm: every layer the plugin adds carries the slide's units
     _, widget = viewer.window.add_plugin_dock_widget("napari-cancerseg", "Predict slide")
     widget.slide.value = slide
     if out:

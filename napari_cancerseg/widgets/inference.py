@@ -4,11 +4,11 @@ from pathlib import Path
 from typing import cast
 
 import napari
+import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -17,27 +17,76 @@ from magicgui.widgets import (
     create_widget,
 )
 from magicgui.widgets.bases import ValueWidget
+from napari.types import LayerDataTuple
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, resource_path
+from ..errors import CancersegError
 from ..inference import worker as model_process
 from ..inference.options import PredictOptions
-from ..io import stores
+from ..io import stores, wsi
+from ..io.stores.ngff import layer_name
+from ..models.bundle import bundle_info
 from ..processes import Done, Message, Progress
 from . import scratch_path
+from ._dock import ScrollableContainer, show_scale_bar
 from ._process import ProcessDock, ProcessRunner
+from .legend import ClassLegend, layer_entries, model_entries
+
+#: Heat maps: translucent over H&E (additive washed out on bright tissue), a perceptual colormap, 0..1.
+HEAT_MAP_STYLE = {"colormap": "viridis", "blending": "translucent", "opacity": 0.6, "contrast_limits": (0.0, 1.0)}
+#: The slide's associated images the overview button adds, in this order, when the slide has them.
+OVERVIEW_IMAGES = ("thumbnail", "label", "macro")
 
 
 def default_store(slide_path: str, model_path: str) -> str:
     return scratch_path(slide_path, model_path, ".zarr")
 
 
-class InferenceWidget(ProcessDock, Container):
+def store_layer_name(out: str) -> str:
+    """The name the store's layer gets ("<slide> · <model> <version>"), or the store's file name before it exists."""
+    try:
+        return layer_name(stores.read_attributes(out), out)
+    except CancersegError:
+        return Path(out).stem
+
+
+def heat_map_layers(out: str, labels: list[int] | None = None) -> list[LayerDataTuple]:
+    """Lazy heat maps of a prediction store's class probabilities (every class but background, or ``labels``):
+    stored as uint8, shown as 0..1 probabilities, in the store's scale, translation and units."""
+    attributes = stores.read_attributes(out)
+    name = layer_name(attributes, out)
+    layers: list[LayerDataTuple] = []
+    for label, class_name, pyramid in stores.class_probabilities(out):
+        if labels is not None and label not in labels:
+            continue
+        probability = [level.astype(np.float32) / 255.0 for level in pyramid]  # lazy: each chunk when it is shown
+        kwargs = {"name": f"{name} p({class_name})", "scale": attributes.scale, "translate": attributes.translate,
+                  "units": attributes.units, "multiscale": True, **HEAT_MAP_STYLE,
+                  "metadata": {"format": "probability heat map", "path": out, "label": label,
+                               "class": class_name}}
+        layers.append((probability, kwargs, "image"))
+    return layers
+
+
+def magnification_text(slide_layer, zoom: float) -> str:
+    """The magnification on screen: the objective's when one level-0 pixel fills one screen pixel."""
+    metadata = (slide_layer.metadata or {}) if slide_layer is not None else {}
+    objective = metadata.get("objective_power")
+    if not objective:
+        return "magnification: unknown (the slide records no objective power)"
+    shown = float(objective) * zoom * float(slide_layer.scale[-1])  # world units per level-0 pixel x screen px/unit
+    return f"magnification: {shown:.1f}x" if shown < 10 else f"magnification: {shown:.0f}x"
+
+
+class InferenceWidget(ProcessDock, ScrollableContainer):
     """Slide layer + bundle + level/µm per px + tissue threshold -> a read-only multiscale prediction layer."""
 
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         self.slide = cast(ValueWidget, create_widget(annotation=napari.layers.Image, label="slide"))
+        self.magnification = Label(value="magnification: no slide")
+        self.overview_button = PushButton(text="Add thumbnail, label and macro (hidden layers)")
         self.model = FileEdit(label="model bundle", value=Path(resource_path(NUCLEI_MODEL)), filter="*.keras")
         self.mpp = FloatSpinBox(label="µm/px (0: model's)", value=0.0, min=0.0, max=100.0, step=0.05)
         self.tissue = FloatSpinBox(label="min tissue fraction", value=PredictOptions.tissue,
@@ -50,18 +99,110 @@ class InferenceWidget(ProcessDock, Container):
         self.run_button, self.cancel_button = PushButton(text="Run"), PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
         self.status = Label(value="research use only, not for diagnosis")
-        super().__init__(widgets=[self.slide, self.model, self.mpp, self.tissue, self.out, self.heatmap, self.glass,
-                                  self.run_button, self.cancel_button, self.progress, self.status])
+        self.legend_title = Label(value="classes of the model")
+        self.heat_class = ComboBox(label="heat map of", choices=self._heat_map_choices)
+        self.heat_button = PushButton(text="Add heat map", enabled=False,
+                                      tooltip="the chosen class's probability from the last prediction's store")
+        super().__init__(widgets=[self.slide, self.magnification, self.overview_button, self.model, self.mpp,
+                                  self.tissue, self.out, self.heatmap, self.glass, self.run_button, self.cancel_button,
+                                  self.progress, self.status, self.legend_title, self.heat_class, self.heat_button])
+        self.legend = ClassLegend()
+        self.add_qt_widget(self.legend, before=self.heat_class)
         # the slide canvas keeps most of the window: long messages wrap, paths elide, the dock stays narrow
         self.status.native.setWordWrap(True)
+        self.magnification.native.setWordWrap(True)
         self.native.setMaximumWidth(380)
         self.run_button.changed.connect(self.run)
+        self.heat_button.changed.connect(self.add_heat_map)
+        self.overview_button.changed.connect(self.add_overview)
+        self.model.changed.connect(self._show_model_classes)
+        self.slide.changed.connect(self._on_slide)
+        _camera(viewer).events.zoom.connect(self._update_magnification)
         # the runner owns the model process: Cancel, the bar, the status, and ending it when the dock closes
         self.runner = ProcessRunner(self, [self.run_button], self.status, self.cancel_button, self.progress,
                                     cancelled_text="cancelled; Run again resumes where it stopped")
         self.live_layer: napari.layers.Labels | None = None
+        self.last_store: str | None = None  # the store "Add heat map" reads
+        self._show_model_classes()
+        self._on_slide()
 
+    # ---- the slide: scale bar, magnification, overview ------------------------------------------------------
+    def _slide_layer(self):
+        layer = self.slide.value
+        return layer if layer is not None and (layer.metadata or {}).get("format") == "whole-slide image" else None
 
+    def _on_slide(self, *_) -> None:
+        if self._slide_layer() is not None:
+            show_scale_bar(self.viewer)
+        self._update_magnification()
+
+    def _update_magnification(self, *_) -> None:
+        layer = self._slide_layer()
+        self.magnification.value = magnification_text(layer, _camera(self.viewer).zoom) if layer is not None \
+            else "magnification: no slide"
+        names = set((layer.metadata or {}).get("associated_images") or []) if layer is not None else set()
+        self.overview_button.enabled = bool(names & set(OVERVIEW_IMAGES))
+
+    def add_overview(self, *_) -> list:
+        """The slide's thumbnail over it, and its label and macro images beside it, as hidden layers in the slide's
+        units (they carry no µm/px of their own: they are sized to the slide's height)."""
+        layer = self._slide_layer()
+        if layer is None:
+            show_error("pick a whole-slide image layer opened with this plugin")
+            return []
+        path, available = layer.metadata["path"], set(layer.metadata.get("associated_images") or [])
+        height, width = (float(s) * float(n) for s, n in zip(layer.scale[-2:], layer.data[0].shape[:2]))
+        top, left = (float(t) for t in layer.translate[-2:])
+        stem, added, right = Path(path).stem, [], left + width
+        for name in OVERVIEW_IMAGES:
+            if name not in available:
+                continue
+            pixels = wsi.read_associated_image(path, name)
+            if name == "thumbnail":  # the whole slide, smaller: it lies over the slide
+                scale, translate = (height / pixels.shape[0], width / pixels.shape[1]), (top, left)
+            else:  # a photograph of the glass: beside the slide, as tall as it
+                side = height / pixels.shape[0]
+                scale, translate = (side, side), (top, right + 0.05 * width)
+                right = translate[1] + side * pixels.shape[1]
+            added.append(self.viewer.add_image(pixels, name=f"{stem} {name}", rgb=True, scale=scale,
+                                               translate=translate, units=tuple(layer.units[-2:]), visible=False,
+                                               metadata={"format": "associated image", "path": path,
+                                                         "associated_image": name}))
+        return added
+
+    # ---- the model's classes, the legend, heat maps after a run ---------------------------------------------
+    def _show_model_classes(self, *_) -> None:
+        try:
+            classes = bundle_info(str(self.model.value)).classes
+        except CancersegError:
+            classes = []
+        self.legend_title.value = "classes of the model"
+        self.legend.set_entries(model_entries(classes))
+
+    def _show_store_classes(self, layer) -> None:
+        self.legend_title.value = f"classes of {layer.name}"
+        self.legend.set_entries(layer_entries(layer))
+        self.heat_class.reset_choices()
+        self.heat_button.enabled = bool(self.heat_class.choices)
+
+    def _heat_map_choices(self, *_) -> list[str]:
+        """The classes (but background) of the last prediction's store: napari re-asks when layers change."""
+        store = getattr(self, "last_store", None)
+        classes = stores.class_probabilities(store) if store and stores.claims(store) else []
+        return [f"{label}: {name}" for label, name, _ in classes]
+
+    def add_heat_map(self, *_) -> list:
+        """The chosen class's probability of the last prediction, read lazily from its store."""
+        if not self.last_store or not self.heat_class.value:
+            show_error("run a prediction first: its store holds the probabilities")
+            return []
+        label = int(str(self.heat_class.value).split(":")[0])
+        added = [self.viewer.add_image(data, **kwargs) for data, kwargs, _ in heat_map_layers(self.last_store, [label])]
+        for layer in added:
+            _show_colorbar(layer)
+        return added
+
+    # ---- running -------------------------------------------------------------------------------------------
     def store_path(self, slide_path: str) -> str:
         value = str(self.out.value) if self.out.value and str(self.out.value) not in (".", "") else ""
         return value or default_store(slide_path, str(self.model.value))
@@ -75,7 +216,7 @@ class InferenceWidget(ProcessDock, Container):
         out = self.store_path(slide_path)
         if self.live_layer is not None:  # the layer of a cancelled run: it fills in again as the run resumes
             if self.live_layer in self.viewer.layers:
-                self.live_layer.name = f"{Path(out).stem} (running)"
+                self.live_layer.name = f"{store_layer_name(out)} (running)"
             else:
                 self.live_layer = None
         options = PredictOptions.from_form(mpp=self.mpp.value, tissue=self.tissue.value)  # µm/px 0: None, the model's
@@ -104,7 +245,7 @@ class InferenceWidget(ProcessDock, Container):
 
     def _rename_live(self, out: str) -> None:
         if self.live_layer is not None:
-            self.live_layer.name = Path(out).stem
+            self.live_layer.name = store_layer_name(out)
 
     def _live_levels(self, out: str) -> list:
         """A lazy pyramid over level 0 as written so far; a new dask name each time, so napari's chunk
@@ -116,8 +257,8 @@ class InferenceWidget(ProcessDock, Container):
         if not stores.claims(out):  # the store appears whole (renamed into place), or not yet
             return
         if self.live_layer is None:
-            (_, kwargs, _), = stores.read(out)  # scale, units and the model's class colours
-            kwargs.update(name=f"{Path(out).stem} (running)", opacity=0.5, multiscale=True)
+            (_, kwargs, _), = stores.read(out)  # scale, units, class names and the model's class colours
+            kwargs.update(name=f"{store_layer_name(out)} (running)", opacity=0.5, multiscale=True)
             live_layer = self.viewer.add_labels(self._live_levels(out), **kwargs)
             live_layer.editable = False
             self.live_layer = live_layer
@@ -128,28 +269,39 @@ class InferenceWidget(ProcessDock, Container):
         if self.live_layer is not None:
             self.viewer.layers.remove(self.live_layer)
             self.live_layer = None
-        (levels, kwargs, _), = stores.read(out)
-        incomplete = kwargs["metadata"].get("incomplete")  # chunks not predicted are never shown as background
-        note = f" (incomplete: {incomplete['missing_chunks']} of {incomplete['expected_chunks']} chunks missing)" \
-            if incomplete else ""
-        kwargs.update(opacity=0.5, name=Path(out).stem + note)
+        (levels, kwargs, _), = stores.read(out)  # named by slide and model, "(incomplete...)" when chunks are missing
+        kwargs.update(opacity=0.5)
         layer = self.viewer.add_labels(levels, **kwargs)
         layer.editable = False  # multiscale labels are read-only in napari; correct a region instead
+        self.last_store = out
         if self.heatmap.value == "probability heat maps":
-            self._show_heat_maps(out, kwargs["scale"])
+            self._show_heat_maps(out)
         glass = stores.glass_layer(out) if self.glass.value else None
         if glass is not None:
             data, glass_kwargs, _ = glass
             self.viewer.add_labels(data, **glass_kwargs).editable = False
+        self._show_store_classes(layer)
         self.viewer.layers.selection.active = layer  # the prediction stays the layer a user works on
 
-    def _show_heat_maps(self, out: str, scale) -> None:
+    def _show_heat_maps(self, out: str) -> None:
         """One lazy heat map per class but background (label 0), named after it; the first shown, the rest to toggle."""
-        for label, name, pyramid in stores.class_probabilities(out):
-            self.viewer.add_image(pyramid, name=f"{Path(out).stem} p({name})",
-                                  scale=scale, colormap="inferno", contrast_limits=(0, 255), opacity=0.5,
-                                  blending="additive", multiscale=True, visible=label == 1)
+        for data, kwargs, _ in heat_map_layers(out):
+            layer = self.viewer.add_image(data, **kwargs, visible=kwargs["metadata"]["label"] == 1)
+            _show_colorbar(layer)
 
     def cancel(self, *_) -> None:
         """The store keeps every finished chunk; Run again resumes."""
         self.runner.cancel()
+
+
+def _camera(viewer):
+    """The canvas camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def _show_colorbar(layer) -> None:
+    """napari's colorbar beside a heat map (napari >= 0.5.5 has one on every Image layer)."""
+    colorbar = getattr(layer, "colorbar", None)
+    if colorbar is not None:
+        colorbar.visible = True

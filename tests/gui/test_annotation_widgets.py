@@ -19,6 +19,7 @@ def test_reader_opens_annotation_files_as_shapes(make_napari_viewer):
     assert [type(layer).__name__ for layer in xml] == ["Shapes"]
     shapes = xml[0]
     assert "CaP" in set(shapes.features["class"]) and tuple(shapes.scale) == pytest.approx((0.252, 0.252))
+    assert [str(u) for u in shapes.units] == ["micrometer", "micrometer"]  # the file's µm/px, in µm
     outline = list(shapes.features["class"]).index("CaP")
     assert shapes.data[outline][:, 1].max() == pytest.approx(97163.012684)  # x in level-0 pixels, last axis
     asap_layers = viewer.open(data_path("annotations/asap1.xml"), plugin=PLUGIN)
@@ -35,7 +36,8 @@ def test_import_widget_lays_annotations_over_the_slide(make_napari_viewer):
     widget()
     shapes = viewer.layers["asap1.xml"]
     assert tuple(shapes.scale) == pytest.approx(tuple(slide.scale)) and shapes.metadata["slide"] == slide.name
-    assert "asap1.xml points" in viewer.layers
+    points = viewer.layers["asap1.xml points"]
+    assert [str(u) for u in shapes.units] == [str(u) for u in points.units] == ["micrometer", "micrometer"]
 
 
 def test_export_shapes_and_labels(make_napari_viewer, tmp_path):

@@ -55,7 +55,7 @@ def test_predict_correct_accept_patches_and_train_in_the_background(make_napari_
     predict.out.value = str(tmp_path / "cmu.zarr")
     predict.run()
     _wait(qtbot, lambda: predict.process is None, 240)
-    prediction = viewer.layers["cmu"]
+    prediction = viewer.layers.selection.active  # the prediction, named by slide and model
     store = str(tmp_path / "cmu.zarr")
 
     _, correct = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct regions")

@@ -32,15 +32,20 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
 
     assert "tensorflow" not in sys.modules
     assert widget.status.value.startswith("done:"), widget.status.value
-    prediction = viewer.layers["cmu"]
+    from pathlib import Path
+
+    name = f"{Path(slide.metadata['path']).stem} · nuclei-unet 1.0.0"  # the slide and the bundled model's version
+    prediction = viewer.layers[name]
     assert prediction.multiscale and not prediction.editable
     labels = np.asarray(prediction.data[0])
     assert labels.shape == (2967, 2220) and 0.01 < (labels == 1).mean() < 0.3
     assert tuple(prediction.scale) == tuple(slide.scale)
-    assert "cmu (running)" not in viewer.layers
-    heat_map = viewer.layers["cmu p(nucleus)"]  # one per class but background, named after it
+    assert f"{name} (running)" not in viewer.layers
+    assert list(prediction.features["class"]) == ["background", "nucleus"]  # named on hover
+    heat_map = viewer.layers[f"{name} p(nucleus)"]  # one per class but background, named after it
     assert heat_map.multiscale and heat_map.visible and tuple(heat_map.scale) == tuple(slide.scale)
-    nucleus = np.asarray(heat_map.data[-1]) > 127  # the lowest level: p(nucleus) > 0.5 where labels say nucleus
+    assert tuple(heat_map.contrast_limits) == (0, 1) and heat_map.colorbar.visible  # probabilities, 0..1
+    nucleus = np.asarray(heat_map.data[-1]) > 0.5  # the lowest level: p(nucleus) > 0.5 where labels say nucleus
     assert (nucleus == (np.asarray(prediction.data[len(heat_map.data) - 1]) == 1)).mean() > 0.99
     glass = viewer.layers["cmu glass (not predicted)"]  # what the model never looked at, over the slide
     assert not glass.editable and viewer.layers.selection.active is prediction

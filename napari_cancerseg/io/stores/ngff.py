@@ -17,6 +17,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from ...classes import CLASSES, rgba_255
 from ...errors import ReadError, WriteError
 from .. import LayerData
 from .attributes import (
@@ -198,15 +199,62 @@ def level0_geometry(attrs: dict[str, Any], ndim: int) -> tuple[list[float], list
     return [float(v) for v in scale], [float(v) for v in translate], units
 
 
+def class_names(attributes: StoreAttributes) -> dict[int, str]:
+    """Label value -> class name of a store: its own class table (predictions, corrections), else DESIGN.md's
+    table when every colour the store declares is that table's (rasterised annotations, Gleason patterns).
+    A store of someone else's labels gets no names rather than invented ones."""
+    if attributes.classes:
+        return {int(c["label"]): str(c.get("name") or f"class {c['label']}") for c in attributes.classes}
+    table = rgba_255()
+    if attributes.colors and all(table.get(k) == tuple(v) for k, v in attributes.colors.items()):
+        return {label: name for label, (name, _) in CLASSES.items()}
+    return {}
+
+
+def label_features(names: Mapping[int, str]) -> dict[str, list]:
+    """napari Labels ``features``: one row per label value (``index``) with its ``class``, so the status bar
+    names the class under the cursor. Empty without names."""
+    if not names:
+        return {}
+    values = sorted(set(int(v) for v in names) | {0})
+    return {"index": values, "class": [names.get(v, "background" if v == 0 else f"label {v}") for v in values]}
+
+
+def _stem(name: str) -> str:
+    """A slide's file name without its extension(s): "CMU-1-Small-Region.svs" -> "CMU-1-Small-Region"."""
+    base = os.path.basename(name.rstrip("/"))
+    for suffix in (".ome.tiff", ".ome.tif", ".nii.gz"):
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return os.path.splitext(base)[0] or base
+
+
+def layer_name(attributes: StoreAttributes, path: str) -> str:
+    """What a layer of the store is: "<slide> · <model> <version>" for a prediction (its identity says both),
+    else the store's own name (rasterised annotations, Gleason patterns...) or its folder's name."""
+    own = attributes.name or Path(path).name
+    if not attributes.is_prediction:
+        return own
+    slide = attributes.slide.get("name") if isinstance(attributes.slide, dict) else attributes.slide
+    slide = slide if isinstance(slide, str) and slide else attributes.slide_path
+    model = attributes.model
+    if isinstance(model, dict) and model.get("name"):
+        what = " ".join(str(model[k]) for k in ("name", "version") if model.get(k))
+    else:
+        what = str(model) if model else own
+    return f"{_stem(slide)} · {what}" if slide else what
+
+
 def read(path: str) -> list[LayerData]:
-    levels, attrs = open_store(path)
-    multiscale = attrs["multiscales"][0]
+    attributes = read_attributes(path)
+    levels = [lazy_level(path, level.path) for level in attributes.levels]
+    attrs = raw_attributes(path) or {}
     scale, translate, units = level0_geometry(attrs, levels[0].ndim)
     is_labels = "image-label" in attrs
     from .prediction import missing_chunks
 
     missing = missing_chunks(path)
-    name = multiscale.get("name") or Path(path).name
+    name = layer_name(attributes, path)
     if missing is not None:  # never shown as if the chunks not predicted were background
         name = f"{name} (incomplete: {missing[0]} of {missing[1]} chunks missing)" if missing[1] else \
             f"{name} (incomplete)"
@@ -228,6 +276,9 @@ def read(path: str) -> list[LayerData]:
             transparent = np.zeros(4)
             kwargs["colormap"] = {None: transparent, 0: transparent,
                                   **{c["label-value"]: np.asarray(c["rgba"]) / 255.0 for c in colors}}
+        features = label_features(class_names(attributes))
+        if features:
+            kwargs["features"] = features
         return [(data, kwargs, "labels")]
     return [(data, kwargs, "image")]
 
