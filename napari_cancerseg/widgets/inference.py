@@ -248,10 +248,11 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             self.live_layer.name = store_layer_name(out)
 
     def _live_levels(self, out: str) -> list:
-        """A lazy pyramid over level 0 as written so far; a new dask name each time, so napari's chunk
-        cache cannot serve chunks read before the model wrote them."""
-        self._refreshes = getattr(self, "_refreshes", 0) + 1
-        return stores.live_levels(out, self._refreshes)
+        """A pyramid over level 0 as written so far, keeping the chunks the live layer already read
+        (the engine writes each chunk once, whole)."""
+        layer = self.live_layer
+        cache = getattr(layer.data[0], "cache", None) if layer is not None and layer.multiscale else None
+        return stores.live_levels(out, cache)
 
     def _show_live(self, out: str, slide_layer) -> None:
         if not stores.claims(out):  # the store appears whole (renamed into place), or not yet

@@ -163,3 +163,33 @@ def test_lazy_levels_get_fresh_names_and_read_what_zarr_reads(tmp_path):
     assert {a.name for a in first}.isdisjoint(a.name for a in second)  # napari's cache serves nothing stale
     np.testing.assert_array_equal(first[0].compute(), labels)
     np.testing.assert_array_equal(second[2].compute(), labels[::4, ::4])
+
+
+def test_strided_levels_are_level0_at_every_kth_pixel_and_reread_unwritten_chunks(tmp_path):
+    """The live pyramid (chunks.StridedLevel): numpy's strided view of level 0 for any window, and a chunk the
+    engine has not written yet is read again at the next refresh, while written ones come from the cache."""
+    from napari_cancerseg.io.stores.chunks import ChunkFiles, StridedLevel
+
+    labels = _labels()
+    array = zarr.create_array(str(tmp_path / "live.zarr"), shape=labels.shape, chunks=(256, 256), dtype="uint8",
+                              zarr_format=2, fill_value=0, compressors=None, filters=None)
+    files = ChunkFiles(array)
+    files.write((0, 0), labels[:256, :256])  # one chunk written so far
+    cache: dict = {}
+    rng = np.random.default_rng(0)
+    for stride in (1, 2, 4, 8):
+        level = StridedLevel(files, stride, cache)
+        expected = np.zeros_like(labels)
+        expected[:256, :256] = labels[:256, :256]
+        expected = expected[::stride, ::stride]
+        assert level.shape == expected.shape
+        np.testing.assert_array_equal(np.asarray(level), expected)
+        for _ in range(30):
+            y0, x0 = (int(v) for v in rng.integers(0, expected.shape, 2))
+            y1, x1 = int(rng.integers(y0, expected.shape[0] + 2)), int(rng.integers(x0, expected.shape[1] + 2))
+            sy, sx = (int(v) for v in rng.integers(1, 4, 2))
+            np.testing.assert_array_equal(level[y0:y1:sy, x0:x1:sx], expected[y0:y1:sy, x0:x1:sx])
+        np.testing.assert_array_equal(level[3], expected[3])
+    assert set(cache) == {(0, 0)}  # only the written chunk is kept
+    files.write((4, 3), labels[1024:1280, 768:1024])  # the engine writes another chunk
+    np.testing.assert_array_equal(StridedLevel(files, 1, cache)[1024:1280, 768:1024], labels[1024:1280, 768:1024])

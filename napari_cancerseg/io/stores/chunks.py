@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from typing import Sequence
@@ -182,3 +183,73 @@ class _ChunkReader:
                 target.append(slice(lo - start, hi - start))
             out[tuple(target)] = block[tuple(source)]
         return out
+
+
+class StridedLevel:
+    """Every ``stride``-th pixel of a 2-D ``ChunkFiles`` array, as an array-like napari slices directly.
+
+    A live prediction's pyramid: no dask graph per refresh (building, ordering and running it cost
+    0.4-1.6 s of the GUI thread at each refresh of a 110-tile slide), and chunks once read are kept
+    (``cache``, shared by the levels of one layer) since the engine writes each chunk once, whole;
+    a chunk not written yet is read again at the next refresh.
+    """
+
+    def __init__(self, files: ChunkFiles, stride: int, cache: dict[tuple[int, ...], np.ndarray] | None = None):
+        self.files, self.stride = files, stride
+        self.cache = cache if cache is not None else {}
+        self.dtype, self.ndim = files.dtype, len(files.shape)
+        self.shape = tuple(files.shape[:-2]) + tuple(-(-s // stride) for s in files.shape[-2:])
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        pixels = self[...]
+        return pixels if dtype is None else pixels.astype(dtype, copy=False)
+
+    def _chunk(self, index: tuple[int, ...]) -> np.ndarray:
+        block = self.cache.get(index)
+        if block is None:
+            if os.path.exists(self.files.path(index)):
+                block = self.cache[index] = self.files.read(index)
+            else:
+                block = self.files.read(index)  # the fill value: read again once the engine writes it
+        return block
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            at = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        dropped = [isinstance(k, (int, np.integer)) for k in key]
+        windows = []
+        for k, size in zip(key, self.shape):
+            if isinstance(k, (int, np.integer)):
+                k = slice(int(k) % size, int(k) % size + 1)
+            if not isinstance(k, slice):
+                raise IndexError(f"live levels take integers and slices, not {type(k).__name__}")
+            start, stop, step = k.indices(size)
+            if step < 1:
+                raise IndexError("live levels are read with positive steps")
+            windows.append((start, max(start, stop), step))
+        # along each axis the level-0 pixels asked for are a + i * d, i < n: per chunk, one strided slice
+        axes = []
+        for (start, stop, step), c in zip(windows, self.files.chunks):
+            a, d, n = start * self.stride, step * self.stride, len(range(start, stop, step))
+            spans = []
+            if n:
+                for chunk in range(a // c, (a + (n - 1) * d) // c + 1):
+                    lo = max(0, -(-(chunk * c - a) // d))
+                    hi = min(n, -(-((chunk + 1) * c - a) // d))
+                    if lo < hi:
+                        first = a + lo * d - chunk * c
+                        spans.append((chunk, slice(lo, hi), slice(first, first + (hi - lo - 1) * d + 1, d)))
+            axes.append((n, spans))
+        out = np.empty(tuple(n for n, _ in axes), self.dtype)
+        if out.size:
+            for parts in itertools.product(*(spans for _, spans in axes)):
+                block = self._chunk(tuple(chunk for chunk, _, _ in parts))
+                out[tuple(target for _, target, _ in parts)] = block[tuple(source for _, _, source in parts)]
+        return out[tuple(0 if d else slice(None) for d in dropped)]

@@ -11,8 +11,8 @@ import zarr
 from ...classes import class_colours
 from ...errors import CancersegError, ReadError, WriteError
 from .attributes import StoreAttributes, describe_os_error, read_attributes, write_attributes
-from .chunks import ChunkFiles
-from .ngff import LABEL_CHUNK, PYRAMID_TOP, create_array, set_label_metadata
+from .chunks import ChunkFiles, StridedLevel
+from .ngff import LABEL_CHUNK, PYRAMID_TOP, create_array, level_folder, set_label_metadata
 from .output import StoreLock, building, check_output, is_creation_leftover, remove_partials
 
 STORE_FORMAT = "napari-cancerseg prediction"
@@ -199,15 +199,22 @@ def chunk_writers(path: str) -> tuple[ChunkFiles, ChunkFiles]:
     return ChunkFiles(root["labels/0"]), ChunkFiles(root["probabilities"])  # type: ignore[arg-type]
 
 
-def live_levels(path: str, token: int | str) -> list:
-    """A lazy pyramid over a prediction's level 0 as written so far.
+def live_levels(path: str, token: Any = None) -> list[StridedLevel]:
+    """A pyramid over a prediction's level 0 as written so far: plain array-likes napari slices (no dask).
 
-    ``token`` makes the dask name new for every refresh, so napari's chunk cache
-    cannot serve chunks it read before the model wrote them.
+    Nearest-neighbour levels (stride 2**k) down to ngff.PYRAMID_TOP, sharing one cache of the chunks
+    already written.  ``token``: a cache from an earlier call (``live_levels(path, old[0].cache)``) keeps
+    those chunks for the next refresh; anything else starts empty.
     """
-    from .ngff import label_pyramid, lazy_level
-
-    return label_pyramid(lazy_level(path, "labels/0", name=f"live-{os.path.basename(path)}-{token}"))
+    try:
+        files = ChunkFiles(zarr.open_array(level_folder(path, "labels/0"), mode="r"))
+    except (OSError, ValueError, KeyError, TypeError, WriteError) as err:
+        raise ReadError(path, f"broken prediction store: labels/0: {type(err).__name__}: {err}") from None
+    cache = token if isinstance(token, dict) else {}
+    levels = [StridedLevel(files, 1, cache)]
+    while max(levels[-1].shape[-2:]) > PYRAMID_TOP:
+        levels.append(StridedLevel(files, levels[-1].stride * 2, cache))
+    return levels
 
 
 def class_probabilities(path: str) -> list[tuple[int, str, Any]]:
