@@ -389,6 +389,16 @@ def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
     return _summarise(path, "label store", "um2" if in_um else "px2", mpp, areas_by_label, regions, notes, tissue)
 
 
+def measured_line(path: str) -> str:
+    """What a finished prediction holds, in a pathologist's units: "tumour 2.31 mm² of 14.2 mm² tissue (16%)",
+    "Gleason 3+4 = 7, ...", or "1,234 nuclei in 3.10 mm² tissue, 398 per mm²"; why not, for other models."""
+    try:
+        report = grade_store(path)
+    except CancersegError as err:
+        return f"no areas: {err}"
+    return report.headline() if report.gleason_score or report.nuclei is not None else report.tumour_text()
+
+
 # ---- annotation files ----------------------------------------------------------------------------
 
 def grade_annotations(path: str, mpp: float | None = None, mapping: dict[str, int] | None = None) -> SlideReport:

@@ -154,6 +154,9 @@ def test_a_store_without_tumour_or_nuclei_cannot_be_graded(tmp_path):
     path = _store(tmp_path, labels, classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "stroma"}])
     with pytest.raises(CancersegError, match="no tumour, Gleason pattern or nucleus"):
         grade_store(path)
+    from napari_cancerseg.grading.report import measured_line
+
+    assert measured_line(path).startswith("no areas: ") and path in measured_line(path)
 
 
 def test_tumour_share_of_the_slides_tissue(tmp_path):
@@ -176,6 +179,10 @@ def test_tumour_share_of_the_slides_tissue(tmp_path):
     assert report.tumour_area == pytest.approx(1000 * 800 * 0.499 ** 2)
     assert report.tumour_percent_of_tissue == pytest.approx(100 * report.tumour_area / tissue)
     assert f"of {area_text(tissue)} tissue ({100 * report.tumour_area / tissue:.0f}%)" in report.tumour_text()
+    # the Predict dock's result line: the grade, then tumour mm² of tissue
+    from napari_cancerseg.grading.report import measured_line
+
+    assert measured_line(store) == f"Gleason 3+3 = 6, ISUP grade group 1; {report.tumour_text()}"
 
 
 def test_a_model_store_is_graded_through_its_class_names(tmp_path):
