@@ -51,7 +51,9 @@ def _annotation_store(tmp_path, items, name):
 def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     store = _annotation_store(tmp_path, [Annotation(rectangle(0, 0, 400, 300), "Gleason 4"),
                                          Annotation(rectangle(1000, 1000, 1200, 1100), "Gleason 3")], "graded")
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=bool(SCREENSHOTS))
+    if SCREENSHOTS:  # the graded slide under its annotations, for the screenshot
+        viewer.open(data_path(CMU), plugin=PLUGIN)
     layer = viewer.open(store, plugin=PLUGIN)[0]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
     assert "research use only, not for diagnosis" in widget.disclaimer.value
@@ -77,6 +79,12 @@ def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtb
     assert slide["tumour % of tissue"] == f"{100 * 140000 * 0.499 ** 2 / tissue:.0f}%"
     assert [bar[0] for bar in widget.chart.bars] == ["pattern 3", "pattern 4", "pattern 5", "ungraded"]
     assert widget.chart.bars[1][1] == pytest.approx(100 * 120000 / 140000) and widget.chart.bars[1][2] == (255, 165, 0)
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        viewer.window._qt_window.resize(1280, 1000)
+        viewer.reset_view()
+        qtbot.wait(300)
+        viewer.screenshot(os.path.join(SCREENSHOTS, "grading_window_cmu.png"), canvas_only=False)
 
     # exports go where the save dialog says, never to a guessed path; a cancelled dialog writes nothing
     asked = _save_dialog(monkeypatch, ["", str(tmp_path / "report.json"), str(tmp_path / "report")])
@@ -138,6 +146,30 @@ def test_grading_tcga_cap_as_pattern_4_from_the_dock(make_napari_viewer, qtbot, 
     widget.report = None
     widget.grade()
     assert widget.report is None and "CLASS=3|4|5|benign|tumour" in widget.summary.value
+
+
+def test_grading_dock_counts_the_nuclei_of_a_nucleus_store(make_napari_viewer, qtbot, tmp_path):
+    from PIL import Image
+    from skimage.measure import label as connected
+
+    from napari_cancerseg.io import stores
+
+    mask = (np.asarray(Image.open(data_path("nuclei/image02_labels.png"))) > 0).astype(np.uint8)
+    path = str(tmp_path / "nuclei.zarr")
+    stores.write_labels(path, stores.label_pyramid(mask), scale=(0.5, 0.5), units=("um", "um"), name="nuclei",
+                        properties={"downsample": 1.0, "classes": [{"label": 0, "name": "background"},
+                                                                   {"label": 1, "name": "nucleus"}]})
+    viewer = make_napari_viewer()
+    layer = viewer.open(path, plugin=PLUGIN)[0]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
+    widget.store_layer.value = layer
+    widget.grade()
+    qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
+    nuclei = int(connected(mask, connectivity=2).max())  # independently, the whole tile at once
+    density = nuclei / (mask.size * 0.25 / 1e6)  # per mm² of the tile (no slide: its tissue is unknown)
+    assert list(widget.table.column_headers) == ["nuclei", "nuclei per mm²", "tissue"]
+    assert list(widget.table.data[0]) == [f"{nuclei:,}", f"{density:,.0f}", "-"]
+    assert f"{nuclei:,} nuclei" in widget.summary.value and "Gleason" not in widget.summary.value
 
 
 def test_pattern_overlay_runs_in_a_model_process(make_napari_viewer, qtbot, tmp_path):
