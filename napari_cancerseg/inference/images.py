@@ -148,6 +148,8 @@ def label_volumes_ml(path: str) -> dict[str, float]:
 
     try:
         image = nib.load(path)
+        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise TypeError(f"a {type(image).__name__}, not NIfTI")
         data = np.asarray(image.dataobj)
     except Exception as err:  # noqa: BLE001 - nibabel's errors vary: all mean "not a readable NIfTI"
         raise CancersegError(f"{path}: cannot read it as a NIfTI label volume ({type(err).__name__}: {err})") from None
