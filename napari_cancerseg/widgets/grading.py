@@ -147,7 +147,8 @@ class GradingWidget(Container):
             self.summary.value = f"not graded: {err}"
             return
         self.summary.value = "grading..."
-        self.worker = self._grade(source, self.mpp.value or None, mapping)
+        # errors are shown by _grading_failed, not raised again in the event loop (superqt does unless told)
+        self.worker = self._grade(source, self.mpp.value or None, mapping, _ignore_errors=True)
         self.worker.returned.connect(self.show_report)
         self.worker.finished.connect(lambda: setattr(self, "worker", None))
         self.worker.errored.connect(self._grading_failed)
@@ -156,6 +157,11 @@ class GradingWidget(Container):
     def _grading_failed(self, err: BaseException) -> None:
         show_error(str(err))
         self.summary.value = f"failed: {err}"
+        # the last report is not this input's: neither shown nor exported as if it were
+        self.report = None
+        self.table.visible = False
+        self.chart.setVisible(False)
+        self.json_button.enabled = self.csv_button.enabled = False
 
     @thread_worker
     def _grade(self, source: str, mpp: float | None, mapping: dict[str, int]) -> SlideReport:

@@ -109,7 +109,7 @@ class InferenceWidget(ProcessDock, Container):
             self.result_text = text
             self.status.value = f"done: {text}{tail}"
 
-        self._measuring = thread_worker(measured_line, start_thread=False)(out)
+        self._measuring = thread_worker(measured_line, start_thread=False, ignore_errors=True)(out)
         self._measuring.returned.connect(show)
         self._measuring.errored.connect(lambda err: show(f"no areas ({err})"))
         self._measuring.start()

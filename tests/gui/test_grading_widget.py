@@ -107,6 +107,14 @@ def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
     assert widget.report.isup_grade_group is None and "no Gleason grade" in widget.summary.value
 
+    bad = tmp_path / "broken.xml"
+    bad.write_text("<Annotations><Annotation>")  # a failed grade leaves no earlier report to export
+    widget.annotations.value = str(bad)
+    widget.grade()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.report is None and str(bad) in widget.summary.value and not widget.json_button.enabled
+    assert widget.table.native.isHidden()
+
 
 def test_grading_tcga_cap_as_pattern_4_from_the_dock(make_napari_viewer, qtbot, tmp_path):
     """TCGA's XML names its tumour "CaP": the dock's class mapping grades it, as the CLI's --map does."""
