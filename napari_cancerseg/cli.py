@@ -373,8 +373,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.json:
         processes.emit(processes.Done(f"{result['kind']} -> {result['out']}", _jsonable(result)))
     else:
-        print(f"{result['kind']} {' x '.join(map(str, result['shape']))} -> {result['out']}; "
-              f"voxels per label: {result['voxels_per_label']}")
+        amounts = (f"mL per label: {result['volumes_ml']}" if "volumes_ml" in result
+                   else f"pixels per label: {result['voxels_per_label']}")
+        print(f"{result['kind']} {' x '.join(map(str, result['shape']))} -> {result['out']}; {amounts}")
     return 0
 
 

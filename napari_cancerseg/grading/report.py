@@ -1,12 +1,15 @@
 """Slide grading reports from a label store (a prediction or rasterised annotations) or an annotation file.
 
-Areas per class in µm² (px² when the scale is unknown), the share of each
-pattern in the graded tumour, the slide's Gleason score and ISUP grade group,
+Areas per class in µm² (px² when the scale is unknown; printed in mm², µm²
+below 0.01 mm²), the share of each pattern in the graded tumour, the tumour's
+share of the slide's tissue, the slide's Gleason score and ISUP grade group,
 and the same for every connected tumour region.  Stores are counted at level
 0 a band of rows at a time; regions come from a pyramid level no larger than
-``REGION_SIDE`` pixels.  Annotation files are measured on their polygons,
-exactly, with overlaps resolved as the rasteriser paints them (higher pattern
-wins, exclusions remove area).
+``REGION_SIDE`` pixels.  Stores of a nucleus model give the nucleus count
+(connected components at level 0, counted band by band) and its density.
+Annotation files are measured on their polygons, exactly, with overlaps
+resolved as the rasteriser paints them (higher pattern wins, exclusions
+remove area).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,6 +28,8 @@ from ..errors import CancersegError
 from .gleason import PATTERN_OF_LABEL, RESEARCH_ONLY, grade
 
 REGION_SIDE = 4096
+UM2_PER_MM2 = 1e6
+SMALL_MM2 = 0.01  # areas below this are printed in µm²
 TUMOUR_LABELS = (GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR)
 AREA_KEYS = {GLEASON_3: "3", GLEASON_4: "4", GLEASON_5: "5", TUMOUR: "ungraded"}
 
@@ -36,6 +42,14 @@ class RegionReport:
     areas: dict[str, float]  # by pattern key: "3", "4", "5", "ungraded"
     gleason_score: str | None
     isup_grade_group: int | None
+
+    @property
+    def percent_pattern_4(self) -> float | None:
+        """The share of pattern 4 in the region's graded tumour when its score is 7 (as ISUP asks)."""
+        graded = sum(self.areas.get(k, 0.0) for k in ("3", "4", "5"))
+        if not self.gleason_score or score_total(self.gleason_score) != 7 or not graded:
+            return None
+        return 100.0 * self.areas.get("4", 0.0) / graded
 
 
 @dataclass
@@ -53,12 +67,46 @@ class SlideReport:
     isup_grade_group: int | None
     regions: list[RegionReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tissue_area: float | None = None  # the slide's tissue (its tissue mask), same unit as areas; None: unknown
+    nuclei: int | None = None  # nucleus count of a nucleus model's store; None: not a nucleus store
+    image_area: float | None = None  # the whole store's area: a nucleus density's area when the tissue is unknown
+
+    @property
+    def tumour_area(self) -> float:
+        return float(sum(self.areas.values()))
+
+    @property
+    def tumour_percent_of_tissue(self) -> float | None:
+        return 100.0 * self.tumour_area / self.tissue_area if self.tissue_area else None
+
+    @property
+    def percent_pattern_4(self) -> float | None:
+        """The share of pattern 4 in the graded tumour, which ISUP asks for with a score of 7."""
+        return self.percent.get("4") if self.gleason_score and score_total(self.gleason_score) == 7 else None
+
+    @property
+    def nuclei_per_mm2(self) -> float | None:
+        """Nuclei per mm² of tissue (of the whole image when the tissue is unknown)."""
+        if self.nuclei is None or self.unit != "um2":
+            return None
+        area = self.tissue_area or self.image_area
+        return self.nuclei / (area / UM2_PER_MM2) if area else None
+
+    def area_text(self, value: float | None) -> str:
+        return area_text(value, self.unit)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         areas_key = "areas_um2" if self.unit == "um2" else "areas_px2"
         data[areas_key] = data.pop("areas")
-        data["tumour_area"] = float(sum(self.areas.values()))
+        data["tumour_area"] = self.tumour_area
+        if self.unit == "um2":
+            data["areas_mm2"] = {k: v / UM2_PER_MM2 for k, v in self.areas.items()}
+            data["tumour_area_mm2"] = self.tumour_area / UM2_PER_MM2
+            data["tissue_area_mm2"] = self.tissue_area / UM2_PER_MM2 if self.tissue_area is not None else None
+        data["tumour_percent_of_tissue"] = self.tumour_percent_of_tissue
+        data["percent_pattern_4"] = self.percent_pattern_4
+        data["nuclei_per_mm2"] = self.nuclei_per_mm2
         data["research_use_only"] = RESEARCH_ONLY
         return data
 
@@ -67,37 +115,81 @@ class SlideReport:
         out = io.StringIO()
         writer = csv.writer(out)
         keys = ["3", "4", "5", "ungraded"]
-        writer.writerow(["row", "x", "y", "width", "height", f"tumour_area_{self.unit}",
-                         *[f"area_{k}_{self.unit}" for k in keys], "gleason_score", "isup_grade_group", "note"])
-        writer.writerow(["slide", "", "", "", "", sum(self.areas.values()), *[self.areas.get(k, 0.0) for k in keys],
-                         self.gleason_score or "", self.isup_grade_group or "", RESEARCH_ONLY])
+        unit, per = ("mm2", UM2_PER_MM2) if self.unit == "um2" else ("px2", 1.0)
+
+        def optional(value: float | None) -> float | str:
+            return "" if value is None else value
+
+        writer.writerow(["row", "gleason_score", "isup_grade_group", "percent_pattern_4",
+                         "tumour_percent_of_tissue", f"tumour_area_{unit}", f"tissue_area_{unit}",
+                         *[f"area_{k}_{unit}" for k in keys], "nuclei", "nuclei_per_mm2",
+                         "x", "y", "width", "height", "note"])
+        writer.writerow(["slide", self.gleason_score or "", self.isup_grade_group or "",
+                         optional(self.percent_pattern_4), optional(self.tumour_percent_of_tissue),
+                         self.tumour_area / per, optional(None if self.tissue_area is None else self.tissue_area / per),
+                         *[self.areas.get(k, 0.0) / per for k in keys], optional(self.nuclei),
+                         optional(self.nuclei_per_mm2), "", "", "", "", RESEARCH_ONLY])
         for region in self.regions:
-            writer.writerow([f"region {region.region}", *region.box, region.area,
-                             *[region.areas.get(k, 0.0) for k in keys], region.gleason_score or "",
-                             region.isup_grade_group or "", ""])
+            writer.writerow([f"region {region.region}", region.gleason_score or "", region.isup_grade_group or "",
+                             optional(region.percent_pattern_4), "", region.area / per, "",
+                             *[region.areas.get(k, 0.0) / per for k in keys], "", "", *region.box, ""])
         return out.getvalue()
 
+    def headline(self) -> str:
+        """The grade first, then the amounts: "Gleason 3+4 = 7, ISUP grade group 2 (20% pattern 4); tumour ..."."""
+        if self.nuclei is not None:
+            return self.nuclei_text()
+        if self.gleason_score:
+            grade_text = (f"Gleason {self.gleason_score} = {score_total(self.gleason_score)}, "
+                          f"ISUP grade group {self.isup_grade_group}")
+            if self.percent_pattern_4 is not None:
+                grade_text += f" ({self.percent_pattern_4:.0f}% pattern 4)"
+        else:
+            grade_text = "no Gleason grade (no graded tumour)"
+        return f"{grade_text}; {self.tumour_text()}"
+
+    def tumour_text(self) -> str:
+        """"tumour 2.31 mm² of 14.2 mm² tissue (16%)", or "tumour 2.31 mm²" when the tissue is unknown."""
+        text = f"tumour {self.area_text(self.tumour_area)}"
+        if self.tissue_area:
+            text += f" of {self.area_text(self.tissue_area)} tissue ({self.tumour_percent_of_tissue:.0f}%)"
+        return text
+
+    def nuclei_text(self) -> str:
+        density = self.nuclei_per_mm2
+        where = f" in {self.area_text(self.tissue_area)} tissue" if self.tissue_area else ""
+        return (f"{self.nuclei:,} nuclei{where}" + (f", {density:,.0f} per mm²" if density is not None else ""))
+
     def text(self) -> str:
-        unit = "µm²" if self.unit == "um2" else "px²"
-        lines = [f"{self.source} ({self.kind}) -- {RESEARCH_ONLY}"]
-        tumour = sum(self.areas.values())
-        lines.append(f"  tumour {tumour:,.0f} {unit}, benign {self.benign_area:,.0f} {unit}")
+        lines = [f"{self.source} ({self.kind}) -- {RESEARCH_ONLY}", f"  {self.headline()}"]
+        if self.nuclei is None:
+            lines.append(f"  benign {self.area_text(self.benign_area)}")
         for key in ("3", "4", "5", "ungraded"):
             if self.areas.get(key):
                 share = f" ({self.percent[key]:.1f}% of graded)" if key in self.percent else ""
                 lines.append(f"  {'pattern ' + key if key != 'ungraded' else 'ungraded tumour'}: "
-                             f"{self.areas[key]:,.0f} {unit}{share}")
-        if self.gleason_score:
-            lines.append(f"  Gleason score {self.gleason_score} = {score_total(self.gleason_score)}, "
-                         f"ISUP grade group {self.isup_grade_group}")
-        else:
-            lines.append("  no Gleason grade (no graded tumour)")
+                             f"{self.area_text(self.areas[key])}{share}")
         for region in self.regions:
-            lines.append(f"  region {region.region} at {region.box[:2]}: {region.area:,.0f} {unit}, "
-                         f"{region.gleason_score or 'ungraded'}"
-                         + (f" (ISUP {region.isup_grade_group})" if region.isup_grade_group else ""))
+            lines.append(f"  region {region.region} at {region.box[:2]}: {region.gleason_score or 'ungraded'}"
+                         + (f" (ISUP {region.isup_grade_group})" if region.isup_grade_group else "")
+                         + f", {self.area_text(region.area)}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def area_text(value: float | None, unit: str = "um2") -> str:
+    """An area as a pathologist reads it: "2.31 mm²", "14.2 mm²", "1,937 mm²"; µm² below 0.01 mm².
+
+    ``unit`` "px2" (the scale is unknown) prints level-0 px²; None prints "-"."""
+    if value is None:
+        return "-"
+    if unit != "um2":
+        return f"{value:,.0f} px²"
+    mm2 = value / UM2_PER_MM2
+    if mm2 < SMALL_MM2:
+        return f"{value:,.0f} µm²"
+    digits = 2 if mm2 < 10 else 1 if mm2 < 100 else 0
+    return f"{mm2:,.{digits}f} mm²"
 
 
 def score_total(score: str) -> int:
@@ -110,7 +202,8 @@ def _pattern_areas(areas_by_label: dict[int, float]) -> dict[str, float]:
 
 
 def _summarise(source: str, kind: str, unit: str, mpp: float | None, areas_by_label: dict[int, float],
-               regions: list[RegionReport], notes: list[str]) -> SlideReport:
+               regions: list[RegionReport], notes: list[str], tissue_area: float | None = None,
+               nuclei: int | None = None) -> SlideReport:
     areas = _pattern_areas(areas_by_label)
     graded = {PATTERN_OF_LABEL[label]: areas_by_label.get(label, 0.0) for label in PATTERN_OF_LABEL}
     total_graded = sum(graded.values())
@@ -119,7 +212,8 @@ def _summarise(source: str, kind: str, unit: str, mpp: float | None, areas_by_la
     if not total_graded and areas["ungraded"]:
         notes = [*notes, "tumour is present but not graded by pattern: no Gleason score"]
     return SlideReport(source, kind, unit, mpp, areas, float(areas_by_label.get(BENIGN, 0.0)), percent,
-                       result.primary, result.secondary, result.score, result.isup_grade_group, regions, notes)
+                       result.primary, result.secondary, result.score, result.isup_grade_group, regions, notes,
+                       tissue_area, nuclei)
 
 
 def _region_report(index: int, box, counts: dict[int, float]) -> RegionReport:
@@ -160,7 +254,71 @@ def _check_labels(path: str, band: np.ndarray, known: set[int], classes: list[di
                              f"{table}: cannot grade")
 
 
+NUCLEUS_NAME = re.compile(r"nucle(us|i)", re.I)  # a nucleus model's class name: "nucleus", "nuclei"
+EIGHT_NEIGHBOURS = np.ones((3, 3), bool)  # nuclei touching at a corner are one, as skimage's connectivity=2
+
+
+class ComponentCounter:
+    """Connected components of a mask fed band by band (rows top to bottom), never the whole image at once.
+
+    Each band is labelled on its own; components that touch across a band
+    boundary (8-connectivity) are merged with a union-find over the labels of
+    the two rows that meet.
+    """
+
+    def __init__(self) -> None:
+        self.parent: list[int] = [0]  # union-find over band-local labels made global; 0 is background
+        self.last_row: np.ndarray | None = None
+
+    def _root(self, label: int) -> int:
+        while self.parent[label] != label:
+            self.parent[label] = self.parent[self.parent[label]]
+            label = self.parent[label]
+        return label
+
+    def add(self, mask: np.ndarray) -> None:
+        from scipy.ndimage import label as connected
+
+        labels, count = connected(mask, structure=EIGHT_NEIGHBOURS)
+        offset = len(self.parent) - 1
+        self.parent.extend(range(offset + 1, offset + count + 1))
+        if not count:
+            self.last_row = np.zeros(mask.shape[1], np.int64)
+            return
+        labels = np.where(labels > 0, labels.astype(np.int64) + offset, 0)
+        if self.last_row is not None:
+            above, below = self.last_row, labels[0]
+            for shift in (-1, 0, 1):  # straight down and both diagonals
+                a = above[max(0, -shift):len(above) - max(0, shift)]
+                b = below[max(0, shift):len(below) - max(0, -shift)]
+                touching = (a > 0) & (b > 0)
+                for u, v in set(zip(a[touching].tolist(), b[touching].tolist())):
+                    ru, rv = self._root(u), self._root(v)
+                    if ru != rv:
+                        self.parent[max(ru, rv)] = min(ru, rv)
+        self.last_row = labels[-1]
+
+    @property
+    def count(self) -> int:
+        return sum(1 for label in range(1, len(self.parent)) if self._root(label) == label)
+
+
+def _tissue_area(store: Any, notes: list[str]) -> float | None:
+    """µm² of tissue on the store's slide (its tissue mask at a small level), or None with a note saying why."""
+    from ..preprocess.tissue import slide_tissue_mask
+
+    try:
+        slide = store.verified_slide()
+        mask, downsample = slide_tissue_mask(slide)
+    except Exception as err:  # noqa: BLE001 - OpenSlide's own errors too: the tissue is then unknown, not fatal
+        notes.append(f"tissue area unknown ({err}): no tumour % of tissue")
+        return None
+    slide_mpp = float(store.scale[1]) / store.downsample  # µm per slide level-0 pixel
+    return float(mask.sum()) * (downsample * slide_mpp) ** 2
+
+
 def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
+    """Areas, grade and regions of a label store; a nucleus model's store gives its nucleus count instead."""
     from skimage.measure import label as connected
     from skimage.measure import regionprops
 
@@ -176,9 +334,11 @@ def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
                              "--out to finish it, then grade (no area or score is given for an incomplete store)")
     classes = store.attributes.classes
     table = label_mapping(classes)
-    if classes and not any(table[int(c["label"])] in TUMOUR_LABELS for c in classes):
+    nucleus_labels = [int(c["label"]) for c in classes or [] if int(c["label"]) and NUCLEUS_NAME.search(str(c["name"]))]
+    if classes and not nucleus_labels and not any(table[int(c["label"])] in TUMOUR_LABELS for c in classes):
         names = ", ".join(str(c["name"]) for c in classes)
-        raise CancersegError(f"{path}: its classes ({names}) hold no tumour or Gleason pattern: nothing to grade")
+        raise CancersegError(f"{path}: its classes ({names}) hold no tumour, Gleason pattern or nucleus: "
+                             "nothing to grade or count")
     in_um = store.in_micrometres
     pixel_area = float(store.scale[0] * store.scale[1]) if in_um else 1.0
     level0 = store.levels[0]
@@ -186,13 +346,30 @@ def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
         raise CancersegError(f"{path}: level 0 is {level0.ndim}-D {level0.dtype}, not 2-D integer labels of a slide")
     known = {int(c["label"]) for c in classes} if classes else {0, *CLASSES}
     raw = np.zeros(len(table), np.int64)  # pixels per stored label value
+    nuclei = ComponentCounter() if nucleus_labels else None
     rows = max(1, band_bytes // max(1, level0.shape[1]))
     for y in range(0, level0.shape[0], rows):
         band = store.read(0, (y, y + rows))
         _check_labels(path, band, known, classes, len(table))
         raw += np.bincount(band.ravel(), minlength=len(table))
+        if nuclei is not None:
+            nuclei.add(np.isin(band, nucleus_labels))
     counts = np.bincount(table, weights=raw, minlength=256).astype(np.int64)  # pixels per DESIGN.md label
     areas_by_label = {label: float(counts[label]) * pixel_area for label in (BENIGN, *TUMOUR_LABELS)}
+    notes: list[str] = []
+    tissue = _tissue_area(store, notes) if in_um else None
+    if nuclei is not None:
+        nucleus_area = float(raw[nucleus_labels].sum()) * pixel_area
+        image_area = float(level0.shape[0] * level0.shape[1]) * pixel_area
+        if tissue is None:
+            notes.append("density per mm² of the whole image (the slide's tissue is unknown)")
+        else:
+            notes.append(f"nuclei cover {area_text(nucleus_area, 'um2' if in_um else 'px2')}")
+        report = _summarise(path, "label store", "um2" if in_um else "px2",
+                            float(store.scale[1]) / store.downsample if in_um else None, areas_by_label, [],
+                            notes, tissue, nuclei.count)
+        report.image_area = image_area
+        return report
 
     k = next((k for k, lvl in enumerate(store.levels) if max(lvl.shape) <= REGION_SIDE), len(store.levels) - 1)
     coarse = table[store.read(k, (0, store.levels[k].shape[0]))]
@@ -206,9 +383,20 @@ def grade_store(path: str, band_bytes: int = 64 << 20) -> SlideReport:
         region_counts = {label: float((window == label).sum()) * coarse_area for label in TUMOUR_LABELS}
         regions.append(_region_report(index, (x0 * step, y0 * step, (x1 - x0) * step, (y1 - y0) * step),
                                       region_counts))
-    notes = [f"regions measured at store level {k} ({step:g} slide px per pixel)"] if k else []
+    if k:
+        notes.append(f"regions measured at store level {k} ({step:g} slide px per pixel)")
     mpp = float(store.scale[1]) / store.downsample if in_um else None
-    return _summarise(path, "label store", "um2" if in_um else "px2", mpp, areas_by_label, regions, notes)
+    return _summarise(path, "label store", "um2" if in_um else "px2", mpp, areas_by_label, regions, notes, tissue)
+
+
+def measured_line(path: str) -> str:
+    """What a finished prediction holds, in a pathologist's units: "tumour 2.31 mm² of 14.2 mm² tissue (16%)",
+    "Gleason 3+4 = 7, ...", or "1,234 nuclei in 3.10 mm² tissue, 398 per mm²"; why not, for other models."""
+    try:
+        report = grade_store(path)
+    except CancersegError as err:
+        return f"no areas: {err}"
+    return report.headline() if report.gleason_score or report.nuclei is not None else report.tumour_text()
 
 
 # ---- annotation files ----------------------------------------------------------------------------

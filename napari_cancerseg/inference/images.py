@@ -130,8 +130,37 @@ def segment_file(path: str, bundle: str, out: str) -> dict[str, Any]:
                             properties={"source": os.path.abspath(path), "model": model.info.name})
         kind = "image"
     values, counts = np.unique(labels, return_counts=True)
-    return {"event": "done", "out": out, "kind": kind, "shape": list(labels.shape),
-            "voxels_per_label": {str(int(v)): int(c) for v, c in zip(values, counts)}}
+    result = {"event": "done", "out": out, "kind": kind, "shape": list(labels.shape),
+              "voxels_per_label": {str(int(v)): int(c) for v, c in zip(values, counts)},
+              "classes": {str(c["label"]): str(c["name"]) for c in model.info.classes}}
+    if kind == "volume":
+        result["volumes_ml"] = label_volumes_ml(out)
+    return result
+
+
+#: mm per NIfTI spatial unit (xyzt_units); "unknown" is read as mm, as NIfTI readers do
+MM_PER_NIFTI_UNIT = {"mm": 1.0, "unknown": 1.0, "micron": 1e-3, "meter": 1e3}
+
+
+def label_volumes_ml(path: str) -> dict[str, float]:
+    """mL per label value of a NIfTI label volume: voxel count x voxel volume (its zooms, mm³) / 1000."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise TypeError(f"a {type(image).__name__}, not NIfTI")
+        data = np.asarray(image.dataobj)
+    except Exception as err:  # noqa: BLE001 - nibabel's errors vary: all mean "not a readable NIfTI"
+        raise CancersegError(f"{path}: cannot read it as a NIfTI label volume ({type(err).__name__}: {err})") from None
+    if data.ndim < 3 or not np.issubdtype(data.dtype, np.integer):
+        raise CancersegError(f"{path}: a {data.ndim}-D {data.dtype} image, not a 3-D label volume")
+    unit = image.header.get_xyzt_units()[0] or "unknown"
+    if unit not in MM_PER_NIFTI_UNIT:
+        raise CancersegError(f"{path}: voxel sizes in {unit!r}: no volume in mL")
+    voxel_mm3 = float(np.prod(image.header.get_zooms()[:3])) * MM_PER_NIFTI_UNIT[unit] ** 3
+    values, counts = np.unique(data, return_counts=True)
+    return {str(int(v)): float(c) * voxel_mm3 / 1000.0 for v, c in zip(values, counts)}
 
 
 def classifier_input(image: np.ndarray, size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import datetime
 import json
 import math
 import os
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -360,16 +361,39 @@ def next_version(path: str | os.PathLike) -> tuple[str, str]:
     Never an existing file: the previous versions stay as they are.
     """
     info = bundle_info(path)
-    parts = [int(p) if p.isdigit() else 0 for p in (info.version or "1.0.0").split(".")[:3]]
-    parts += [0] * (3 - len(parts))
     folder = os.path.dirname(os.path.abspath(path))
     stem = os.path.basename(os.fspath(path)).rsplit(".keras", 1)[0].split("-v")[0]
+    version = info.version
     while True:
-        parts = [parts[0], parts[1] + 1, 0]
-        version = ".".join(map(str, parts))
+        version = next_minor_version(version)
         candidate = os.path.join(folder, f"{stem}-v{version}.keras")
         if not os.path.exists(candidate):
             return candidate, version
+
+
+def next_minor_version(version: str | None) -> str:
+    """1.0.0 -> 1.1.0, 1.2.5 -> 1.3.0; a part that is not a number counts as 0, no version as 1.0.0."""
+    parts = [int(p) if p.isdigit() else 0 for p in (version or "1.0.0").split(".")[:3]]
+    parts += [0] * (3 - len(parts))
+    return f"{parts[0]}.{parts[1] + 1}.0"
+
+
+VERSION_IN_NAME = re.compile(r"-v(\d+(?:\.\d+){0,2})\.keras$")
+
+
+def saved_version(out: str, requested: str, default: str, base_version: str | None = None) -> str:
+    """The version a trained bundle records, so that it matches its file name.
+
+    The file name's own version (``nuclei-v1.1.0.keras`` -> 1.1.0) comes first;
+    else the version asked for; else, for a fine-tuned bundle (``base_version``)
+    left at the ``default``, the next minor version of the bundle it continues.
+    """
+    named = VERSION_IN_NAME.search(os.path.basename(os.fspath(out)))
+    if named:
+        return named.group(1)
+    if base_version is not None and requested == default:
+        return next_minor_version(base_version)
+    return requested
 
 
 class Bundle:

@@ -120,13 +120,14 @@ def train_classifier(config, train: list[Example], val: list[Example], test: lis
 
     from ..models.bundle import Recipe, load_bundle, save_bundle
     from ..models.classifier import build_classifier
-    from .trainer import _keras_callbacks
+    from .trainer import _keras_callbacks, _version
 
     keras.utils.set_random_seed(config.seed)
     size = train[0].image.shape[0]
     if config.init_bundle:
         base = load_bundle(config.init_bundle)
         model, architecture = base.model, base.info.architecture
+        config.version = _version(config, base.info.version)  # as the file name says
     else:
         model = build_classifier(len(names), (size, size, 3))
         architecture = {"builder": "efficientnetb0_classifier", "task": task,

@@ -104,6 +104,13 @@ def evaluate(model, pairs: list[Pair], divisor: int) -> list[dict[str, Any]]:
     return results
 
 
+def _version(config: TrainConfig, base_version: str | None) -> str:
+    """The version the bundle records: its file name's, else the one asked for, else the base's next minor."""
+    from ..models.bundle import saved_version
+
+    return saved_version(config.out, config.version, TrainOptions.version, base_version)
+
+
 def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], test_pairs: list[Pair],
           callbacks: list | None = None):
     """Fit with early stopping on the validation images, score the untouched test images, save a bundle.
@@ -123,10 +130,12 @@ def train(config: TrainConfig, train_pairs: list[Pair], val_pairs: list[Pair], t
 
         base = load_bundle(config.init_bundle)
         model, architecture, divisor = base.model, base.info.architecture, base.recipe.divisor
+        config.version = _version(config, base.info.version)
         config.n_classes = int(model.output_shape[-1])  # the targets must match the head being fine-tuned
     else:
         model, architecture = build_model(config, (None, None, config.channels))
         divisor = 2 ** (len(config.filters) - 1)
+        config.version = _version(config, None)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses.LOSSES[config.loss],
                   metrics=[DicePerImage(name="dice")])
     out_dir = os.path.dirname(os.path.abspath(config.out))

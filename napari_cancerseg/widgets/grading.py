@@ -9,16 +9,26 @@ from pathlib import Path
 from typing import Any, cast
 
 import napari
-from magicgui.types import FileDialogMode
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, Table, create_widget
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    Table,
+    create_widget,
+)
 from magicgui.widgets.bases import ValueWidget
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog
 
 from ..classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, RGB, TUMOUR
 from ..errors import CancersegError
 from ..grading.gleason import RESEARCH_ONLY
-from ..grading.report import SlideReport, grade_path
+from ..grading.report import SlideReport, grade_path, parse_mapping
 from ..inference.options import cli_command
 from ..io.stores import LabelStore
 from ..processes import ChildProcess, Done
@@ -43,29 +53,63 @@ def legend_html() -> str:
     return "<br>".join(rows)
 
 
+NO_GRADE_YET = f"No grade yet: run Grade -- {RESEARCH_ONLY}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"  # "-": not applicable (no score 7, tissue unknown)
+
+
+def report_table(report: SlideReport) -> dict[str, Any]:
+    """The table's value: the grade in the first columns (seen without scrolling), then shares, then areas."""
+    keys = ("3", "4", "5", "ungraded")
+    if report.nuclei is not None:
+        density = report.nuclei_per_mm2
+        return {"data": [[f"{report.nuclei:,}", "-" if density is None else f"{density:,.0f}",
+                          report.area_text(report.tissue_area) if report.tissue_area else "-"]],
+                "index": ["slide"], "columns": ["nuclei", "nuclei per mm²", "tissue"]}
+    columns = ["Gleason", "ISUP", "% pattern 4", "tumour % of tissue", "tumour",
+               "pattern 3", "pattern 4", "pattern 5", "ungraded"]
+    rows = [[report.gleason_score or "-", report.isup_grade_group or "-", _percent(report.percent_pattern_4),
+             _percent(report.tumour_percent_of_tissue), report.area_text(report.tumour_area),
+             *[report.area_text(report.areas[k]) for k in keys]]]
+    rows += [[r.gleason_score or "-", r.isup_grade_group or "-", _percent(r.percent_pattern_4), "-",
+              report.area_text(r.area), *[report.area_text(r.areas[k]) for k in keys]] for r in report.regions]
+    return {"data": rows, "index": ["slide"] + [f"region {r.region}" for r in report.regions], "columns": columns}
+
+
 class GradingWidget(Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         self.source = ComboBox(label="grade", choices=["a label layer", "an annotation file"])
         self.store_layer = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="label layer"))
         self.annotations = FileEdit(label="annotation file", filter="*.xml *.json *.geojson", value=None)
+        self.mpp = FloatSpinBox(label="µm/px", value=0.0, min=0.0, max=100.0, step=0.001,
+                                tooltip="the annotation file's level-0 µm per pixel; 0: the file's own "
+                                        "(the CLI's --mpp)")
+        self.mapping = LineEdit(label="class mapping", value="",
+                                tooltip="NAME=3|4|5|benign|tumour, comma-separated (the CLI's --map), e.g. CaP=4: "
+                                        "grades TCGA's 'CaP' as Gleason pattern 4")
         self.grade_button = PushButton(text="Grade")
         self.classifier = FileEdit(label="Gleason classifier", filter="*.keras", value=None)
         self.overlay_button = PushButton(text="Colour tumour by pattern")
         self.cancel_button = PushButton(text="Cancel colouring", enabled=False)
-        self.summary = Label(value=RESEARCH_ONLY)
+        self.summary = Label(value=NO_GRADE_YET)
         self.table = Table(value={"data": [], "columns": []})
-        self.json_button, self.csv_button = PushButton(text="Export JSON"), PushButton(text="Export CSV")
-        self.export_path = FileEdit(label="export to", mode=FileDialogMode.OPTIONAL_FILE, value=None)
+        self.table.visible = False  # no fake headers before there is a grade
+        self.json_button = PushButton(text="Export JSON...", enabled=False)
+        self.csv_button = PushButton(text="Export CSV...", enabled=False)
         self.legend = Label(value=legend_html())
         self.disclaimer = Label(value=f"<b>{RESEARCH_ONLY}</b>")
-        super().__init__(widgets=[self.disclaimer, self.source, self.store_layer, self.annotations, self.grade_button,
-                                  self.summary, self.table, self.export_path, self.json_button, self.csv_button,
-                                  self.classifier, self.overlay_button, self.cancel_button, self.legend])
+        super().__init__(widgets=[self.disclaimer, self.source, self.store_layer, self.annotations, self.mpp,
+                                  self.mapping, self.grade_button, self.summary, self.table, self.json_button,
+                                  self.csv_button, self.classifier, self.overlay_button, self.cancel_button,
+                                  self.legend])
         self.summary.native.setWordWrap(True)
         self.native.setMaximumWidth(420)
         self.chart = BarChart()
-        self.native.layout().insertWidget(6, self.chart)
+        self.chart.setVisible(False)
+        self.native.layout().insertWidget(8, self.chart)
         self.grade_button.changed.connect(self.grade)
         self.json_button.changed.connect(lambda *_: self.export("json"))
         self.csv_button.changed.connect(lambda *_: self.export("csv"))
@@ -90,14 +134,21 @@ class GradingWidget(Container):
             raise CancersegError("choose an annotation file (ImageScope/ASAP XML or GeoJSON)")
         return path
 
+    def _mapping(self) -> dict[str, int]:
+        items = [item.strip() for item in self.mapping.value.split(",") if item.strip()]
+        return parse_mapping(items)
+
     def grade(self, *_) -> None:
         try:
             source = self._input()
+            mapping = self._mapping()
         except CancersegError as err:
             show_error(str(err))
+            self.summary.value = f"not graded: {err}"
             return
         self.summary.value = "grading..."
-        self.worker = self._grade(source)
+        # errors are shown by _grading_failed, not raised again in the event loop (superqt does unless told)
+        self.worker = self._grade(source, self.mpp.value or None, mapping, _ignore_errors=True)
         self.worker.returned.connect(self.show_report)
         self.worker.finished.connect(lambda: setattr(self, "worker", None))
         self.worker.errored.connect(self._grading_failed)
@@ -106,40 +157,58 @@ class GradingWidget(Container):
     def _grading_failed(self, err: BaseException) -> None:
         show_error(str(err))
         self.summary.value = f"failed: {err}"
+        # the last report is not this input's: neither shown nor exported as if it were
+        self.report = None
+        self.table.visible = False
+        self.chart.setVisible(False)
+        self.json_button.enabled = self.csv_button.enabled = False
 
     @thread_worker
-    def _grade(self, source: str) -> SlideReport:
-        return grade_path(source)
+    def _grade(self, source: str, mpp: float | None, mapping: dict[str, int]) -> SlideReport:
+        return grade_path(source, mpp, mapping)
 
     def show_report(self, report: SlideReport) -> None:
         self.report = report
-        unit = "µm²" if report.unit == "um2" else "px²"
-        headline = (f"Gleason {report.gleason_score}, ISUP grade group {report.isup_grade_group}"
-                    if report.gleason_score else "no Gleason grade (no graded tumour)")
-        self.summary.value = f"{headline} -- {RESEARCH_ONLY}" + "".join(f"<br>{n}" for n in report.notes)
-        columns = ["tumour " + unit, "pattern 3", "pattern 4", "pattern 5", "ungraded", "Gleason", "ISUP"]
-        rows = [[sum(report.areas.values()), *[report.areas[k] for k in ("3", "4", "5", "ungraded")],
-                 report.gleason_score or "", report.isup_grade_group or ""]]
-        rows += [[r.area, *[r.areas[k] for k in ("3", "4", "5", "ungraded")], r.gleason_score or "",
-                  r.isup_grade_group or ""] for r in report.regions]
-        names = ["slide"] + [f"region {r.region}" for r in report.regions]
-        self.table.value = {"data": [[round(v, 1) if isinstance(v, float) else v for v in row] for row in rows],
-                            "index": names, "columns": columns}
-        tumour = sum(report.areas.values()) or 1.0
+        notes = list(report.notes)
+        if report.unit != "um2":
+            notes.insert(0, "<b>no µm per pixel in the file: enter µm/px to read the areas in mm²</b>")
+        self.summary.value = f"{report.headline()} -- {RESEARCH_ONLY}" + "".join(f"<br>{n}" for n in notes)
+        # a wrapped label may be squeezed to one line in a short window: the grade must stay readable
+        self.summary.native.setMinimumHeight(self.summary.native.heightForWidth(max(300, self.summary.native.width())))
+        self.table.value = report_table(report)
+        self.table.native.resizeColumnsToContents()
+        rows = min(5, self.table.shape[0])  # the slide and the first regions seen without scrolling
+        header = self.table.native.horizontalHeader().height()
+        self.table.native.setMinimumHeight(header + rows * self.table.native.verticalHeader().defaultSectionSize()
+                                           + self.table.native.horizontalScrollBar().sizeHint().height() + 4)
+        self.table.visible = True
+        self.json_button.enabled = self.csv_button.enabled = True
+        tumour = report.tumour_area or 1.0
         self.chart.set_bars([(f"pattern {k}" if k != "ungraded" else "ungraded", 100 * report.areas[k] / tumour,
                               PATTERN_COLOURS[k]) for k in ("3", "4", "5", "ungraded")])
+        self.chart.setVisible(report.nuclei is None)
 
     def export(self, kind: str) -> str | None:
+        """Save the report where the user chooses in a save dialog (which asks before replacing a file)."""
         if self.report is None:
             show_error("grade first")
             return None
-        path = str(self.export_path.value or "")
-        if not path or path == ".":
-            show_error("choose a file to export to")
+        suggested = f"{Path(self.report.source.rstrip('/')).stem}.grading.{kind}"
+        path, _ = QFileDialog.getSaveFileName(self.native, f"Export the grading report as {kind.upper()}",
+                                              suggested, f"{kind.upper()} (*.{kind})")
+        if not path:
+            return None  # the dialog was cancelled: nothing is written
+        if not path.lower().endswith(f".{kind}"):
+            path += f".{kind}"
+            if os.path.exists(path):  # the dialog confirmed another name: never replace this one unasked
+                show_error(f"{path} exists: choose it in the dialog to replace it")
+                return None
+        try:
+            with open(path, "w", newline="") as fh:
+                fh.write(json.dumps(self.report.to_dict(), indent=2) if kind == "json" else self.report.csv())
+        except OSError as err:
+            show_error(f"{path}: cannot write the report ({err.strerror or err})")
             return None
-        path = str(Path(path).with_suffix(f".{kind}"))
-        with open(path, "w", newline="") as fh:
-            fh.write(json.dumps(self.report.to_dict(), indent=2) if kind == "json" else self.report.csv())
         show_info(f"saved {path}")
         return path
 

@@ -25,6 +25,26 @@ def default_output(source: str, model: str, volume: bool) -> str:
     return scratch_path(source, model, ".nii.gz" if volume else ".zarr")
 
 
+def ml_text(millilitres: float) -> str:
+    """"12.3 mL", "0.041 mL": three significant figures at most, never an exponent."""
+    if millilitres >= 100:
+        return f"{millilitres:,.0f} mL"
+    if millilitres >= 1:
+        return f"{millilitres:.1f} mL"
+    return f"{millilitres:.2g} mL" if millilitres >= 1e-4 else f"{millilitres:.6f} mL"
+
+
+def amounts_text(result: dict) -> str:
+    """Each label's volume in mL (volumes) or pixel count (2D images), by class name, background left out."""
+    names = result.get("classes", {})
+    volumes = result.get("volumes_ml")
+    amounts = volumes if volumes is not None else result.get("voxels_per_label", {})
+    parts = [f"{names.get(label, 'label ' + label)} "
+             + (ml_text(value) if volumes is not None else f"{int(value):,} px")
+             for label, value in amounts.items() if label != "0"]
+    return "; ".join(parts) or "nothing found (background only)"
+
+
 class ImageWidget(ProcessDock, Container):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
@@ -94,7 +114,6 @@ class ImageWidget(ProcessDock, Container):
                 self.model.value = route
         else:
             layers = self.viewer.open(self.result["out"], plugin="napari-cancerseg")
-            self.status.value = (f"{self.result['kind']} segmented: voxels per label "
-                                 f"{self.result['voxels_per_label']}")
+            self.status.value = f"{self.result['kind']} segmented: {amounts_text(self.result)}"
             show_info(f"saved {self.result['out']}")
             self.result["layers"] = [layer.name for layer in layers]

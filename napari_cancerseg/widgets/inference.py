@@ -17,11 +17,13 @@ from magicgui.widgets import (
     create_widget,
 )
 from magicgui.widgets.bases import ValueWidget
+from napari.qt.threading import thread_worker
 from napari.types import LayerDataTuple
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, resource_path
 from ..errors import CancersegError
+from ..grading.report import measured_line
 from ..inference import worker as model_process
 from ..inference.options import PredictOptions
 from ..io import stores, wsi
@@ -235,8 +237,23 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             self._show_live(out, slide_layer)
         elif isinstance(message, Done):
             self._show_final(out, slide_layer)
-            self.status.value = message.summary.split(" -> ")[0] + " (research use only, not for diagnosis)"
+            self._show_result(out, float(message.data.get("seconds") or 0.0))
             show_info(message.summary)
+
+    def _show_result(self, out: str, seconds: float) -> None:
+        """Counts and areas of the result (nuclei, tumour mm² of tissue), measured off the GUI thread."""
+        tail = f" ({seconds:.0f} s; research use only, not for diagnosis)"
+        self.status.value = "done: measuring the result..." + tail
+        self.result_text: str | None = None
+
+        def show(text: str) -> None:
+            self.result_text = text
+            self.status.value = f"done: {text}{tail}"
+
+        self._measuring = thread_worker(measured_line, start_thread=False, ignore_errors=True)(out)
+        self._measuring.returned.connect(show)
+        self._measuring.errored.connect(lambda err: show(f"no areas ({err})"))
+        self._measuring.start()
 
     def _on_cancelled(self, out: str, slide_layer) -> None:
         """Cancel is not a failure: the layer shows every chunk written, under its final name; Run again resumes."""

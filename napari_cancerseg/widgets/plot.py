@@ -1,6 +1,6 @@
 """A small live line plot (training loss and validation Dice), drawn with QPainter: no plotting library."""
 
-from qtpy.QtCore import QPointF, Qt
+from qtpy.QtCore import QPointF, QSize, Qt
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
@@ -60,6 +60,9 @@ class BarChart(QWidget):
         self.bars: list[tuple[str, float, tuple[int, int, int]]] = []
         self.setMinimumHeight(110)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name; a Fixed height needs a hint, or the layout squeezes it
+        return QSize(300, 110)
 
     def set_bars(self, bars: list[tuple[str, float, tuple[int, int, int]]]) -> None:
         self.bars = list(bars)

@@ -15,7 +15,13 @@ from napari_cancerseg.annotations.model import Annotation, AnnotationSet
 from napari_cancerseg.classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR
 from napari_cancerseg.errors import CancersegError
 from napari_cancerseg.grading.gleason import grade, isup_grade_group
-from napari_cancerseg.grading.report import grade_annotations, grade_store, parse_mapping
+from napari_cancerseg.grading.report import (
+    ComponentCounter,
+    area_text,
+    grade_annotations,
+    grade_store,
+    parse_mapping,
+)
 from napari_cancerseg.io import stores
 
 from ..conftest import data_path
@@ -49,6 +55,20 @@ def test_no_tumour_no_grade():
         isup_grade_group(2, 3)
 
 
+def tcga_area_mm2(xml: str) -> float:
+    """The tumour area of the TCGA XML, read with ElementTree and shapely only (no code under test)."""
+    import xml.etree.ElementTree as ElementTree
+
+    from shapely.geometry import Polygon
+    from shapely.ops import unary_union
+
+    root = ElementTree.parse(xml).getroot()
+    mpp = float(root.get("MicronsPerPixel"))
+    polygons = [Polygon([(float(v.get("X")), float(v.get("Y"))) for v in region.iter("Vertex")]).buffer(0)
+                for region in root.iter("Region")]
+    return unary_union(polygons).area * mpp ** 2 / 1e6
+
+
 def _store(tmp_path, labels, mpp=0.5, classes=None):
     path = str(tmp_path / "labels.zarr")
     stores.write_labels(path, stores.label_pyramid(labels), scale=(mpp, mpp), units=("um", "um"), name="test",
@@ -71,18 +91,98 @@ def test_store_areas_percentages_and_regions(tmp_path):
     first, second = report.regions
     assert first.box == [100, 100, 400, 200] and first.gleason_score == "4+3" and first.area == 80000 * px
     assert second.box == [1000, 800, 100, 200] and second.gleason_score == "3+3" and second.isup_grade_group == 1
+    # score 7: ISUP's share of pattern 4 in the graded tumour, for the slide and for region 1 (60,000 of 80,000 px)
+    assert report.percent_pattern_4 == 60.0 and first.percent_pattern_4 == 75.0 and second.percent_pattern_4 is None
+    assert report.tissue_area is None and any("tissue area unknown" in n for n in report.notes)  # no slide
     data = report.to_dict()
     assert data["areas_um2"]["4"] == 15000.0 and data["research_use_only"] == "research use only, not for diagnosis"
+    assert data["areas_mm2"]["4"] == 15000.0 / 1e6 and data["percent_pattern_4"] == 60.0
     json.dumps(data)
     rows = list(csv.reader(io.StringIO(report.csv())))
-    assert rows[1][0] == "slide" and rows[1][-3] == "4+3" and [r[0] for r in rows[2:]] == ["region 1", "region 2"]
+    header, slide = rows[0], dict(zip(rows[0], rows[1]))
+    assert header[:3] == ["row", "gleason_score", "isup_grade_group"]  # the grade first
+    assert slide["row"] == "slide" and slide["gleason_score"] == "4+3" and slide["isup_grade_group"] == "3"
+    assert float(slide["tumour_area_mm2"]) == pytest.approx(100000 * px / 1e6)
+    assert [r[0] for r in rows[2:]] == ["region 1", "region 2"]
+    # printed in mm² (25,000 µm² = 0.025 mm²), the grade before the amounts
+    assert report.headline() == "Gleason 4+3 = 7, ISUP grade group 3 (60% pattern 4); tumour 0.03 mm²"
+    assert "e+" not in report.text() and "px²" not in report.text()
 
 
-def test_a_nuclei_prediction_cannot_be_graded(tmp_path):
+@pytest.mark.parametrize("um2, text", [
+    (2.31e6, "2.31 mm²"), (14.2e6, "14.2 mm²"), (1.937e8, "194 mm²"), (1.2345e9, "1,234 mm²"),
+    (0.01e6, "0.01 mm²"), (9999.4, "9,999 µm²"), (12.0, "12 µm²"),
+])
+def test_areas_print_in_mm2_and_small_ones_in_um2(um2, text):
+    assert area_text(um2) == text
+    assert area_text(um2, "px2").endswith(" px²") and area_text(None) == "-"
+
+
+def test_a_nucleus_store_counts_nuclei_band_by_band_on_real_labels(tmp_path):
+    from PIL import Image
+    from skimage.measure import label as connected
+
+    instances = np.asarray(Image.open(data_path("nuclei/image01_labels.png")))
+    mask = (instances > 0).astype(np.uint8)  # a nucleus model's output: background 0, nucleus 1
+    expected = int(connected(mask, connectivity=2).max())  # independently: the whole image at once
+    assert expected > 50  # a real tile holds many nuclei
+    path = _store(tmp_path, mask, classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "nucleus"}])
+    whole = grade_store(path)
+    banded = grade_store(path, band_bytes=7 * mask.shape[1])  # 7-row bands: nuclei are cut by many boundaries
+    assert whole.nuclei == banded.nuclei == expected
+    area_mm2 = mask.size * 0.25 / 1e6  # 0.5 µm/px, no slide: the density is per mm² of the image
+    assert banded.nuclei_per_mm2 == pytest.approx(expected / area_mm2)
+    assert banded.gleason_score is None and f"{expected:,} nuclei" in banded.headline()
+    assert banded.to_dict()["nuclei"] == expected
+
+
+def test_component_counter_merges_across_band_boundaries():
+    rng = np.random.default_rng(7)
+    from scipy.ndimage import label as connected
+
+    mask = rng.random((90, 70)) > 0.6  # many touching shapes, diagonals included
+    expected = connected(mask, structure=np.ones((3, 3)))[1]
+    for rows in (1, 2, 13, 90):
+        counter = ComponentCounter()
+        for y in range(0, 90, rows):
+            counter.add(mask[y:y + rows])
+        assert counter.count == expected, rows
+
+
+def test_a_store_without_tumour_or_nuclei_cannot_be_graded(tmp_path):
     labels = np.ones((64, 64), np.uint8)
-    path = _store(tmp_path, labels, classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "nucleus"}])
-    with pytest.raises(CancersegError, match="no tumour or Gleason pattern"):
+    path = _store(tmp_path, labels, classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "stroma"}])
+    with pytest.raises(CancersegError, match="no tumour, Gleason pattern or nucleus"):
         grade_store(path)
+    from napari_cancerseg.grading.report import measured_line
+
+    assert measured_line(path).startswith("no areas: ") and path in measured_line(path)
+
+
+def test_tumour_share_of_the_slides_tissue(tmp_path):
+    from napari_cancerseg.annotations.raster import labelled_shapes
+    from napari_cancerseg.io.annotation_files import rasterise_to_store
+    from napari_cancerseg.preprocess.tissue import slide_tissue_mask
+
+    slide = data_path("wsi/CMU-1-Small-Region.svs")
+    path = str(tmp_path / "a.geojson")
+    write_annotations(AnnotationSet([Annotation(rectangle(400, 400, 1400, 1200), "Gleason 3")]), path)
+    from napari_cancerseg.annotations import read
+
+    store = rasterise_to_store(str(tmp_path / "a.zarr"), labelled_shapes(read(path)), (2967, 2220), 1.0, 0.499,
+                               properties={"slide_path": slide})
+    report = grade_store(store)
+    mask, downsample = slide_tissue_mask(slide)
+    tissue = float(mask.sum()) * (downsample * 0.499) ** 2
+    slide_area = 2220 * 2967 * 0.499 ** 2
+    assert report.tissue_area == pytest.approx(tissue) and 0.3 * slide_area < tissue < slide_area
+    assert report.tumour_area == pytest.approx(1000 * 800 * 0.499 ** 2)
+    assert report.tumour_percent_of_tissue == pytest.approx(100 * report.tumour_area / tissue)
+    assert f"of {area_text(tissue)} tissue ({100 * report.tumour_area / tissue:.0f}%)" in report.tumour_text()
+    # the Predict dock's result line: the grade, then tumour mm² of tissue
+    from napari_cancerseg.grading.report import measured_line
+
+    assert measured_line(store) == f"Gleason 3+3 = 6, ISUP grade group 1; {report.tumour_text()}"
 
 
 def test_a_model_store_is_graded_through_its_class_names(tmp_path):
@@ -112,6 +212,9 @@ def test_tcga_annotation_is_ungraded_tumour(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["gleason_score"] == "4+4" and data["isup_grade_group"] == 4
     assert data["areas_um2"]["4"] == pytest.approx(report.areas["ungraded"])
+    # the area, independently: the union of the XML's polygons (shapely) x 0.252² µm²/px², in mm²
+    assert data["tumour_area_mm2"] == pytest.approx(tcga_area_mm2(xml), rel=1e-6)
+    assert 190 < data["tumour_area_mm2"] < 200  # ImageScope's own AreaMicrons: 193.7 mm² for the large region
     with pytest.raises(CancersegError):
         parse_mapping(["CaP=7"])
 

@@ -176,3 +176,32 @@ def test_organ_classifier_from_class_folders_trains_and_routes(tmp_path, capsys)
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert result["class"] == max(result["probabilities"], key=result["probabilities"].get)
     assert result["route"] == {"brain": "brain.keras", "breast": "mammo.keras"}[result["class"]]
+
+
+@pytest.mark.parametrize("mask", ["mri/prostate_seg_one_label.nii.gz", "mri/prostate_seg_two_labels.nii.gz"])
+def test_label_volumes_in_ml_are_voxel_count_times_voxel_volume(mask):
+    import nibabel as nib
+
+    from napari_cancerseg.inference.images import label_volumes_ml
+
+    image = nib.load(data_path(mask))
+    zooms = image.header.get_zooms()[:3]
+    assert np.allclose(sorted(zooms), [0.6, 0.6, 4.0], atol=1e-4)  # the README's voxels: 1.44 mm³ each
+    data = np.asarray(image.dataobj)
+    volumes = label_volumes_ml(data_path(mask))
+    labels = [int(v) for v in np.unique(data)]
+    assert sorted(map(int, volumes)) == labels and len(labels) >= 2
+    for label in labels:
+        expected = np.count_nonzero(data == label) * float(np.prod(zooms)) / 1000.0
+        assert volumes[str(label)] == pytest.approx(expected, rel=1e-6)
+    assert sum(volumes.values()) == pytest.approx(105 * 81 * 15 * 0.6 * 0.6 * 4 / 1000, rel=1e-4)
+
+
+def test_a_label_volume_that_is_no_nifti_is_named(tmp_path):
+    from napari_cancerseg.errors import CancersegError
+    from napari_cancerseg.inference.images import label_volumes_ml
+
+    bad = tmp_path / "labels.nii.gz"
+    bad.write_bytes(b"not a volume")
+    with pytest.raises(CancersegError, match=str(bad)):
+        label_volumes_ml(str(bad))

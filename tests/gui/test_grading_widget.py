@@ -18,11 +18,27 @@ from napari_cancerseg.annotations.model import Annotation, AnnotationSet
 from napari_cancerseg.annotations.raster import labelled_shapes
 from napari_cancerseg.classes import TUMOUR
 from napari_cancerseg.io.annotation_files import rasterise_to_store
+from napari_cancerseg.widgets import grading as grading_dock
 
 from ..conftest import data_path
+from ..core.test_grading import tcga_area_mm2
 
 PLUGIN = "napari-cancerseg"
 CMU = "wsi/CMU-1-Small-Region.svs"
+TCGA = "annotations/TCGA-EJ-5519-01Z-00-DX1.xml"
+SCREENSHOTS = os.environ.get("CANCERSEG_SCREENSHOTS")  # a folder: the dock's screenshot is kept there to look at
+
+
+def _save_dialog(monkeypatch, answers):
+    """QFileDialog.getSaveFileName answering each call with the next path ("" = the user cancelled)."""
+    asked = []
+
+    def answer(parent, caption, suggested, filters):
+        asked.append((caption, suggested, filters))
+        return answers.pop(0), filters
+
+    monkeypatch.setattr(grading_dock.QFileDialog, "getSaveFileName", answer)
+    return asked
 
 
 def _annotation_store(tmp_path, items, name):
@@ -32,33 +48,136 @@ def _annotation_store(tmp_path, items, name):
                               properties={"slide_path": data_path(CMU)})
 
 
-def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtbot, tmp_path):
+def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     store = _annotation_store(tmp_path, [Annotation(rectangle(0, 0, 400, 300), "Gleason 4"),
                                          Annotation(rectangle(1000, 1000, 1200, 1100), "Gleason 3")], "graded")
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=bool(SCREENSHOTS))
+    if SCREENSHOTS:  # the graded slide under its annotations, for the screenshot
+        viewer.open(data_path(CMU), plugin=PLUGIN)
     layer = viewer.open(store, plugin=PLUGIN)[0]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
     assert "research use only, not for diagnosis" in widget.disclaimer.value
+    # before a grade: no table with made-up headers, a sentence saying what to do, no export
+    assert widget.table.native.isHidden() and "No grade yet: run Grade" in widget.summary.value
+    assert not widget.json_button.enabled
     widget.store_layer.value = layer
     widget.grade()
     qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
     assert widget.report.gleason_score == "4+3" and widget.report.isup_grade_group == 3
-    assert "Gleason 4+3, ISUP grade group 3" in widget.summary.value and "not for diagnosis" in widget.summary.value
-    assert widget.table.shape[0] == 3  # the slide and two regions
+    assert "Gleason 4+3 = 7, ISUP grade group 3" in widget.summary.value
+    assert "not for diagnosis" in widget.summary.value
+    assert not widget.table.native.isHidden() and widget.table.shape[0] == 3  # the slide and two regions
+    columns = list(widget.table.column_headers)
+    assert columns[:2] == ["Gleason", "ISUP"] and columns[2] == "% pattern 4"  # the grade first, then ISUP's share
+    slide = dict(zip(columns, widget.table.data[0]))
+    pattern_4 = 120000 * 0.499 ** 2  # level-0 px of pattern 4 at the slide's 0.499 µm/px
+    assert slide["Gleason"] == "4+3" and slide["ISUP"] == 3
+    assert slide["% pattern 4"] == f"{100 * 120000 / 140000:.0f}%"
+    assert slide["pattern 4"] == f"{pattern_4 / 1e6:.2f} mm²"  # 0.03 mm²
+    tissue = widget.report.tissue_area  # the CMU slide's tissue, from its tissue mask
+    assert 0 < tissue < 2220 * 2967 * 0.499 ** 2
+    assert slide["tumour % of tissue"] == f"{100 * 140000 * 0.499 ** 2 / tissue:.0f}%"
     assert [bar[0] for bar in widget.chart.bars] == ["pattern 3", "pattern 4", "pattern 5", "ungraded"]
     assert widget.chart.bars[1][1] == pytest.approx(100 * 120000 / 140000) and widget.chart.bars[1][2] == (255, 165, 0)
-    widget.export_path.value = str(tmp_path / "report")
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        viewer.window._qt_window.resize(1280, 1000)
+        viewer.reset_view()
+        qtbot.wait(300)
+        viewer.screenshot(os.path.join(SCREENSHOTS, "grading_window_cmu.png"), canvas_only=False)
+
+    # exports go where the save dialog says, never to a guessed path; a cancelled dialog writes nothing
+    asked = _save_dialog(monkeypatch, ["", str(tmp_path / "report.json"), str(tmp_path / "report")])
+    before = set(os.listdir(tmp_path)) | set(os.listdir(os.getcwd()))
+    assert widget.export("json") is None and set(os.listdir(tmp_path)) | set(os.listdir(os.getcwd())) == before
     exported = json.loads(open(widget.export("json")).read())
     assert exported["isup_grade_group"] == 3 and exported["research_use_only"] == "research use only, not for diagnosis"
-    rows = list(csv.reader(open(widget.export("csv"))))
-    assert rows[1][0] == "slide" and len(rows) == 4
+    assert exported["areas_mm2"]["4"] == pytest.approx(pattern_4 / 1e6)
+    rows = list(csv.reader(open(widget.export("csv"))))  # "report" -> report.csv
+    assert rows[0][:3] == ["row", "gleason_score", "isup_grade_group"] and rows[1][0] == "slide" and len(rows) == 4
+    assert [a[1] for a in asked] == ["graded.grading.json"] * 2 + ["graded.grading.csv"]
+    (tmp_path / "again.csv").write_text("keep me")  # the dialog confirmed "again", not the existing again.csv
+    _save_dialog(monkeypatch, [str(tmp_path / "again")])
+    assert widget.export("csv") is None and (tmp_path / "again.csv").read_text() == "keep me"
 
     widget.source.value = "an annotation file"
-    widget.annotations.value = data_path("annotations/TCGA-EJ-5519-01Z-00-DX1.xml")
+    widget.annotations.value = data_path(TCGA)
     widget.report = None
     widget.grade()
     qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
     assert widget.report.isup_grade_group is None and "no Gleason grade" in widget.summary.value
+
+    bad = tmp_path / "broken.xml"
+    bad.write_text("<Annotations><Annotation>")  # a failed grade leaves no earlier report to export
+    widget.annotations.value = str(bad)
+    widget.grade()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.report is None and str(bad) in widget.summary.value and not widget.json_button.enabled
+    assert widget.table.native.isHidden()
+
+
+def test_grading_tcga_cap_as_pattern_4_from_the_dock(make_napari_viewer, qtbot, tmp_path):
+    """TCGA's XML names its tumour "CaP": the dock's class mapping grades it, as the CLI's --map does."""
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
+    widget.source.value = "an annotation file"
+    widget.annotations.value = data_path(TCGA)
+    widget.mapping.value = "CaP=4"
+    widget.grade()
+    qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
+    report = widget.report
+    assert report.gleason_score == "4+4" and report.isup_grade_group == 4
+    assert "Gleason 4+4 = 8, ISUP grade group 4" in widget.summary.value
+    expected_mm2 = tcga_area_mm2(data_path(TCGA))  # shapely area of the XML's polygons x 0.252² / 1e6
+    assert report.tumour_area / 1e6 == pytest.approx(expected_mm2, rel=1e-6)
+    assert report.areas["4"] == pytest.approx(report.tumour_area)  # all of it is pattern 4 now
+    columns = list(widget.table.column_headers)
+    slide = dict(zip(columns, widget.table.data[0]))
+    assert slide["Gleason"] == "4+4" and slide["ISUP"] == 4 and slide["% pattern 4"] == "-"  # 8, not 7
+    assert slide["tumour"] == slide["pattern 4"] == f"{expected_mm2:,.0f} mm²" == "194 mm²"
+    assert f"tumour {expected_mm2:,.0f} mm²" in widget.summary.value and "e+" not in widget.summary.value
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        viewer.window._qt_window.resize(1280, 1000)
+        qtbot.wait(200)
+        widget.native.grab().save(os.path.join(SCREENSHOTS, "grading_dock_tcga.png"))
+        viewer.screenshot(os.path.join(SCREENSHOTS, "grading_window_tcga.png"), canvas_only=False)
+
+    # the µm/px input replaces the file's 0.252: areas scale with its square
+    widget.mpp.value = 0.5
+    widget.report = None
+    widget.grade()
+    qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
+    assert widget.report.tumour_area / 1e6 == pytest.approx(expected_mm2 * (0.5 / 0.252) ** 2, rel=1e-6)
+
+    widget.mapping.value = "CaP=7"  # a bad mapping is refused before grading, naming what to write
+    widget.report = None
+    widget.grade()
+    assert widget.report is None and "CLASS=3|4|5|benign|tumour" in widget.summary.value
+
+
+def test_grading_dock_counts_the_nuclei_of_a_nucleus_store(make_napari_viewer, qtbot, tmp_path):
+    from PIL import Image
+    from skimage.measure import label as connected
+
+    from napari_cancerseg.io import stores
+
+    mask = (np.asarray(Image.open(data_path("nuclei/image02_labels.png"))) > 0).astype(np.uint8)
+    path = str(tmp_path / "nuclei.zarr")
+    stores.write_labels(path, stores.label_pyramid(mask), scale=(0.5, 0.5), units=("um", "um"), name="nuclei",
+                        properties={"downsample": 1.0, "classes": [{"label": 0, "name": "background"},
+                                                                   {"label": 1, "name": "nucleus"}]})
+    viewer = make_napari_viewer()
+    layer = viewer.open(path, plugin=PLUGIN)[0]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
+    widget.store_layer.value = layer
+    widget.grade()
+    qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
+    nuclei = int(connected(mask, connectivity=2).max())  # independently, the whole tile at once
+    density = nuclei / (mask.size * 0.25 / 1e6)  # per mm² of the tile (no slide: its tissue is unknown)
+    assert list(widget.table.column_headers) == ["nuclei", "nuclei per mm²", "tissue"]
+    assert list(widget.table.data[0]) == [f"{nuclei:,}", f"{density:,.0f}", "-"]
+    assert f"{nuclei:,} nuclei" in widget.summary.value and "Gleason" not in widget.summary.value
 
 
 def test_pattern_overlay_runs_in_a_model_process(make_napari_viewer, qtbot, tmp_path):

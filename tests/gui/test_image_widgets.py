@@ -59,6 +59,21 @@ def test_classify_route_and_segment_a_volume_in_3d(make_napari_viewer, qtbot, tm
     labels = viewer.layers[widget.result["layers"][0]]
     assert labels.data.shape == image.data.shape == (15, 81, 105)
     assert np.allclose(labels.scale, image.scale) and np.allclose(labels.translate, image.translate)
+    # volumes in mL per label, by class name: voxel count x voxel volume of the saved NIfTI, read here with nibabel
+    import nibabel as nib
+
+    from napari_cancerseg.widgets.images import ml_text
+
+    saved = nib.load(widget.result["out"])
+    voxels = np.asarray(saved.dataobj)
+    voxel_mm3 = float(np.prod(saved.header.get_zooms()[:3]))
+    assert voxel_mm3 == pytest.approx(0.6 * 0.6 * 4, rel=1e-4)  # the README's voxels
+    assert "voxels per label" not in widget.status.value
+    for label, name in ((0, "background"), (1, "prostate")):
+        millilitres = np.count_nonzero(voxels == label) * voxel_mm3 / 1000
+        assert widget.result["volumes_ml"][str(label)] == pytest.approx(millilitres, rel=1e-6)
+        if label and millilitres:
+            assert f"{name} {ml_text(millilitres)}" in widget.status.value, widget.status.value
     viewer.dims.ndisplay = 3  # the 3D view renders the volume and its labels
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True)

@@ -36,6 +36,13 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
 
     name = f"{Path(slide.metadata['path']).stem} · nuclei-unet 1.0.0"  # the slide and the bundled model's version
     prediction = viewer.layers[name]
+    # the result in counts and areas, not chunks: nuclei counted as connected components (skimage, here)
+    qtbot.waitUntil(lambda: widget.result_text is not None, timeout=120_000)
+    from skimage.measure import label as connected
+
+    nuclei = int(connected(np.asarray(prediction.data[0]) == 1, connectivity=2).max())
+    assert f"{nuclei:,} nuclei in " in widget.status.value and " per mm²" in widget.status.value, widget.status.value
+    assert "chunks" not in widget.status.value and "glass" not in widget.status.value
     assert prediction.multiscale and not prediction.editable
     labels = np.asarray(prediction.data[0])
     assert labels.shape == (2967, 2220) and 0.01 < (labels == 1).mean() < 0.3
