@@ -314,6 +314,7 @@ def test_an_annotator_sees_the_edit_and_goes_from_suggestion_to_suggestion(make_
     assert 0.9 <= filled.max() <= 1.0, filled  # the region fills the canvas (5% margin)
     assert viewer.layers.selection.active.name == session.layer.name and session.layer.mode == "paint"
     assert prediction.contour > 0
+    _screenshot(viewer, tmp_path, "correction-second-suggestion")
 
     from napari.utils.key_bindings import coerce_keybinding
 
