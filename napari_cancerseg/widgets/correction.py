@@ -47,9 +47,8 @@ CONTOUR_KEY = "cancerseg_contour_before_edit"  # a prediction's own contour, kep
 OUTLINE = 2  # contour width (pixels of the level shown) of a prediction under an open region
 PARKED = "correction (none open)"  # the name of the hidden edit layer kept for the next region
 MAX_EDIT_SIDE = 2048  # auto level: the finest at which the region fits in this many pixels
-#: key -> (action name, button attribute): napari key bindings on the viewer while the dock is open
-KEYS = {"Shift-E": ("edit", "edit_button"), "Shift-A": ("accept", "accept_button"),
-        "Shift-N": ("next_region", "next_button")}
+#: key -> the dock's method it runs: napari key bindings on the viewer while the dock is open (and in tooltips)
+KEYS = {"Shift-E": "edit", "Shift-A": "accept", "Shift-N": "next_region"}
 
 
 def store_path(layer) -> str | None:
@@ -147,7 +146,7 @@ class CorrectionWidget(Container):
         """Shift-E/A/N on the viewer; the viewer holds only weak references, and they go when the dock closes."""
         ref = weakref.ref(self)
         self._key_actions: dict[str, Callable] = {}
-        for key, (action, _) in KEYS.items():
+        for key, action in KEYS.items():
             def pressed(viewer, action=action) -> None:
                 widget = ref()
                 if widget is not None:

@@ -216,13 +216,13 @@ def _screenshot(viewer, tmp_path, name: str) -> None:
 
 
 # Issue 17's target for Accept and Suggest is 0.2 s. Their store work runs in a thread; what is left on the GUI
-# thread is napari's: after Accept, swapping the edit layer's data and re-slicing the refreshed prediction
-# (0.69-0.76 s measured on the shared 2-core dev machine under xvfb, load 6-7; 0.6-1.3 s more before the edit
-# layer was reused instead of removed: napari runs gc.collect() on every removal); after the first Suggest,
-# napari adding the Shapes layer (1.6 s measured under the same load; 3.9 s with text on the rectangles,
-# now dropped: the dock lists rank and score). The bounds are those x2.
-MAX_GAP_ACCEPT_S = 1.5
-MAX_GAP_SUGGEST_S = 3.2
+# thread is napari's. After Accept: putting the edit layer away and re-slicing and redrawing the refreshed
+# prediction, 0.56-1.02 s measured on the shared 2-core dev machine under xvfb (load 5-7; PyQt5 and PyQt6); it was
+# 0.6-1.3 s more while the edit layer was removed, since napari runs gc.collect() on every layer removal. After
+# the first Suggest: napari adding the Shapes layer, 0.87-1.64 s (3.9 s with text on the rectangles, now dropped:
+# the dock lists rank and score). The bounds are the largest measured x2; the 0.2 s target is not met here.
+MAX_GAP_ACCEPT_S = 2.0
+MAX_GAP_SUGGEST_S = 3.3
 
 
 def test_an_annotator_sees_the_edit_and_goes_from_suggestion_to_suggestion(make_napari_viewer, qtbot, tmp_path,
@@ -260,7 +260,7 @@ def test_an_annotator_sees_the_edit_and_goes_from_suggestion_to_suggestion(make_
     viewer.fit_to_view(layers=[session.layer])
     _screenshot(viewer, tmp_path, "correction-during-edit")
 
-    qtbot.wait(500)  # the window redraws after the screenshot first: that is not Accept's doing
+    qtbot.wait(1000)  # the window redraws after the screenshot first: that is not Accept's doing
     with event_loop_latency as latency:
         _press(viewer, "Shift-A")
         _wait(qtbot, lambda: widget.worker is None, 60)
