@@ -5,31 +5,50 @@ view (or the last rectangle drawn) as a plain Labels layer at one pyramid
 level, where napari's paint, fill, erase and undo work as usual.  Drafts reach
 disk every ``CANCERSEG_AUTOSAVE_SECONDS`` (30 s), when a layer is removed and
 when napari quits; "Accept" writes the region into the store (``correction``).
+
+What the annotator sees (issue 17): while a region of a store is open, that
+store's prediction layers are drawn as outlines only, so a nucleus erased in the
+edit no longer shows filled underneath; they are filled again once no region of
+the store is open (accepted, discarded or removed), and after Accept the
+refreshed prediction is the selected layer.  "Suggest" ranks the most uncertain
+chunks in a list; "Next" zooms to the next one and opens it.  Shift-E, Shift-A
+and Shift-N (napari key bindings, unbound when the dock closes) edit, accept
+and go to the next suggestion.  Accept and Suggest run their store work in a
+thread, so the window never freezes while zarr chunks and pyramids are written.
 """
 
 import itertools
 import os
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, create_widget
 from magicgui.widgets.bases import ValueWidget
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QListWidget
 
-from ..correction.active import uncertain_regions
+from ..correction.active import Suggestion, uncertain_regions
 from ..errors import CancersegError
 from ..io import stores
-from ..io.stores import LabelStore, Region
+from ..io.stores import Correction, LabelStore, Region
 from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
+from ._process import _DockClosed
 
 RECTANGLES = "correction regions"
 SUGGESTIONS = "next regions to correct"
 DRAFT_KEY = "cancerseg_draft"
+CONTOUR_KEY = "cancerseg_contour_before_edit"  # a prediction's own contour, kept while it is outlined
+OUTLINE = 2  # contour width (pixels of the level shown) of a prediction under an open region
+PARKED = "correction (none open)"  # the name of the hidden edit layer kept for the next region
 MAX_EDIT_SIDE = 2048  # auto level: the finest at which the region fits in this many pixels
+#: key -> the dock's method it runs: napari key bindings on the viewer while the dock is open (and in tooltips)
+KEYS = {"Shift-E": "edit", "Shift-A": "accept", "Shift-N": "next_region"}
 
 
 def store_path(layer) -> str | None:
@@ -48,13 +67,24 @@ def refresh_store_layer(layer, path: str) -> None:
     layer.data = stores.lazy_levels(path, token)
 
 
+def unit_name(unit: Any) -> str:
+    """A napari layer unit as people write it: "µm", "px"."""
+    try:
+        return format(unit, "~")
+    except (TypeError, ValueError):
+        return str(unit)
+
+
 @dataclass
 class EditSession:
     store: LabelStore
     region: Region
     draft: Draft
     layer: "napari.layers.Labels"
-    dirty: bool = False
+    dirty: bool = False  # changed since the last autosave
+    touched: bool = False  # changed since it was opened
+    accepting: bool = False  # its Accept is running in a thread
+    on_change: Any = None  # its handler of the layer's paint and data events
 
 
 class CorrectionWidget(Container):
@@ -66,22 +96,39 @@ class CorrectionWidget(Container):
         self.draw_button = PushButton(text="Draw a rectangle")
         self.edit_button = PushButton(text="Edit region")
         self.accept_button = PushButton(text="Accept selected correction")
+        self.discard_button = PushButton(text="Discard selected correction")
         self.suggest_count = SpinBox(label="suggest", value=5, min=1, max=100)
         self.suggest_button = PushButton(text="Suggest regions to correct")
+        self.next_button = PushButton(text="Next region")
         self.restore_button = PushButton(text="Restore drafts")
         self.status = Label(value="")
         super().__init__(widgets=[self.store_layer, self.source, self.level, self.draw_button, self.edit_button,
-                                  self.accept_button, self.suggest_count, self.suggest_button,
-                                  self.restore_button, self.status])
+                                  self.accept_button, self.discard_button, self.suggest_count, self.suggest_button,
+                                  self.next_button, self.restore_button, self.status])
+        # the ranked suggestions, between Suggest and Next: rank, score, position; activating one opens it
+        self.suggestion_list = QListWidget()
+        self.suggestion_list.setMaximumHeight(120)
+        self.suggestion_list.setToolTip("The most uncertain regions, most uncertain first: double-click one to open it")
+        self.native.layout().insertWidget(self.index(self.next_button), self.suggestion_list)  # a layout row each
+        self.suggestions: list[Suggestion] = []
+        self.suggestion_list.itemActivated.connect(self._on_activated)
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(380)
         self.sessions: list[EditSession] = []
+        self.worker: Any = None  # the thread of a running Accept or Suggest
+        self.parked: Any = None  # the edit layer of a closed region, hidden, for the next one (see _park)
         self.draw_button.changed.connect(self.draw_rectangle)
         self.edit_button.changed.connect(self.edit)
         self.accept_button.changed.connect(self.accept)
+        self.discard_button.changed.connect(self.discard)
         self.suggest_button.changed.connect(self.suggest)
+        self.next_button.changed.connect(self.next_region)
         self.restore_button.changed.connect(self.restore)
         self.store_layer.changed.connect(self._offer_drafts)
+        self.edit_button.tooltip = "Open the current view (or the last rectangle) for painting (Shift-E)"
+        self.accept_button.tooltip = "Write the selected correction into the store (Shift-A)"
+        self.discard_button.tooltip = "Close the selected correction and delete its draft"
+        self.next_button.tooltip = "Zoom to the next suggested region and open it (Shift-N)"
         self.timer = QTimer()
         self.timer.setInterval(int(float(os.environ.get("CANCERSEG_AUTOSAVE_SECONDS", AUTOSAVE_SECONDS)) * 1000))
         self.timer.timeout.connect(self._autosave_tick)
@@ -90,7 +137,38 @@ class CorrectionWidget(Container):
         assert app is not None  # napari's viewer runs in it
         app.aboutToQuit.connect(self.save_all)
         viewer.layers.events.removing.connect(self._on_removing)
+        self._bind_keys()
         self._offer_drafts()
+
+    # ---- key bindings --------------------------------------------------------------------------
+
+    def _bind_keys(self) -> None:
+        """Shift-E/A/N on the viewer; the viewer holds only weak references, and they go when the dock closes."""
+        ref = weakref.ref(self)
+        self._key_actions: dict[str, Callable] = {}
+        for key, action in KEYS.items():
+            def pressed(viewer, action=action) -> None:
+                widget = ref()
+                if widget is not None:
+                    getattr(widget, action)()
+
+            self.viewer.bind_key(key, pressed, overwrite=True)
+            self._key_actions[key] = pressed
+
+        def unbind_if_alive() -> None:
+            widget = ref()
+            if widget is not None and "_key_actions" in vars(widget):
+                widget.unbind_keys()
+
+        self._closed_watch = _DockClosed(self.native, unbind_if_alive)
+
+    def unbind_keys(self) -> None:
+        """Remove this dock's key bindings (only those still ours: another dock may have bound the key since)."""
+        bound = list(self.viewer.keymap.values())
+        for key, action in self._key_actions.items():
+            if any(b is action for b in bound):
+                self.viewer.bind_key(key, None)
+        self._key_actions = {}
 
     # ---- regions -----------------------------------------------------------------------------
 
@@ -124,9 +202,12 @@ class CorrectionWidget(Container):
         return int(x0), int(y0), int(np.ceil(x1 - x0)), int(np.ceil(y1 - y0))
 
     def draw_rectangle(self, *_):
+        source = self.store_layer.value
         if RECTANGLES not in self.viewer.layers:
             self.viewer.add_shapes(name=RECTANGLES, edge_color="cyan", face_color="transparent", edge_width=4,
-                                   scale=self.store_layer.value.scale if self.store_layer.value is not None else None)
+                                   scale=source.scale if source is not None else None,
+                                   translate=source.translate if source is not None else None,
+                                   units=source.units if source is not None else None)
         layer = self.viewer.layers[RECTANGLES]
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"
@@ -153,19 +234,48 @@ class CorrectionWidget(Container):
         scale = tuple(s * step for s in source.scale[-2:])
         translate = (source.translate[-2] + region.rows[0] * step * source.scale[-2],
                      source.translate[-1] + region.cols[0] * step * source.scale[-1])
-        layer = self.viewer.add_labels(labels.copy(),
-                                       name=f"correction {len(self.sessions) + 1} (level {region.level})",
-                                       scale=scale, translate=translate, colormap=source.colormap, opacity=0.7,
-                                       units=source.units, metadata={DRAFT_KEY: draft.ident})
+        self._outline_predictions(store.path)  # before the edit layer exists, so it is never outlined itself
+        name = f"correction {len(self.sessions) + 1} (level {region.level})"
+        layer = self._unpark(labels.copy(), name, scale, translate, source, draft.ident)
+        if layer is None:
+            layer = self.viewer.add_labels(labels.copy(), name=name, scale=scale, translate=translate,
+                                           colormap=source.colormap, opacity=0.7, units=source.units,
+                                           metadata={DRAFT_KEY: draft.ident})
         session = EditSession(store, region, draft, layer)
-        layer.events.paint.connect(lambda *_: setattr(session, "dirty", True))
-        layer.events.data.connect(lambda *_: setattr(session, "dirty", True))
+
+        def changed(*_) -> None:
+            session.dirty = session.touched = True
+
+        session.on_change = changed
+        layer.events.paint.connect(changed)
+        layer.events.data.connect(changed)
         layer.mode = "paint"
         self.sessions.append(session)
         draft.save(labels)  # the draft exists from the start: a crash in the first 30 s still finds the region
         self.status.value = (f"editing {region.shape[1]} x {region.shape[0]} px at level {region.level}; "
-                             "paint, fill or erase, then Accept")
+                             "paint, fill or erase, then Accept (Shift-A)")
         return session
+
+    # ---- what the annotator sees under an open region -----------------------------------------------
+
+    def _store_layers(self, path: str) -> list:
+        return [layer for layer in self.viewer.layers
+                if store_path(layer) == path and self._session_of(layer) is None]
+
+    def _outline_predictions(self, path: str) -> None:
+        """The store's layers as outlines: what the annotator erases no longer shows filled underneath."""
+        for layer in self._store_layers(path):
+            if CONTOUR_KEY not in layer.metadata:
+                layer.metadata[CONTOUR_KEY] = layer.contour
+                layer.contour = OUTLINE
+
+    def _restore_predictions(self, path: str) -> None:
+        """Filled again, as before the edit, once no region of the store is open."""
+        if any(s.store.path == path for s in self.sessions):
+            return
+        for layer in self._store_layers(path):
+            if CONTOUR_KEY in layer.metadata:
+                layer.contour = layer.metadata.pop(CONTOUR_KEY)
 
     # ---- saving ------------------------------------------------------------------------------
 
@@ -192,30 +302,139 @@ class CorrectionWidget(Container):
         return next((s for s in self.sessions if s.draft.ident == ident), None) if ident else None
 
     def _on_removing(self, event) -> None:
-        session = self._session_of(self.viewer.layers[event.index])
-        if session is not None:  # removed without accepting: keep the work as a draft
+        removed = self.viewer.layers[event.index]
+        if self.parked is not None and removed == self.parked:  # proxies: equal, not identical
+            self.parked = None
+        session = self._session_of(removed)
+        if session is not None and not session.accepting:  # removed without accepting: keep the work as a draft
             session.draft.save(session.layer.data)
             self.sessions.remove(session)
+            self._restore_predictions(session.store.path)
+            self._offer_drafts()
 
     def _session(self) -> EditSession | None:
-        return self._session_of(self.viewer.layers.selection.active) or (self.sessions[-1] if self.sessions else None)
+        """The selected correction, else the last one opened (one being accepted is no longer open)."""
+        open_sessions = [s for s in self.sessions if not s.accepting]
+        selected = self._session_of(self.viewer.layers.selection.active)
+        if selected is not None and not selected.accepting:
+            return selected
+        return open_sessions[-1] if open_sessions else None
+
+    def _close(self, session: EditSession) -> None:
+        """The region's layer is put away and its draft deleted (accepted or discarded)."""
+        session.draft.discard()
+        if session in self.sessions:
+            self.sessions.remove(session)
+        if session.layer in self.viewer.layers:
+            self._park(session)
+        self._restore_predictions(session.store.path)
+
+    def _park(self, session: EditSession) -> None:
+        """Hide and empty a closed region's layer, to be reused by the next Edit, rather than remove it.
+
+        napari runs a full ``gc.collect()`` on every layer removal (vispy's canvas, against a Windows OpenGL
+        race): 0.6-1.3 s of frozen window measured here after each Accept.  Reusing one hidden layer costs
+        only a data swap.  A second closed layer while one is parked is removed as usual.
+        """
+        layer = session.layer
+        layer.events.paint.disconnect(session.on_change)
+        layer.events.data.disconnect(session.on_change)
+        if self.parked is not None and self.parked in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+            return
+        layer.visible = False  # first: napari does not redraw a hidden layer for the changes below
+        layer.editable = False  # napari resets the undo history here: nothing of this region can come back
+        layer.metadata = {}
+        layer.data = np.zeros((1, 1), dtype=layer.data.dtype)  # the region's memory goes now
+        layer.name = PARKED
+        self.parked = layer
+
+    def _unpark(self, labels: np.ndarray, name: str, scale, translate, source, ident: str):
+        """The parked layer made the new region's, on top of the others, or None when there is none."""
+        layer, self.parked = self.parked, None
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        layer.data = labels
+        layer.scale, layer.translate, layer.units = scale, translate, source.units
+        layer.colormap, layer.opacity, layer.name = source.colormap, 0.7, name
+        layer.metadata = {DRAFT_KEY: ident}
+        layer.editable = layer.visible = True
+        index, top = self.viewer.layers.index(layer), len(self.viewer.layers) - 1
+        if index != top:
+            self.viewer.layers.move(index, top + 1)
+        return layer
+
+    def discard(self, *_) -> None:
+        session = self._session()
+        if session is None:
+            show_error("no correction open: nothing to discard")
+            return
+        self._close(session)
+        self.status.value = f"discarded the edit of box {session.region.box}; the store is unchanged"
+
+    def _run(self, what: str, work: Callable, on_done: Callable[[Any], None],
+             on_failed: Callable[[], None] | None = None) -> bool:
+        """``work`` in a thread (one at a time), ``on_done`` with its result back in the GUI thread."""
+        if self.worker is not None:
+            show_info(f"busy: wait for the {self.worker.cancerseg_what} to finish")
+            return False
+        worker = create_worker(work, _start_thread=False)
+        worker.cancerseg_what = what
+
+        def failed(err: Exception) -> None:
+            text = str(err) if isinstance(err, CancersegError) else f"{what} failed: {type(err).__name__}: {err}"
+            self.status.value = text
+            show_error(text)
+            if on_failed is not None:
+                on_failed()
+
+        def finished() -> None:
+            self.worker = None
+
+        worker.returned.connect(on_done)
+        worker.errored.connect(failed)
+        worker.finished.connect(finished)
+        self.worker = worker
+        self.status.value = f"{what}…"
+        worker.start()
+        return True
 
     def accept(self, *_) -> None:
         session = self._session()
         if session is None:
             show_error("no correction open: Edit region first")
             return
-        try:
-            correction = session.store.accept_region(session.region, np.asarray(session.layer.data))
-        except CancersegError as err:
-            show_error(str(err))
+        labels = np.array(session.layer.data, copy=True)  # the edit as it is now: painting stops below
+
+        def refused() -> None:
+            session.accepting = False
+
+        # the layer stays editable: making it read-only redraws the whole 2048 px region (0.5-1.8 s frozen here);
+        # strokes painted while the store is written are caught in _accepted instead
+        if self._run("accept", lambda: session.store.accept_region(session.region, labels),
+                     lambda correction: self._accepted(session, correction, labels), refused):
+            session.accepting = True
+
+    def _accepted(self, session: EditSession, correction: Correction, written: np.ndarray) -> None:
+        """In the GUI thread: the edit layer goes, the store's layers show the store again, the first is selected."""
+        session.accepting = False
+        painted_since = not np.array_equal(np.asarray(session.layer.data), written)  # while Accept ran
+        if painted_since:
+            session.draft.save(session.layer.data)  # the region stays open with the later strokes
+        else:
+            self._close(session)
+        path = session.store.path
+        refreshed = self._store_layers(path)
+        for layer in refreshed:
+            refresh_store_layer(layer, path)
+        if painted_since:
+            self.status.value = (f"accepted {correction.pixels_changed} pixels; strokes painted since are still "
+                                 "open: Accept again to write them")
             return
-        session.draft.discard()
-        self.sessions.remove(session)
-        self.viewer.layers.remove(session.layer)
-        for layer in self.viewer.layers:
-            if store_path(layer) == session.store.path:
-                refresh_store_layer(layer, session.store.path)
+        chosen = self.store_layer.value if store_path(self.store_layer.value) == path else None
+        target = chosen if chosen is not None else (refreshed[0] if refreshed else None)
+        if target is not None:
+            self.viewer.layers.selection.active = target
         message = (f"accepted: {correction.pixels_changed} pixels changed in box {correction.box} "
                    f"(level {correction.level})")
         self.status.value = message
@@ -240,24 +459,81 @@ class CorrectionWidget(Container):
         open_drafts = {s.draft.ident for s in self.sessions}
         restored = [self._open(store, d.region, d.load(), d)
                     for d in pending_drafts(path) if d.ident not in open_drafts]
+        for session in restored:
+            session.touched = True  # earlier work: Next never closes it as unused
         self._offer_drafts()
         return restored
 
     def suggest(self, *_) -> None:
         try:
             store, path = self._store()
-            suggestions = uncertain_regions(path, self.suggest_count.value)
         except CancersegError as err:
             show_error(str(err))
             return
+        count = self.suggest_count.value
+        self._run("suggest", lambda: uncertain_regions(path, count), lambda found: self._suggested(store, found))
+
+    def _suggested(self, store: LabelStore, suggestions: list[Suggestion]) -> None:
         source = self.store_layer.value
         d = store.downsample
         rectangles = [np.array([[y, x], [y, x + w], [y + h, x + w], [y + h, x]]) / d for x, y, w, h in
                       (s.box for s in suggestions)]
-        if SUGGESTIONS in self.viewer.layers:
-            self.viewer.layers.remove(SUGGESTIONS)
-        self.viewer.add_shapes(rectangles, shape_type="rectangle", name=SUGGESTIONS, edge_color="magenta",
-                               face_color="transparent", edge_width=4, scale=source.scale, translate=source.translate,
-                               features={"entropy": [s.entropy for s in suggestions]},
-                               text={"string": "{entropy:.2f}", "color": "magenta"})
-        self.status.value = f"{len(suggestions)} most uncertain regions shown in '{SUGGESTIONS}'"
+        features = {"rank": list(range(1, len(suggestions) + 1)), "entropy": [s.entropy for s in suggestions]}
+        # the ranks and scores are in the dock's list: no text on the canvas, whose first drawing of text
+        # froze the window for a second here
+        if SUGGESTIONS in self.viewer.layers:  # a new Suggest reuses the layer: napari's adding and removing
+            layer = self.viewer.layers[SUGGESTIONS]  # a layer costs 0.3-1 s each on a loaded machine
+            layer.data = []
+            layer.scale, layer.translate, layer.units = source.scale, source.translate, source.units
+            layer.add_rectangles(rectangles, edge_color="magenta", face_color="transparent", edge_width=4)
+            layer.features = features
+        else:
+            self.viewer.add_shapes(rectangles, shape_type="rectangle", name=SUGGESTIONS, edge_color="magenta",
+                                   face_color="transparent", edge_width=4, scale=source.scale,
+                                   translate=source.translate, units=source.units, features=features)
+        self.suggestions = list(suggestions)
+        self.suggestion_list.clear()
+        unit = unit_name(source.units[-1])
+        for rank, suggestion in enumerate(suggestions, 1):
+            y, x = self.suggestion_centre(suggestion, d)
+            self.suggestion_list.addItem(f"{rank}. uncertainty {suggestion.entropy:.2f} at x {x:.0f}, "
+                                         f"y {y:.0f} {unit}")
+        self.status.value = (f"{len(suggestions)} most uncertain regions shown in '{SUGGESTIONS}': "
+                             "Next (Shift-N) opens them in turn")
+
+    def suggestion_centre(self, suggestion: Suggestion, d: float) -> tuple[float, float]:
+        """The centre of a suggested box in world coordinates (the prediction layer's units), row then column.
+
+        ``d``: the store's downsample (slide level-0 pixels per store pixel).
+        """
+        source = self.store_layer.value
+        x, y, w, h = suggestion.box
+        # napari draws data pixel i over [i - 0.5, i + 0.5]: a box of pixels [y, y + h) is centred on y + h/2 - 0.5
+        return (float(source.translate[-2] + ((y + h / 2) / d - 0.5) * source.scale[-2]),
+                float(source.translate[-1] + ((x + w / 2) / d - 0.5) * source.scale[-1]))
+
+    def next_region(self, *_) -> EditSession | None:
+        """The suggestion after the current one (the first after Suggest), zoomed to and opened."""
+        if not self.suggestions:
+            show_error("no suggestions: press Suggest regions to correct first")
+            return None
+        row = self.suggestion_list.currentRow() + 1
+        if row >= len(self.suggestions):
+            show_info(f"that was the last of the {len(self.suggestions)} suggestions: Suggest again for more")
+            return None
+        return self.go_to(row)
+
+    def _on_activated(self, item) -> None:  # Qt's slots return nothing
+        self.go_to(self.suggestion_list.row(item))
+
+    def go_to(self, row: int) -> EditSession | None:
+        """Open suggestion ``row`` for editing and fit the camera to it; an untouched open region is closed."""
+        for unused in [s for s in self.sessions if not s.touched and not s.accepting]:
+            self._close(unused)  # opened but never painted: no work to keep, and no pile of layers
+        self.suggestion_list.setCurrentRow(row)
+        session = self.edit(box=self.suggestions[row].box)
+        if session is not None:
+            self.viewer.fit_to_view(layers=[session.layer], margin=0.05)
+            self.viewer.layers.selection.active = session.layer
+            self.status.value = f"suggestion {row + 1} of {len(self.suggestions)}: " + self.status.value
+        return session

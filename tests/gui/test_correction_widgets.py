@@ -13,6 +13,7 @@ import numpy as np
 import zarr
 
 from napari_cancerseg import NUCLEI_MODEL, resource_path
+from napari_cancerseg.correction.active import uncertain_regions
 from napari_cancerseg.io.stores import LabelStore
 from napari_cancerseg.io.stores.drafts import pending_drafts
 
@@ -71,7 +72,8 @@ def test_predict_correct_accept_patches_and_train_in_the_background(make_napari_
         corrected.append((box, np.asarray(session.layer.data).copy()))
         viewer.layers.selection.active = session.layer
         correct.accept()
-        assert session.layer not in viewer.layers
+        _wait(qtbot, lambda: correct.worker is None, 60)  # Accept writes the store in a thread
+        assert correct.sessions == [] and not session.layer.visible  # put away for the next region
     after = np.asarray(zarr.open_array(f"{store}/labels/0")[:])
     for (x, y, w, h), painted in corrected:
         np.testing.assert_array_equal(after[y:y + h, x:x + w], painted)
@@ -143,7 +145,7 @@ time.sleep(600)
 """
 
 
-def test_a_killed_session_loses_nothing_autosaved_and_the_draft_is_restored(make_napari_viewer, tmp_path):
+def test_a_killed_session_loses_nothing_autosaved_and_the_draft_is_restored(make_napari_viewer, qtbot, tmp_path):
     store = pixel_prediction(str(tmp_path / "pixels.zarr"))
     expected = str(tmp_path / "expected.npy")
     script = tmp_path / "session.py"
@@ -169,12 +171,13 @@ def test_a_killed_session_loses_nothing_autosaved_and_the_draft_is_restored(make
     (session,) = widget.restore()
     np.testing.assert_array_equal(session.layer.data, painted)
     widget.accept()
+    _wait(qtbot, lambda: widget.worker is None, 60)
     np.testing.assert_array_equal(zarr.open_array(f"{store}/labels/0")[800:1100, 600:1000], painted)
     assert pending_drafts(store) == []
 
 
 def test_removing_an_unaccepted_correction_keeps_it_as_a_draft_and_suggestions_are_shown(make_napari_viewer,
-                                                                                          tmp_path):
+                                                                                          qtbot, tmp_path):
     store = pixel_prediction(str(tmp_path / "pixels.zarr"))
     viewer = make_napari_viewer()
     layer = viewer.open(store, plugin=PLUGIN)[0]
@@ -187,6 +190,7 @@ def test_removing_an_unaccepted_correction_keeps_it_as_a_draft_and_suggestions_a
     np.testing.assert_array_equal(draft.load(), session.layer.data)
     widget.suggest_count.value = 3
     widget.suggest()
+    _wait(qtbot, lambda: widget.worker is None, 60)  # Suggest reads the probabilities in a thread
     suggestions = viewer.layers["next regions to correct"]
     assert len(suggestions.data) == 3
     entropy = list(suggestions.features["entropy"])
@@ -196,3 +200,144 @@ def test_removing_an_unaccepted_correction_keeps_it_as_a_draft_and_suggestions_a
     widget.source.value = "last rectangle"
     region = widget.edit().region
     assert region.level == 0 and region.shape == (224, 224)  # one chunk of the 256/32 grid
+
+
+def _press(viewer, key: str) -> None:
+    """What napari runs when ``key`` is pressed on the canvas: the viewer's binding for it."""
+    from napari.utils.key_bindings import coerce_keybinding
+
+    viewer.keymap[coerce_keybinding(key)](viewer)
+
+
+def _screenshot(viewer, tmp_path, name: str) -> None:
+    folder = os.environ.get("CANCERSEG_SCREENSHOTS") or str(tmp_path)
+    os.makedirs(folder, exist_ok=True)
+    viewer.screenshot(os.path.join(folder, f"{name}.png"), canvas_only=False)
+
+
+# Issue 17's target for Accept and Suggest is 0.2 s. Their store work runs in a thread; what is left on the GUI
+# thread is napari's. After Accept: putting the edit layer away and re-slicing and redrawing the refreshed
+# prediction, 0.56-1.02 s measured on the shared 2-core dev machine under xvfb (load 5-7; PyQt5 and PyQt6); it was
+# 0.6-1.3 s more while the edit layer was removed, since napari runs gc.collect() on every layer removal, and up
+# to 1.8 s more while the edit layer was made read-only during Accept (napari redraws all of it). After
+# the first Suggest: napari adding the Shapes layer, 0.87-1.64 s (3.9 s with text on the rectangles, now dropped:
+# the dock lists rank and score). The bounds are the largest measured x2; the 0.2 s target is not met here.
+MAX_GAP_ACCEPT_S = 2.0
+MAX_GAP_SUGGEST_S = 3.3
+
+
+def test_an_annotator_sees_the_edit_and_goes_from_suggestion_to_suggestion(make_napari_viewer, qtbot, tmp_path,
+                                                                           event_loop_latency):
+    store = pixel_prediction(str(tmp_path / "pixels.zarr"))
+    viewer = make_napari_viewer(show=True)
+    viewer.open(data_path(CMU), plugin=PLUGIN)
+    prediction = viewer.open(store, plugin=PLUGIN)[0]
+    micrometres = tuple(prediction.units)
+    assert [str(u) for u in micrometres] == ["micrometer", "micrometer"]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct regions")
+    widget.store_layer.value = prediction
+    for button, key in [(widget.edit_button, "Shift-E"), (widget.accept_button, "Shift-A"),
+                        (widget.next_button, "Shift-N")]:
+        assert key in button.tooltip
+
+    # a 2048 px square drawn at level 0: the largest region Edit opens at full resolution
+    widget.draw_rectangle()
+    rectangles = viewer.layers["correction regions"]
+    assert tuple(rectangles.units) == micrometres and viewer.layers.extent.units == micrometres
+    rectangles.add_rectangles(np.array([[0, 0], [2047.99, 2047.99]]))  # data pixels; the layer's scale is µm/px
+    widget.source.value, widget.level.value = "last rectangle", 0
+    before = np.asarray(zarr.open_array(f"{store}/labels/0")[:2048, :2048])
+    assert prediction.contour == 0
+    _press(viewer, "Shift-E")
+    (session,) = widget.sessions
+    assert session.region.box == (0, 0, 2048, 2048) and session.layer.data.shape == (2048, 2048)
+    assert prediction.contour > 0 and session.layer.contour == 0  # the prediction under the edit: outlines only
+    assert session.layer.units == prediction.units
+    session.layer.brush_size = 300
+    session.layer.paint((600, 700), 0)  # erase a disc of foreground
+    session.layer.paint((1500, 400), 1)
+    edited = np.asarray(session.layer.data).copy()
+    assert (edited != before).sum() > 10000
+    viewer.fit_to_view(layers=[session.layer])
+    _screenshot(viewer, tmp_path, "correction-during-edit")
+
+    qtbot.wait(1000)  # the window redraws after the screenshot first: that is not Accept's doing
+    with event_loop_latency as latency:
+        _press(viewer, "Shift-A")
+        _wait(qtbot, lambda: widget.worker is None, 60)
+        qtbot.wait(300)  # napari redraws the refreshed prediction after the store is written
+    latency.report("Accept (2048 x 2048 px)")
+    assert widget.sessions == [] and not session.layer.visible and session.layer.name == "correction (none open)"
+    np.testing.assert_array_equal(zarr.open_array(f"{store}/labels/0")[:2048, :2048], edited)
+    assert prediction.contour == 0  # filled again
+    assert viewer.layers.selection.active is prediction or viewer.layers.selection.active.name == prediction.name
+    np.testing.assert_array_equal(np.asarray(prediction.data[0][:2048, :2048]), edited)
+    assert len(latency.gaps) > 10
+    assert latency.largest_gap < MAX_GAP_ACCEPT_S, latency.summary()
+    _screenshot(viewer, tmp_path, "correction-after-accept")
+
+    # Discard: the store keeps what it had, the draft goes, the prediction is filled again
+    session = widget.edit(box=(1200, 1500, 256, 256))
+    assert prediction.contour > 0
+    session.layer.paint((100, 100), 1)
+    widget.discard()
+    assert prediction.contour == 0 and not session.layer.visible and pending_drafts(store) == []
+    np.testing.assert_array_equal(zarr.open_array(f"{store}/labels/0")[:2048, :2048], edited)
+
+    # strokes painted while Accept writes the store are not lost: the region stays open with them
+    session = widget.edit(box=(1200, 1500, 256, 256))
+    session.layer.brush_size = 40
+    session.layer.paint((50, 50), 1)
+    first = np.asarray(session.layer.data).copy()
+    widget.accept()
+    session.layer.paint((200, 200), 2)  # before the thread's result reaches the GUI thread
+    later = np.asarray(session.layer.data).copy()
+    assert (later != first).sum() > 100
+    _wait(qtbot, lambda: widget.worker is None, 60)
+    assert widget.sessions == [session] and session.layer.visible and prediction.contour > 0
+    np.testing.assert_array_equal(zarr.open_array(f"{store}/labels/0")[1500:1756, 1200:1456], first)
+    np.testing.assert_array_equal(pending_drafts(store)[0].load(), later)
+    widget.accept()
+    _wait(qtbot, lambda: widget.worker is None, 60)
+    np.testing.assert_array_equal(zarr.open_array(f"{store}/labels/0")[1500:1756, 1200:1456], later)
+    assert widget.sessions == [] and prediction.contour == 0 and pending_drafts(store) == []
+    edited[1500:1756, 1200:1456] = later
+
+    widget.suggest_count.value = 4
+    qtbot.wait(300)
+    with event_loop_latency as latency:
+        widget.suggest()
+        _wait(qtbot, lambda: widget.worker is None, 60)
+        qtbot.wait(300)
+    latency.report("Suggest")
+    assert latency.largest_gap < MAX_GAP_SUGGEST_S, latency.summary()
+    suggestions = viewer.layers["next regions to correct"]
+    assert tuple(suggestions.units) == micrometres and viewer.layers.extent.units == micrometres
+    assert widget.suggestion_list.count() == 4 == len(widget.suggestions)
+    ranked = sorted(uncertain_regions(store, 4), key=lambda s: -s.entropy)  # the core ranking, asked again
+    assert [s.box for s in widget.suggestions] == [s.box for s in ranked]
+    first = widget.suggestion_list.item(0).text()
+    assert first.startswith("1. uncertainty ") and f"{ranked[0].entropy:.2f}" in first and "µm" in first
+    for s in ranked:  # the accepted square is settled: no suggestion lies inside it
+        x, y, w, h = s.box
+        assert not (x + w <= 2048 and y + h <= 2048)
+
+    _press(viewer, "Shift-N")
+    assert widget.suggestion_list.currentRow() == 0 and widget.sessions[-1].region.box == ranked[0].box
+    _press(viewer, "Shift-N")  # the first was not painted: it closes, the second opens
+    (session,) = widget.sessions
+    x, y, w, h = ranked[1].box
+    assert widget.suggestion_list.currentRow() == 1 and session.region.box == (x, y, w, h)
+    centre = np.array([(y + h / 2 - 0.5) * 0.499, (x + w / 2 - 0.5) * 0.499])  # pixel centres, in µm
+    np.testing.assert_allclose(viewer.camera.center[-2:], centre, atol=0.5)
+    filled = np.array([h, w]) * 0.499 * viewer.camera.zoom / np.array(viewer.canvas.size)  # share of the canvas
+    assert 0.9 <= filled.max() <= 1.0, filled  # the region fills the canvas (5% margin)
+    assert viewer.layers.selection.active.name == session.layer.name and session.layer.mode == "paint"
+    assert prediction.contour > 0
+    _screenshot(viewer, tmp_path, "correction-second-suggestion")
+
+    from napari.utils.key_bindings import coerce_keybinding
+
+    viewer.window.remove_dock_widget(widget.native)
+    for key in ["Shift-E", "Shift-A", "Shift-N"]:  # the dock's keys went with it
+        assert coerce_keybinding(key) not in viewer.keymap, key
