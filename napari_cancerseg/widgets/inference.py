@@ -20,6 +20,7 @@ from magicgui.widgets.bases import ValueWidget
 from napari.qt.threading import thread_worker
 from napari.types import LayerDataTuple
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 
 from .. import NUCLEI_MODEL, resource_path
 from ..errors import CancersegError
@@ -284,22 +285,41 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             self.live_layer.data = self._live_levels(out)
 
     def _show_final(self, out: str, slide_layer) -> None:
-        if self.live_layer is not None:
-            self.viewer.layers.remove(self.live_layer)
-            self.live_layer = None
         (levels, kwargs, _), = stores.read(out)  # named by slide and model, "(incomplete...)" when chunks are missing
-        kwargs.update(opacity=0.5)
-        layer = self.viewer.add_labels(levels, **kwargs)
+        levels = stores.viewer_levels(out) or levels  # sliced without dask on the GUI thread
+        live, self.live_layer = self.live_layer, None
+        if live is not None and live in self.viewer.layers:
+            # the live layer becomes the result: removing a layer and adding one froze the window for seconds
+            # (napari's gc.collect on removal, new visuals and overlays on adding)
+            live.data = levels
+            live.name, live.metadata = kwargs["name"], kwargs.get("metadata", {})
+            if "features" in kwargs:
+                live.features = kwargs["features"]
+            layer = live
+        else:
+            kwargs.update(opacity=0.5)
+            layer = self.viewer.add_labels(levels, **kwargs)
         layer.editable = False  # multiscale labels are read-only in napari; correct a region instead
         self.last_store = out
+        self._show_store_classes(layer)
+        self.viewer.layers.selection.active = layer  # the prediction stays the layer a user works on
+        # each further layer costs napari about a second of the GUI thread on 2 cores: one per event-loop turn,
+        # so the window answers between them
+        later = []
         if self.heatmap.value == "probability heat maps":
-            self._show_heat_maps(out)
-        glass = stores.glass_layer(out) if self.glass.value else None
+            later.append(lambda: self._show_heat_maps(out))
+        if self.glass.value:
+            later.append(lambda: self._show_glass(out, layer))
+        for step, add in enumerate(later):
+            QTimer.singleShot(50 * (step + 1), add)
+
+    def _show_glass(self, out: str, prediction) -> None:
+        glass = stores.glass_layer(out)
         if glass is not None:
             data, glass_kwargs, _ = glass
             self.viewer.add_labels(data, **glass_kwargs).editable = False
-        self._show_store_classes(layer)
-        self.viewer.layers.selection.active = layer  # the prediction stays the layer a user works on
+            if prediction in self.viewer.layers:
+                self.viewer.layers.selection.active = prediction
 
     def _show_heat_maps(self, out: str) -> None:
         """One lazy heat map per class but background (label 0), named after it; the first shown, the rest to toggle."""

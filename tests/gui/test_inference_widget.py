@@ -29,6 +29,8 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     with event_loop_latency as latency:
         widget.run()
         qtbot.waitUntil(lambda: widget.process is None, timeout=240_000)
+        # heat maps and the glass layer follow on later event-loop turns, one layer each
+        qtbot.waitUntil(lambda: "cmu glass (not predicted)" in viewer.layers, timeout=30_000)
 
     assert "tensorflow" not in sys.modules
     assert widget.status.value.startswith("done:"), widget.status.value

@@ -71,6 +71,7 @@ def test_prediction_layers_name_classes_carry_units_and_heat_maps_read(make_napa
 
     widget.heatmap.value = "probability heat maps"
     widget._show_final(store, slide)  # what the dock does when the model process says done
+    qtbot.waitUntil(lambda: any(" p(nucleus)" in layer.name for layer in viewer.layers), timeout=30_000)
     name = f"{Path(slide_path).stem} · {info.name} {info.version}"
     prediction = viewer.layers[name]  # named by slide and model, not "cmu"
     assert viewer.layers.selection.active is prediction

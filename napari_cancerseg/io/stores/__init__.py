@@ -32,6 +32,7 @@ from .ngff import (
     open_store,
     read,
     set_label_metadata,
+    viewer_levels,
     write_labels,
 )
 from .output import StoreLock, building, check_output, is_ours
@@ -52,6 +53,6 @@ __all__ = [
     "PatchDataset", "PredictionStore", "Region", "StoreAttributes", "StoreLock", "building", "check_output",
     "chunk_writers", "claims", "class_probabilities", "create_array", "is_ours", "label_pyramid", "lazy_level",
     "lazy_levels", "level0_geometry", "live_levels", "missing_chunks", "open_store", "predicted_chunks", "read",
-    "read_attributes", "read_dataset_attributes", "set_label_metadata", "slide_identity", "write_attributes",
-    "write_labels",
+    "read_attributes", "read_dataset_attributes", "set_label_metadata", "slide_identity", "viewer_levels",
+    "write_attributes", "write_labels",
 ]
