@@ -151,22 +151,68 @@ def cmd_info(args: argparse.Namespace) -> int:
     for layer in described:
         print(f"  layer {layer['name']!r}: {layer['layer_type']}, {layer['format']}, dtype {layer['dtype']}")
         units = layer["units"] or ["pixel"] * len(layer["scale"])
-        print("    scale: " + ", ".join(f"{s:.4g} {u}" for s, u in zip(layer["scale"], units)))
+        print("    scale: " + ", ".join(f"{s:.4g} {_UNIT_TEXT.get(u, u)}" for s, u in zip(layer["scale"], units)))
         if any(layer["translate"]):
             print("    translate: " + ", ".join(f"{t:.4g}" for t in layer["translate"]))
         print(f"    levels: {layer['levels']}")
-        for index, shape in enumerate(layer["shapes"]):
-            print(f"      {index}: {' x '.join(map(str, shape))}")
+        for index, size in enumerate(level_sizes(layer)):
+            print(f"      {index}: {size}")
         for key, value in layer["metadata"].items():
-            if key in ("path", "format") or value in (None, [], {}, ""):
+            # the level lines above say sizes and pixel sizes, width first; OpenSlide's lists would repeat them
+            if key in ("path", "format", *_SAID_BY_LEVELS) or value in (None, [], {}, ""):
                 continue
             if key == "properties":
                 print("    properties:")
                 for pk, pv in value.items():
                     print(f"      {pk} = {pv}")
                 continue
-            print(f"    {key}: {value}")
+            print(f"    {key}: {_rounded(value, 4 if key == 'mpp' else 6)}")
     return 0
+
+
+#: Metadata keys the per-level lines of ``cancerseg info`` already say.
+_SAID_BY_LEVELS = ("level_dimensions", "level_downsamples", "level_scales")
+#: Units as people write them.
+_UNIT_TEXT = {"um": "µm", "micrometre": "µm", "micron": "µm", "mm": "mm", "millimetre": "mm"}
+
+
+def _rounded(value: Any, digits: int = 4) -> Any:
+    """Floats to ``digits`` significant digits (0.49899999999999994 -> 0.499), in lists and dicts too."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    return value
+
+
+def level_sizes(layer: dict[str, Any]) -> list[str]:
+    """Each level of a described layer as people say it: width × height (× depth) first, then its pixel size.
+
+    ``shapes`` are array shapes (depth, height, width[, channels]); the layer's ``scale`` is level 0's size of a
+    pixel along each spatial axis, and a level's is that times its downsample.
+    """
+    spatial = len(layer["scale"]) or len(layer["shapes"][0])
+    base = layer["shapes"][0][:spatial]
+    units = layer["units"] or ["pixel"] * spatial
+    lines = []
+    for shape in layer["shapes"]:
+        axes = shape[:spatial]
+        word = "px" if spatial <= 2 else "voxels"
+        text = f"{' × '.join(map(str, reversed(axes)))} {word}"
+        channels = shape[spatial:]
+        if channels:
+            text += f", {' × '.join(map(str, channels))} channels"
+        if layer["scale"] and units[0] != "pixel":
+            sizes = [s * b / n for s, b, n in zip(layer["scale"], base, axes)]
+            unit = _UNIT_TEXT.get(units[-1], units[-1])
+            pixel = "px" if spatial <= 2 else "voxel"
+            sizes_text = (f"{sizes[0]:.4g}" if len({f"{v:.4g}" for v in sizes}) == 1
+                          else " × ".join(f"{v:.4g}" for v in reversed(sizes)))
+            text += f", {sizes_text} {unit}/{pixel}"
+        lines.append(text)
+    return lines
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -24,8 +24,25 @@ def test_info_json_for_a_slide(capsys):
 
 def test_info_text_for_dicom_folder(capsys):
     assert main(["info", data_path("mri/QIN-PROSTATE-001")]) == 0
+    out = capsys.readouterr().out  # the README: 256 x 256 x 20, 0.7031 mm pixels, 3 mm slices
+    assert "0: 256 × 256 × 20 voxels, 0.7031 × 0.7031 × 3 mm/voxel" in out and "labels, DICOM SEG" in out
+
+
+def test_info_text_says_width_by_height_and_rounded_microns(capsys):
+    """The data README's facts of CMU-1-Small-Region.svs: 2220 x 2967 px (width x height), 1 level, 0.499 µm/px."""
+    assert main(["info", data_path("wsi/CMU-1-Small-Region.svs")]) == 0
     out = capsys.readouterr().out
-    assert "20 x 256 x 256" in out and "3 mm" in out and "labels, DICOM SEG" in out
+    assert "    levels: 1\n      0: 2220 × 2967 px, 3 channels, 0.499 µm/px\n" in out
+    assert "scale: 0.499 µm, 0.499 µm" in out and "mpp: [0.499, 0.499]" in out
+    assert "level_dimensions" not in out and "0.49899" not in out  # no (h, w) list under OpenSlide's (w, h) name
+
+
+def test_info_levels_of_a_pyramid_are_halved_in_size_and_doubled_in_microns(capsys):
+    assert main(["info", data_path("wsi/test3-DAPI-2-387.ndpi")]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    # the README: 3968 x 4864 px at level 0, 0.228 µm/px, 7 levels
+    assert "0: 3968 × 4864 px, 3 channels, 0.2282 µm/px" in lines
+    assert "6: 62 × 76 px, 3 channels, 14.6 µm/px" in lines  # 3968 / 64 = 62, 0.22818 * 64 = 14.60
 
 
 def test_info_properties_on_request(capsys):
