@@ -290,24 +290,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class ProgressLine:
+    """predict's progress on stderr: one line rewritten in place on a terminal, a line per update elsewhere (a
+    log, a pipe).  The last one, every tile done, is printed once: the engine reports it again for each task
+    that ends after the last tile (blending, writing chunks)."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.terminal = bool(isatty and isatty())
+        self.printed = False
+        self.finished = False
+
+    def __call__(self, progress: Any) -> None:
+        if self.finished:
+            return
+        self.finished = progress.tiles_done >= progress.tiles_total
+        left = progress.seconds_left
+        eta = f", {left:.0f} s left" if left is not None and not self.finished else ""
+        line = f"{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}"
+        if self.terminal:  # padded: a shorter line must cover the longer one it overwrites
+            print(f"\r{line:<60}", end="", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
+        self.printed = True
+
+    def close(self) -> None:
+        """End the rewritten line, so what follows starts on its own."""
+        if self.printed and self.terminal:
+            print(file=self.stream, flush=True)
+            self.printed = False
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Tiled prediction of a slide into an OME-Zarr store, with a progress line and a summary."""
     from . import NUCLEI_MODEL, resource_path
     from .inference.engine import predict_slide
 
-    def show(progress) -> None:
-        left = progress.seconds_left
-        eta = f", {left:.0f} s left" if left is not None else ""
-        print(f"\r{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}   ",
-              end="", file=sys.stderr, flush=True)
-
+    show = ProgressLine()
     # Ctrl-C (or SIGTERM) asks the run to stop: the chunks being written are finished, so the store resumes
-    with processes.cancel_on_signals(threading.Event()) as cancel:
-        summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out,
-                                options_from_args(PredictOptions, args), progress=None if args.quiet else show,
-                                cancel=cancel)
-    if not args.quiet:
-        print(file=sys.stderr)
+    try:
+        with processes.cancel_on_signals(threading.Event()) as cancel:
+            summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out,
+                                    options_from_args(PredictOptions, args), progress=None if args.quiet else show,
+                                    cancel=cancel)
+    finally:
+        show.close()
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if summary.cancelled:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
 
 import pytest
 
@@ -11,7 +13,8 @@ from napari_cancerseg.cli import build_parser, main, options_from_args
 from napari_cancerseg.inference.options import PredictOptions
 from napari_cancerseg.training.options import TrainOptions
 
-from ..conftest import data_path
+from ..conftest import ROOT, data_path
+from .test_inference import bundle  # noqa: F401 - the tiny bundle fixture, shared
 
 
 def test_info_json_for_a_slide(capsys):
@@ -247,3 +250,75 @@ def test_rasterise_then_grade_gives_the_polygons_area_and_grade(tmp_path, capsys
     assert (report["gleason_score"], report["isup_grade_group"]) == ("4+3", 3)
     assert main(["rasterise", slide, str(annotations), "--out", str(out)]) == 2  # ours, but no --overwrite
     assert "overwrite" in capsys.readouterr().err
+
+
+# ---- predict's progress line and TensorFlow's native log lines ------------------------------------------------
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _progress_run(stream) -> None:
+    from napari_cancerseg.cli import ProgressLine
+    from napari_cancerseg.inference.engine import Progress
+
+    show = ProgressLine(stream)
+    for done in (40, 80, 125):
+        show(Progress(done, 125, done // 2, 62, done / 25))
+    for chunks in range(62, 66):  # what the engine does: every task that ends after the last tile reports again
+        show(Progress(125, 125, chunks, 66, 5.0 + chunks / 100))
+    show.close()
+
+
+def test_the_last_progress_line_is_printed_once_in_a_log():
+    log = io.StringIO()
+    _progress_run(log)
+    assert log.getvalue().splitlines() == ["40/125 tiles, 25.0 tiles/s, 3 s left",
+                                           "80/125 tiles, 25.0 tiles/s, 2 s left", "125/125 tiles, 25.0 tiles/s"]
+
+
+def test_the_last_progress_line_is_printed_once_on_a_terminal():
+    terminal = _Terminal()
+    _progress_run(terminal)
+    text = terminal.getvalue()
+    assert text.count("\r") == 3 and text.count("125/125") == 1 and text.endswith("\n")
+    last = text.split("\r")[-1]  # padded to cover the longer line it overwrites
+    assert last.rstrip() == "125/125 tiles, 25.0 tiles/s" and len(last.rstrip("\n")) >= len(text.split("\r")[1])
+
+
+NATIVE_NOISE = ("cuInit", "absl", "oneDNN", "cudart_stub", "cpu_feature_guard")
+
+
+@pytest.fixture(scope="module")
+def small_slide(tmp_path_factory) -> str:
+    """A 512 x 384 px tiled TIFF cut from CMU-1 (OpenSlide reads it as a generic tiled TIFF): a quick slide."""
+    import numpy as np
+    import tifffile
+
+    from napari_cancerseg.io.wsi import SlideHandle
+
+    region = SlideHandle.shared(data_path("wsi/CMU-1-Small-Region.svs")).read(0, 800, 1000, 512, 384)
+    path = tmp_path_factory.mktemp("slide") / "small.tif"
+    tifffile.imwrite(path, np.ascontiguousarray(region[..., :3]), tile=(128, 128), photometric="rgb")
+    return str(path)
+
+
+def test_cli_predict_prints_no_tensorflow_log_lines_and_its_last_progress_line_once(tmp_path, bundle, small_slide):  # noqa: F811
+    """Run as a user runs it (a fresh interpreter, TF_CPP_MIN_LOG_LEVEL not set): the TensorFlow C++ lines
+    (cuInit on a machine without a GPU, absl, oneDNN) never reach stderr; the final tiles line is there once."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    out = tmp_path / "small.zarr"
+    run = subprocess.run([sys.executable, "-m", "napari_cancerseg.cli", "predict", small_slide, "--model", bundle,
+                          "--out", str(out), "--tissue", "0"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    noise = [line for line in run.stderr.splitlines() if any(word in line for word in NATIVE_NOISE)]
+    assert noise == [], run.stderr
+    # 512 x 384 px, tile 128 with overlap 32 (the bundle's recipe): a grid of 6 x 4 chunks of 96 px
+    final = [line for line in run.stderr.splitlines() if line.startswith("24/24 tiles")]
+    assert len(final) == 1, run.stderr
+    assert run.stdout.startswith("done: 24 tiles") and (out / ".zattrs").exists()
