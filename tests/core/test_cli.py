@@ -322,3 +322,67 @@ def test_cli_predict_prints_no_tensorflow_log_lines_and_its_last_progress_line_o
     final = [line for line in run.stderr.splitlines() if line.startswith("24/24 tiles")]
     assert len(final) == 1, run.stderr
     assert run.stdout.startswith("done: 24 tiles") and (out / ".zattrs").exists()
+
+
+# ---- --help of every command ------------------------------------------------------------------------------
+
+def _commands():
+    """(name, parser) of cancerseg and each of its subcommands, walked from build_parser()."""
+    import argparse
+
+    parser = build_parser()
+    found = [("cancerseg", parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found += list(action.choices.items())
+    return found
+
+
+def _shown(default) -> str:
+    return ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+
+
+RST_MARKUP = r"``|:(func|class|meth|attr|mod|ref|data|obj|py:\w+):|`[^`]+`_?"
+
+
+def test_every_option_of_every_command_has_help_with_its_default_and_no_markup():
+    import argparse
+    import re
+
+    commands = _commands()
+    assert {name for name, _ in commands} >= {"info", "demo", "predict", "patches", "rasterise", "overlay", "grade",
+                                              "export-onnx", "segment", "classify", "evaluate", "train"}
+    problems = []
+    for name, parser in commands:
+        for text in (parser.description or "", parser.format_help()):
+            if re.search(RST_MARKUP, text):
+                problems.append(f"{name}: reStructuredText markup: {re.search(RST_MARKUP, text)[0]!r}")
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not (action.help or "").strip():
+                problems.append(f"{label}: no help")
+                continue
+            default = action.default
+            if isinstance(action, argparse._StoreFalseAction):
+                if "on by default" not in action.help:
+                    problems.append(f"{label}: does not say that it turns off what is on by default")
+            elif default not in (None, False, "", argparse.SUPPRESS) and "(default: " not in action.help:
+                problems.append(f"{label}: default {default!r} not shown")
+            elif action.option_strings and default not in (None, False, "", argparse.SUPPRESS) \
+                    and not isinstance(default, bool) and _shown(default) not in action.help:
+                # generated settings may say what None means (the model's); a value must be the value
+                problems.append(f"{label}: shows another default than {_shown(default)!r}: {action.help!r}")
+    assert problems == []
+
+
+def test_help_of_a_command_begins_with_what_it_does(monkeypatch, capsys):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["overlay", "--help"])
+    out = capsys.readouterr().out
+    assert "Colour a segmentation's tumour by Gleason pattern (patch classifier)." in out
+    assert re.search(r"--batch BATCH\s+tiles per classifier batch \(default: 16\)", out)
