@@ -57,6 +57,43 @@ def data_path(relative: str) -> str:
     pytest.skip(message)
 
 
+#: Entries of the suite's temporary folder that are not its own to clean: pytest's base folders, and Qt's runtime
+#: folder (made in the temporary folder when XDG_RUNTIME_DIR is unset).
+TEMP_ENTRIES_NOT_OURS = ("pytest-of-*", "runtime-*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_in_the_temporary_folder(tmp_path_factory):
+    """The suite leaves nothing in the system temporary folder: tests write under ``tmp_path``.
+
+    For the session, the suite and every process it starts (through TMPDIR) get a temporary folder of their own
+    inside the system one, so whatever is found there at the end was made by the suite, never by another program
+    that used /tmp meanwhile.  It is removed at the end; the session fails if anything was left in it.
+    """
+    import fnmatch
+    import shutil
+    import tempfile
+
+    tmp_path_factory.getbasetemp()  # pytest's own folder (tmp_path) stays where it always is
+    private = tempfile.mkdtemp(prefix="cancerseg-tests-", dir=tempfile.gettempdir())
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = private
+    try:
+        yield private
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        left = sorted(name for name in os.listdir(private)
+                      if not any(fnmatch.fnmatch(name, pattern) for pattern in TEMP_ENTRIES_NOT_OURS))
+        shutil.rmtree(private, ignore_errors=True)
+    if left:
+        pytest.fail(f"the tests left {left} in the system temporary folder ({private}, now removed): "
+                    "write under tmp_path / tmp_path_factory instead")
+
+
 @pytest.fixture
 def fresh_slide_handles(monkeypatch):
     """Each test gets its own OpenSlide handles, so read counters start at zero."""
