@@ -380,7 +380,8 @@ def test_segment_blend_equals_the_weighted_mean_of_every_covering_tile():
         y, x = grid.tile_origin(r, c)
         total[:, 64 + y:64 + y + 64, 64 + x:64 + x + 64] += tile * np.outer(ramp, ramp)
         weight[64 + y:64 + y + 64, 64 + x:64 + x + 64] += np.outer(ramp, ramp)
-    reference = (total / weight)[:, 64:764, 64:1064]
+    # the margins no tile reaches have no weight (0 / 0): only the slide's own pixels, all covered, are divided
+    reference = total[:, 64:764, 64:1064] / weight[64:764, 64:1064]
     for row, cols in [(0, range(0, 21)), (5, range(3, 9)), (12, range(15, 21)), (6, range(20, 21))]:
         out = blend_segment(grid, row, cols, tiles)
         for i, col in enumerate(cols):
