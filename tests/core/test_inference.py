@@ -312,7 +312,12 @@ def test_the_same_graph_on_a_dask_distributed_cluster(tmp_path, bundle):
     local, remote = str(tmp_path / "local.zarr"), str(tmp_path / "cluster.zarr")
     common = ["--model", bundle, "--tissue", "0.5", "--quiet", "--batch", "8"]
     assert main(["predict", data_path(CMU), "--out", local, *common]) == 0
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+    import dask
+
+    # dask's scratch space (dask-scratch-space) under tmp_path, not in the system temporary folder
+    with dask.config.set({"temporary-directory": str(tmp_path / "dask")}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
+                                     local_directory=str(tmp_path / "dask")) as cluster:
         assert main(["predict", data_path(CMU), "--out", remote, "--scheduler", cluster.scheduler_address,
                      *common]) == 0
     remote_group, local_group = zarr.open_group(remote), zarr.open_group(local)
