@@ -23,12 +23,13 @@ from typing import Any
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import thread_worker
+from napari.utils import progress as activity_progress
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QApplication
 
 from ..errors import CancersegError
-from ..processes import Cancelled, ChildProcess, Done, Error, Message, Progress
+from ..processes import Cancelled, ChildProcess, Done, Error, Message, Note, Progress, Started
 
 IDLE, RUNNING, DONE, CANCELLED, FAILED = "idle", "running", "done", "cancelled", "failed"
 #: Seconds a child may take to stop after its dock is closed (it exits by itself soon after its stdin closes).
@@ -76,6 +77,7 @@ class ProcessRunner:
         self._closed = False
         self._handlers: dict[str, Callable | None] = {}
         self._on_finished: Callable[[], None] | None = None
+        self.activity: Any = None  # the run's entry in napari's activity panel
         if cancel_button is not None:
             cancel_button.changed.connect(self.cancel)
         # Qt holds only weak references to the runner: neither the application nor the widget's `destroyed`
@@ -113,6 +115,11 @@ class ProcessRunner:
         if self.progress is not None:
             self.progress.max, self.progress.value = 1, 0
         self._on_finished = on_finished
+        self._name = name
+        self._close_activity()
+        # napari's activity panel shows the run from its first second: starting Python and TensorFlow and
+        # loading the model take 20-60 s before the first tile, and an empty panel read as a hang
+        self.activity = activity_progress(total=0, desc=f"{name}: starting the process")
         if prepare is None:  # started here and now: `process` is set when start() returns
             try:
                 self.process = ChildProcess(argv, name).start()
@@ -148,6 +155,7 @@ class ProcessRunner:
             return
         if isinstance(message, Progress) and self.progress is not None and message.total > 0:
             self.progress.max, self.progress.value = message.total, min(message.done, message.total)
+        self._report_activity(message)
         handler = self._handlers.get("message")
         if handler is not None:
             handler(message)
@@ -182,7 +190,30 @@ class ProcessRunner:
         if not self._closed:  # the follow loop itself failed (prepare raised, or the child could not start)
             self._fail(Error(str(err) if isinstance(err, CancersegError) else f"{type(err).__name__}: {err}"))
 
+    def _report_activity(self, message: Message) -> None:
+        activity = self.activity
+        if activity is None:
+            return
+        if isinstance(message, Started):
+            activity.set_description(f"{self._name}: loading the model")
+            if self.status.value.startswith("starting"):
+                self.status.value = f"loading the model in the {self._name} process..."
+        elif isinstance(message, Progress) and message.total > 0:
+            if activity.total != message.total:
+                activity.total = message.total
+                activity.set_description(f"{self._name}: {message.stage}")
+            activity.n = min(message.done, message.total)
+            activity.refresh()
+        elif isinstance(message, Note):
+            activity.set_description(f"{self._name}: {message.text[:80]}")
+
+    def _close_activity(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
+
     def _finished(self) -> None:
+        self._close_activity()
         self.process = self.worker = None
         if self._on_finished is not None:
             self._on_finished()

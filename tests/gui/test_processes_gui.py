@@ -14,6 +14,7 @@ from ..conftest import data_path, process_gone, wait_gone
 
 PLUGIN = "napari-cancerseg"
 CMU = "wsi/CMU-1-Small-Region.svs"
+NAME = "CMU-1-Small-Region · nuclei-unet 1.0.0"  # the prediction's layer: slide and model
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -75,8 +76,13 @@ def test_cancel_in_predict_dock_is_a_cancelled_state_not_an_error(make_napari_vi
     widget = _predict_dock(viewer, out)
     widget.run()
     # mid-run, with chunks written: half the tiles predicted
-    qtbot.waitUntil(lambda: "cmu (running)" in viewer.layers and widget.progress.value >= widget.progress.max // 2 > 0,
-                    timeout=240_000)
+    qtbot.waitUntil(lambda: f"{NAME} (running)" in viewer.layers
+                    and widget.progress.value >= widget.progress.max // 2 > 0, timeout=240_000)
+    from napari.utils import progress
+
+    activity = widget.runner.activity  # the run in napari's activity panel, in step with the dock's bar
+    assert isinstance(activity, progress) and activity.total == widget.progress.max and activity.n > 0
+    assert activity.desc == "model: tiles"
     pid = widget.process.pid
     widget.cancel()
     qtbot.waitUntil(lambda: widget.process is None, timeout=60_000)
@@ -85,7 +91,8 @@ def test_cancel_in_predict_dock_is_a_cancelled_state_not_an_error(make_napari_vi
     assert widget.status.value == "cancelled; Run again resumes where it stopped"
     errors = [n for n in notifications if n.severity >= NotificationSeverity.ERROR]
     assert errors == [], [n.message for n in errors]
-    assert "cmu (running)" not in viewer.layers and "cmu" in viewer.layers  # the final name, not "(running)"
+    assert f"{NAME} (running)" not in viewer.layers and NAME in viewer.layers  # the final name, not "(running)"
+    assert widget.runner.activity is None  # gone from the activity panel
     assert widget.progress.value == 0  # not left at the fraction it reached
     assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert process_gone(pid)
@@ -96,7 +103,7 @@ def test_cancel_in_predict_dock_is_a_cancelled_state_not_an_error(make_napari_vi
     assert widget.state == "done" and widget.status.value.startswith("done:"), widget.status.value
     assert " 0 already done" not in widget.status.value  # it resumed from the chunks the cancelled run wrote
     assert zarr.open_group(out, mode="r").attrs["cancerseg"]["complete"]
-    assert "cmu (running)" not in viewer.layers
+    assert f"{NAME} (running)" not in viewer.layers
     assert not [n for n in notifications if n.severity >= NotificationSeverity.ERROR]
     notification_manager.notification_ready.disconnect(notifications.append)
 
