@@ -393,7 +393,7 @@ def test_the_right_slide_is_used(store):
 @pytest.mark.bad_input("clean error")
 def test_a_copy_of_the_slide_under_the_same_name_with_other_pixels_is_refused(store, tmp_path):
     """A copy of the very slide is the slide; a file whose quickhash differs from the recorded one is not."""
-    impostor = tmp_path / "CMU-1-Small-Region.svs"
+    impostor = tmp_path / os.path.basename(data_path(CMU))  # the same name as the slide the store was made from
     shutil.copy(data_path(CMU), impostor)
     _edit_attrs(store, lambda a: a["cancerseg"].update(slide_path=str(impostor)))
     assert LabelStore(store).verified_slide() == str(impostor)  # the very same file, copied: it is the slide
