@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import cast
 
 import napari
-import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
@@ -63,7 +62,7 @@ def heat_map_layers(out: str, labels: list[int] | None = None) -> list[LayerData
     for label, class_name, pyramid in stores.class_probabilities(out):
         if labels is not None and label not in labels:
             continue
-        probability = [level.astype(np.float32) / 255.0 for level in pyramid]  # lazy: each chunk when it is shown
+        probability = pyramid  # 0..1, read chunk by chunk when shown
         kwargs = {"name": f"{name} p({class_name})", "scale": attributes.scale, "translate": attributes.translate,
                   "units": attributes.units, "multiscale": True, **HEAT_MAP_STYLE,
                   "metadata": {"format": "probability heat map", "path": out, "label": label,

@@ -193,3 +193,22 @@ def test_strided_levels_are_level0_at_every_kth_pixel_and_reread_unwritten_chunk
     assert set(cache) == {(0, 0)}  # only the written chunk is kept
     files.write((4, 3), labels[1024:1280, 768:1024])  # the engine writes another chunk
     np.testing.assert_array_equal(StridedLevel(files, 1, cache)[1024:1280, 768:1024], labels[1024:1280, 768:1024])
+
+
+def test_strided_levels_keep_leading_axes_whole(tmp_path):
+    """Probabilities are (classes, height, width): the class axis is indexed, never strided."""
+    from napari_cancerseg.io.stores.chunks import ChunkFiles, StridedLevel
+
+    labels = _labels()
+    planes = np.stack([labels, 255 - labels])
+    array = zarr.create_array(str(tmp_path / "p.zarr"), shape=planes.shape, chunks=(2, 256, 256), dtype="uint8",
+                              zarr_format=2, fill_value=0, compressors=None, filters=None)
+    files = ChunkFiles(array)
+    for row in range(-(-labels.shape[0] // 256)):
+        for col in range(-(-labels.shape[1] // 256)):
+            files.write((0, row, col), planes[:, row * 256:(row + 1) * 256, col * 256:(col + 1) * 256])
+    for stride in (1, 4):
+        level = StridedLevel(files, stride)
+        assert level.shape == (2, *planes[0, ::stride, ::stride].shape)
+        np.testing.assert_array_equal(level[1, 10:200, 30:], planes[1, ::stride, ::stride][10:200, 30:])
+        np.testing.assert_array_equal(np.asarray(level), planes[:, ::stride, ::stride])

@@ -236,8 +236,9 @@ class StridedLevel:
             windows.append((start, max(start, stop), step))
         # along each axis the level-0 pixels asked for are a + i * d, i < n: per chunk, one strided slice
         axes = []
-        for (start, stop, step), c in zip(windows, self.files.chunks):
-            a, d, n = start * self.stride, step * self.stride, len(range(start, stop, step))
+        strides = (1,) * (self.ndim - 2) + (self.stride, self.stride)  # leading axes (classes) are not strided
+        for (start, stop, step), c, stride in zip(windows, self.files.chunks, strides):
+            a, d, n = start * stride, step * stride, len(range(start, stop, step))
             spans = []
             if n:
                 for chunk in range(a // c, (a + (n - 1) * d) // c + 1):

@@ -217,15 +217,47 @@ def live_levels(path: str, token: Any = None) -> list[StridedLevel]:
     return levels
 
 
-def class_probabilities(path: str) -> list[tuple[int, str, Any]]:
-    """(label, class name, lazy uint8 pyramid) of each class of a prediction but background (label 0)."""
-    from .ngff import label_pyramid, lazy_level
+def class_probabilities(path: str) -> list[tuple[int, str, list]]:
+    """(label, class name, pyramid of 0..1 float32 probabilities) of each class of a prediction but background.
 
+    The levels are plain array-likes (``ProbabilityPlane`` over ``StridedLevel``), read chunk by chunk when
+    napari shows them: a dask pyramid ran a dask compute on the GUI thread when a heat map was added.
+    """
     attributes = read_attributes(path)
-    probabilities = lazy_level(path, "probabilities")
+    try:
+        files = ChunkFiles(zarr.open_array(level_folder(path, "probabilities"), mode="r"))
+    except (OSError, ValueError, KeyError, TypeError, WriteError) as err:
+        raise ReadError(path, f"broken prediction store: probabilities: {type(err).__name__}: {err}") from None
+    cache: dict = {}  # one for every level: a chunk read for one zoom serves the others
+    strided = [StridedLevel(files, 1, cache)]
+    while max(strided[-1].shape[-2:]) > PYRAMID_TOP:
+        strided.append(StridedLevel(files, strided[-1].stride * 2, cache))
     names = {int(c["label"]): str(c["name"]) for c in attributes.classes or []}
-    return [(label, names.get(label, f"class {label}"), label_pyramid(probabilities[label]))
-            for label in range(1, probabilities.shape[0])]
+    return [(label, names.get(label, f"class {label}"), [ProbabilityPlane(level, label) for level in strided])
+            for label in range(1, files.shape[0])]
+
+
+class ProbabilityPlane:
+    """One class's plane of a (classes, height, width) uint8 level, as float32 probabilities 0..1."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, level: StridedLevel, label: int):
+        self.level, self.label = level, label
+        self.shape = tuple(level.shape[1:])
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        return self.level[(self.label, *key)].astype(np.float32) * np.float32(1 / 255)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        pixels = self[...]
+        return pixels if dtype is None else pixels.astype(dtype, copy=False)
 
 
 #: The colour of chunks skipped as glass: a neutral grey, never one of the class colours.
