@@ -1,5 +1,6 @@
 """Predict a slide layer with a model bundle, in a separate model process, showing the overlay as it fills in."""
 
+import threading
 from pathlib import Path
 from typing import cast
 
@@ -71,6 +72,11 @@ def heat_map_layers(out: str, labels: list[int] | None = None) -> list[LayerData
     return layers
 
 
+def _warm_imports() -> None:
+    import pandas  # noqa: F401
+    import scipy.ndimage  # noqa: F401
+
+
 def magnification_text(slide_layer, zoom: float) -> str:
     """The magnification on screen: the objective's when one level-0 pixel fills one screen pixel."""
     metadata = (slide_layer.metadata or {}) if slide_layer is not None else {}
@@ -124,6 +130,9 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         self.runner = ProcessRunner(self, [self.run_button], self.status, self.cancel_button, self.progress,
                                     cancelled_text="cancelled; Run again resumes where it stopped")
         self.live_layer: napari.layers.Labels | None = None
+        # the first Labels layer with class features imports pandas (napari's feature table) and the result
+        # text scipy: seconds of a frozen window at the first tile if done then, so done now, off the GUI thread
+        threading.Thread(target=_warm_imports, name="cancerseg-warm-imports", daemon=True).start()
         self.last_store: str | None = None  # the store "Add heat map" reads
         self._show_model_classes()
         self._on_slide()
