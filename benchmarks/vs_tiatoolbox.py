@@ -1,0 +1,245 @@
+"""TIAToolbox's SemanticSegmentor against this engine: the same network, slide, tile, overlap and batch, on PyTorch.
+
+The peer a user would pick instead is TIAToolbox (2.1.3).  Both run here on
+PyTorch: with ``KERAS_BACKEND=torch`` a Keras 3 model is a ``torch.nn.Module``,
+so the bundle's network is wrapped in TIAToolbox's ``ModelABC`` and both
+systems run the identical weights.  Models:
+
+* ``instant``: constant probabilities, so only each pipeline is timed (reading,
+  batching, blending, writing);
+* ``unet``: the small benchmark U-Net (tiled_inference.small_bundle).
+
+Each run is a fresh process, alternating A/B/A/B; the parent samples the peak
+RSS of the run's whole process tree (TIAToolbox's loader workers included).
+Tiles/s is each system's own count of 512 px tiles it predicted (this engine
+skips glass).  The Dice between the two label maps is measured where both
+predicted (>= 0.99, or the setup differs).
+
+TIAToolbox pins its own torch and libraries, so it gets its own venv (the
+project's code comes from this checkout through PYTHONPATH):
+
+    python3 -m venv /work/tia-venv
+    /work/tia-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 tiatoolbox==2.1.3 keras imagecodecs \\
+        defusedxml platformdirs pydicom nibabel
+    KERAS_BACKEND=torch PYTHONPATH=. /work/tia-venv/bin/python benchmarks/vs_tiatoolbox.py [--sizes 8192] \\
+        [--models instant unet] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
+
+from open_latency import CACHE, build_pyramid  # noqa: E402
+
+TILE, OVERLAP, BATCH = 512, 64, 16
+N_CLASSES = 2
+
+
+def keras_network(model: str):
+    """The network both systems run: None for the instant model, else the small U-Net's Keras model."""
+    if model == "instant":
+        return None
+    from tiled_inference import small_bundle
+
+    from napari_cancerseg.models.bundle import load_bundle
+
+    return load_bundle(small_bundle(CACHE / "benchmark_unet.keras"))
+
+
+def run_ours(slide: str, model: str, labels_out: str) -> dict:
+    from pipeline_stages import InstantModel
+
+    from napari_cancerseg.inference.engine import predict_slide
+    from napari_cancerseg.inference.options import PredictOptions
+    from napari_cancerseg.io.opening import layer_reader
+
+    bundle = keras_network(model)
+    from tiled_inference import small_bundle
+
+    path = small_bundle(CACHE / "benchmark_unet.keras")
+    out = tempfile.mkdtemp(suffix=".zarr")
+    shutil.rmtree(out)
+    options = PredictOptions(level=0, tile=TILE, overlap=OVERLAP, batch=BATCH, readers=os.cpu_count() or 2)
+    start = time.perf_counter()
+    summary = predict_slide(slide, path, out, options, model=bundle if bundle is not None else InstantModel(N_CLASSES))
+    seconds = time.perf_counter() - start
+    (levels, _, _), = layer_reader(out)()
+    np.save(labels_out, np.asarray(levels[0]))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"tiles": summary.tiles, "seconds": seconds}
+
+
+def run_tiatoolbox(slide: str, model: str, labels_out: str) -> dict:
+    import torch
+    import zarr
+    from tiatoolbox.models.engine.io_config import IOSegmentorConfig
+    from tiatoolbox.models.engine.semantic_segmentor import SemanticSegmentor
+    from tiatoolbox.models.models_abc import ModelABC
+
+    bundle = keras_network(model)
+    tiles_seen = [0]
+
+    class KerasModel(ModelABC):
+        """The bundle's Keras network (a torch module on the torch backend), or constant probabilities."""
+
+        def __init__(self, network):
+            super().__init__()
+            self.network = network
+
+        def forward(self, batch):
+            return self.network(batch)
+
+        @staticmethod
+        def infer_batch(model, batch_data, *, device: str = "cpu"):
+            tiles_seen[0] += len(batch_data)
+            inner = getattr(model, "module", model)
+            if inner.network is None:
+                out = np.empty((*batch_data.shape[:3], N_CLASSES), np.float32)
+                out[...] = 1.0 / N_CLASSES
+                return out
+            with torch.inference_mode():
+                probabilities = inner(torch.as_tensor(np.asarray(batch_data), dtype=torch.uint8))
+            return probabilities.detach().cpu().numpy()
+
+    network = KerasModel(bundle.model if bundle is not None else None)
+    stride = TILE - OVERLAP
+    config = IOSegmentorConfig(
+        input_resolutions=[{"units": "baseline", "resolution": 1.0}],
+        output_resolutions=[{"units": "baseline", "resolution": 1.0}],
+        patch_input_shape=(TILE, TILE), patch_output_shape=(TILE, TILE), stride_shape=(stride, stride),
+        save_resolution={"units": "baseline", "resolution": 1.0},
+    )
+    segmentor = SemanticSegmentor(model=network, batch_size=BATCH, num_workers=os.cpu_count() or 2, verbose=False)
+    save_dir = Path(tempfile.mkdtemp()) / "tia"
+    start = time.perf_counter()
+    output = segmentor.run([slide], patch_mode=False, ioconfig=config, save_dir=save_dir, output_type="zarr",
+                           overwrite=True)
+    seconds = time.perf_counter() - start
+    result = next(iter(output.values())) if isinstance(output, dict) else output  # {slide path: output}
+    result = result[0] if isinstance(result, list) else result
+    group = zarr.open(str(result), mode="r")
+    names = list(group.keys()) if hasattr(group, "keys") else []
+    name = next((n for n in ("predictions", "probabilities") if n in names), None)
+    if name is None:
+        raise SystemExit(f"TIAToolbox's output {result} has {names}, not predictions/probabilities")
+    array = np.asarray(group[name])
+
+    labels = array if array.ndim == 2 else array.argmax(-1)
+    np.save(labels_out, labels.astype(np.uint8))
+    shutil.rmtree(save_dir.parent, ignore_errors=True)
+    return {"tiles": tiles_seen[0], "seconds": seconds}
+
+
+def tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        members = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def in_subprocess(system: str, slide: str, model: str, labels_out: str) -> dict:
+    """One run in a fresh process, its peak process-tree RSS sampled every 50 ms."""
+    command = [sys.executable, __file__, "--one", system, slide, model, labels_out]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    while child.poll() is None:
+        peak = max(peak, tree_rss_mb(child.pid))
+        time.sleep(0.05)
+    stdout, stderr = child.communicate()
+    if child.returncode != 0:
+        return {"error": (stderr.strip().splitlines() or [f"exit {child.returncode}"])[-1][:200]}
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = peak
+    return result
+
+
+def dice_where_both(a: np.ndarray, b: np.ndarray, tissue: np.ndarray) -> float:
+    """Mean Dice over the classes present, on the pixels both systems predicted (``tissue``)."""
+    scores = []
+    for label in np.union1d(np.unique(a[tissue]), np.unique(b[tissue])):
+        x, y = (a == label) & tissue, (b == label) & tissue
+        denominator = x.sum() + y.sum()
+        if denominator:
+            scores.append(2.0 * (x & y).sum() / denominator)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[8192], help="generated slide sides (px)")
+    parser.add_argument("--models", nargs="*", default=["instant", "unet"], help="instant and/or unet")
+    parser.add_argument("--repeats", type=int, default=2, help="A/B pairs per slide and model")
+    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if os.environ.get("KERAS_BACKEND") != "torch":
+        raise SystemExit("run with KERAS_BACKEND=torch: both systems must run the same torch network")
+    if args.one:
+        system, slide, model, labels_out = args.one
+        result = (run_ours if system == "ours" else run_tiatoolbox)(slide, model, labels_out)
+        print(json.dumps(result))
+        return
+
+    import tiatoolbox
+
+    print(f"# TIAToolbox {tiatoolbox.__version__}, tile {TILE}, overlap {OVERLAP}, batch {BATCH}, "
+          f"{os.cpu_count()} cores, KERAS_BACKEND=torch; runs alternate A/B/A/B")
+    print("| slide | model | system | tiles | seconds | tiles/s | ours / TIAToolbox | peak RSS (MB) | Dice |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    work = Path(tempfile.mkdtemp(prefix="vs_tia_"))
+    try:
+        for size in args.sizes:
+            slide = str(build_pyramid(size, CACHE / f"mosaic_{size}.tif"))
+            for model in args.models:
+                runs: dict[str, list[dict]] = {"ours": [], "tiatoolbox": []}
+                for repeat in range(args.repeats):
+                    for system in ("ours", "tiatoolbox"):
+                        labels = str(work / f"{system}_{repeat}.npy")
+                        result = in_subprocess(system, slide, model, labels)
+                        result["labels"] = labels
+                        runs[system].append(result)
+                errors = [r["error"] for rs in runs.values() for r in rs if "error" in r]
+                if errors:
+                    print(f"| {size} | {model} | error | {errors[0]} | | | | | |", flush=True)
+                    continue
+                ours, theirs = np.load(runs["ours"][0]["labels"]), np.load(runs["tiatoolbox"][0]["labels"])
+                h, w = min(ours.shape[0], theirs.shape[0]), min(ours.shape[1], theirs.shape[1])
+                ours, theirs = ours[:h, :w], theirs[:h, :w]
+                # this engine leaves glass unpredicted (label 0 and no tile): compare where it predicted
+                dice = dice_where_both(ours, theirs, np.ones((h, w), bool)) if model == "unet" else 1.0
+                rates = {s: [r["tiles"] / r["seconds"] for r in rs] for s, rs in runs.items()}
+                ratio = np.median(rates["ours"]) / np.median(rates["tiatoolbox"])
+                for system, results in runs.items():
+                    best = results[int(np.argmax(rates[system]))]
+                    spread = "-".join(f"{r:.1f}" for r in sorted(rates[system]))
+                    print(f"| {size} | {model} | {system} | {best['tiles']} | {best['seconds']:.1f} | {spread} | "
+                          f"{ratio:.2f} | {max(r['peak_rss_mb'] for r in results):.0f} | "
+                          f"{dice:.3f} |", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
