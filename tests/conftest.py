@@ -62,9 +62,10 @@ def data_path(relative: str) -> str:
     pytest.skip(message)
 
 
-#: Entries of the suite's temporary folder that are not its own to clean: pytest's base folders, and Qt's runtime
-#: folder (made in the temporary folder when XDG_RUNTIME_DIR is unset).
-TEMP_ENTRIES_NOT_OURS = ("pytest-of-*", "runtime-*")
+#: Entries of the suite's temporary folder that are not its own to clean: pytest's base folders, Qt's runtime
+#: folder (made in the temporary folder when XDG_RUNTIME_DIR is unset), and the modules TensorFlow's autograph
+#: generates for tf.function in the test process, which it deletes itself at exit (atexit), after this check.
+TEMP_ENTRIES_NOT_OURS = ("pytest-of-*", "runtime-*", "__autograph_generated_file*.py")
 
 
 @pytest.fixture(scope="session", autouse=True)

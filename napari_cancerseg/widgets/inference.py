@@ -73,8 +73,10 @@ def heat_map_layers(out: str, labels: list[int] | None = None) -> list[LayerData
 
 
 def _warm_imports() -> None:
-    import pandas  # noqa: F401
-    import scipy.ndimage  # noqa: F401
+    import importlib
+
+    for module in ("pandas", "scipy.ndimage"):
+        importlib.import_module(module)
 
 
 def magnification_text(slide_layer, zoom: float) -> str:

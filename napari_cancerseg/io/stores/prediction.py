@@ -253,7 +253,7 @@ class ProbabilityPlane:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
-        return self.level[(self.label, *key)].astype(np.float32) * np.float32(1 / 255)
+        return self.level[(self.label,) + key].astype(np.float32) * np.float32(1 / 255)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         pixels = self[...]
