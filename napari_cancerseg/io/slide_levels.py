@@ -26,11 +26,12 @@ import math
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ReadError
+from .windows import WindowArray, read_plan, take
 
 if TYPE_CHECKING:  # wsi imports this module: no import at run time, no cycle
     import dask.array as da
@@ -112,11 +113,10 @@ def _decoder_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-class SlideLevel:
+class SlideLevel(WindowArray):
     """One level of a slide as a (height, width, 3) uint8 array-like: ``shape``, ``dtype``, ``__getitem__``."""
 
     dtype = np.dtype(np.uint8)
-    ndim = 3
 
     def __init__(self, handle: SlideHandle, level: int):
         from .wsi import chunk_length  # at call time: wsi imports this module
@@ -141,30 +141,13 @@ class SlideLevel:
     def __dask_tokenize__(self):
         return ("SlideLevel", self.handle.__dask_tokenize__(), self.level)
 
-    @property
-    def size(self) -> int:
-        return self.shape[0] * self.shape[1] * 3
-
-    @property
-    def nbytes(self) -> int:
-        return self.size
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def __repr__(self) -> str:
         return (f"SlideLevel({os.path.basename(self.handle.path)!r}, level {self.level}, "
                 f"{self.shape[1]} x {self.shape[0]} px, blocks {self.block[1]} x {self.block[0]})")
 
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        pixels = self[...]
-        return pixels if dtype is None else pixels.astype(dtype, copy=False)
-
     def __getitem__(self, key: Any) -> np.ndarray:
-        rows, cols, channels = _normalise_key(key, self.shape)
-        window = self.read(rows.low, rows.high, cols.low, cols.high)
-        pixels = window[::rows.step, ::cols.step]
-        return pixels[0 if rows.dropped else slice(None), 0 if cols.dropped else slice(None), channels]
+        (rows, cols), channels = read_plan(key, self.shape, 2, "slide levels")
+        return take(self.read(rows.low, rows.high, cols.low, cols.high), [rows, cols], channels)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels of rows [y0, y1) and columns [x0, x1), inside the level, as a new (h, w, 3) array."""
@@ -218,43 +201,3 @@ class SlideLevel:
         return da.from_array(self, chunks=self.chunksize, asarray=False, inline_array=True,
                              meta=np.empty((0, 0, 0), np.uint8),
                              name=f"slide-level-{da.core.tokenize(self)}")
-
-
-class AxisRead(NamedTuple):
-    """The span [low, high) of one axis to read, the step to take over it, and whether an integer dropped the axis."""
-
-    low: int
-    high: int
-    step: int
-    dropped: bool
-
-
-def _normalise_key(key: Any, shape: tuple[int, int, int]) -> tuple[AxisRead, AxisRead, Any]:
-    """What to read along rows and columns for a basic index key, and the channel index to apply after."""
-    key = key if isinstance(key, tuple) else (key,)
-    ellipses = [at for at, item in enumerate(key) if item is Ellipsis]  # `in` would compare arrays
-    if len(ellipses) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if ellipses:
-        at = ellipses[0]
-        key = key[:at] + (slice(None),) * (3 - len(key) + 1) + key[at + 1:]
-    if len(key) > 3:
-        raise IndexError(f"too many indices for a slide level: {len(key)} for 3 axes (rows, columns, RGB)")
-    key = key + (slice(None),) * (3 - len(key))
-    axes = []
-    for axis, item in enumerate(key[:2]):
-        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            index = int(item) + (shape[axis] if item < 0 else 0)
-            if not 0 <= index < shape[axis]:
-                raise IndexError(f"index {int(item)} is out of bounds for axis {axis} with size {shape[axis]}")
-            axes.append(AxisRead(index, index + 1, 1, True))
-        elif isinstance(item, slice):
-            start, stop, step = item.indices(shape[axis])
-            if step > 0:
-                axes.append(AxisRead(start, max(start, stop), step, False))
-            else:  # start, start + step, ... > stop: read (stop, start] forwards, take it backwards
-                axes.append(AxisRead(stop + 1, max(stop + 1, start + 1), step, False))
-        else:
-            raise IndexError(f"slide levels take integers and slices, not {type(item).__name__}: "
-                             "read a window first (np.asarray(level[y0:y1, x0:x1]))")
-    return axes[0], axes[1], key[2]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from typing import Sequence
+from typing import Sequence, overload
 
 import numpy as np
 import zarr
 from zarr.core.metadata import ArrayV2Metadata
 
 from ...errors import ReadError, WriteError
+from ..windows import WindowArray, read_plan, take
 from .attributes import describe_os_error
 
 
@@ -77,14 +78,20 @@ class ChunkFiles:
             raise WriteError(self.store, f"cannot write chunk {tuple(index)} of {self.name!r}: "
                                          f"{describe_os_error(err)}") from None
 
-    def read(self, index: Sequence[int]) -> np.ndarray:
-        """Chunk ``index`` (clipped at the array's edge); the fill value where it was never written."""
+    @overload
+    def read(self, index: Sequence[int]) -> np.ndarray: ...
+    @overload
+    def read(self, index: Sequence[int], fill_missing: bool) -> np.ndarray | None: ...
+
+    def read(self, index: Sequence[int], fill_missing: bool = True) -> np.ndarray | None:
+        """Chunk ``index`` (clipped at the array's edge); where it was never written, the fill value (None with
+        ``fill_missing=False``: one open tells both, no separate existence check)."""
         expected = tuple(b.stop - b.start for b in self.box(index))
         try:
             with open(self.path(index), "rb") as fh:
                 encoded = fh.read()
         except FileNotFoundError:
-            return np.full(expected, self.fill, self.dtype)
+            return np.full(expected, self.fill, self.dtype) if fill_missing else None
         except OSError as err:
             raise ReadError(self.store, f"cannot read chunk {tuple(index)} of {self.name!r}: {err.strerror}") from None
         try:
@@ -185,10 +192,10 @@ class _ChunkReader:
         return out
 
 
-class StridedLevel:
-    """Every ``stride``-th pixel of a 2-D ``ChunkFiles`` array, as an array-like napari slices directly.
+class StridedLevel(WindowArray):
+    """Every ``stride``-th pixel (along the last two axes) of a ``ChunkFiles`` array, an array-like napari slices.
 
-    A live prediction's pyramid: no dask graph per refresh (building, ordering and running it cost
+    A prediction's pyramid: no dask graph per refresh (building, ordering and running it cost
     0.4-1.6 s of the GUI thread at each refresh of a 110-tile slide), and chunks once read are kept
     (``cache``, shared by the levels of one layer) since the engine writes each chunk once, whole;
     a chunk not written yet is read again at the next refresh.
@@ -197,48 +204,27 @@ class StridedLevel:
     def __init__(self, files: ChunkFiles, stride: int, cache: dict[tuple[int, ...], np.ndarray] | None = None):
         self.files, self.stride = files, stride
         self.cache = cache if cache is not None else {}
-        self.dtype, self.ndim = files.dtype, len(files.shape)
+        self.dtype = files.dtype
         self.shape = tuple(files.shape[:-2]) + tuple(-(-s // stride) for s in files.shape[-2:])
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        pixels = self[...]
-        return pixels if dtype is None else pixels.astype(dtype, copy=False)
 
     def _chunk(self, index: tuple[int, ...]) -> np.ndarray:
         block = self.cache.get(index)
         if block is None:
-            if os.path.exists(self.files.path(index)):
-                block = self.cache[index] = self.files.read(index)
-            else:
-                block = self.files.read(index)  # the fill value: read again once the engine writes it
+            block = self.files.read(index, fill_missing=False)
+            if block is None:  # not written yet: the fill value now, read again once the engine writes it
+                return np.full(tuple(b.stop - b.start for b in self.files.box(index)), self.files.fill,
+                               self.dtype)
+            self.cache[index] = block
         return block
 
     def __getitem__(self, key) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            at = next(i for i, k in enumerate(key) if k is Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
-        key = key + (slice(None),) * (self.ndim - len(key))
-        dropped = [isinstance(k, (int, np.integer)) for k in key]
-        windows = []
-        for k, size in zip(key, self.shape):
-            if isinstance(k, (int, np.integer)):
-                k = slice(int(k) % size, int(k) % size + 1)
-            if not isinstance(k, slice):
-                raise IndexError(f"live levels take integers and slices, not {type(k).__name__}")
-            start, stop, step = k.indices(size)
-            if step < 1:
-                raise IndexError("live levels are read with positive steps")
-            windows.append((start, max(start, stop), step))
-        # along each axis the level-0 pixels asked for are a + i * d, i < n: per chunk, one strided slice
-        axes = []
-        strides = (1,) * (self.ndim - 2) + (self.stride, self.stride)  # leading axes (classes) are not strided
-        for (start, stop, step), c, stride in zip(windows, self.files.chunks, strides):
-            a, d, n = start * stride, step * stride, len(range(start, stop, step))
+        axes, _ = read_plan(key, self.shape, len(self.shape), "live levels")
+        # along each axis the level-0 pixels read are a + i * d, i < n (forwards): per chunk, one strided slice
+        strides = (1,) * (len(self.shape) - 2) + (self.stride, self.stride)  # leading axes (classes): not strided
+        plans = []
+        for axis, c, stride in zip(axes, self.files.chunks, strides):
+            step = axis.step if axis.step > 0 else 1  # a reversed axis is read forwards, reversed by take()
+            a, d, n = axis.low * stride, step * stride, len(range(axis.low, axis.high, step))
             spans = []
             if n:
                 for chunk in range(a // c, (a + (n - 1) * d) // c + 1):
@@ -247,10 +233,22 @@ class StridedLevel:
                     if lo < hi:
                         first = a + lo * d - chunk * c
                         spans.append((chunk, slice(lo, hi), slice(first, first + (hi - lo - 1) * d + 1, d)))
-            axes.append((n, spans))
-        out = np.empty(tuple(n for n, _ in axes), self.dtype)
+            plans.append((n, spans))
+        out = np.empty(tuple(n for n, _ in plans), self.dtype)
         if out.size:
-            for parts in itertools.product(*(spans for _, spans in axes)):
+            for parts in itertools.product(*(spans for _, spans in plans)):
                 block = self._chunk(tuple(chunk for chunk, _, _ in parts))
                 out[tuple(target for _, target, _ in parts)] = block[tuple(source for _, _, source in parts)]
-        return out[tuple(0 if d else slice(None) for d in dropped)]
+        # positive steps are already taken; the reversed axes and the dropped ones are left to take()
+        return take(out, [a._replace(step=1) if a.step > 0 else a for a in axes])
+
+
+def strided_pyramid(files: ChunkFiles, top: int, cache: dict[tuple[int, ...], np.ndarray] | None = None,
+                    ) -> list[StridedLevel]:
+    """Nearest-neighbour levels (stride 2**k) of ``files`` until the longest side is at most ``top``, sharing
+    one chunk cache (a chunk read for one zoom serves the others)."""
+    cache = cache if cache is not None else {}
+    levels = [StridedLevel(files, 1, cache)]
+    while max(levels[-1].shape[-2:]) > top:
+        levels.append(StridedLevel(files, levels[-1].stride * 2, cache))
+    return levels

@@ -283,6 +283,15 @@ def read(path: str) -> list[LayerData]:
     return [(data, kwargs, "image")]
 
 
+def chunk_files(store: str, relative: str) -> ChunkFiles:
+    """The array ``relative`` of a store, read and written as chunk files; a ReadError naming the store if it
+    cannot be opened, or is not a local zarr v2 array without filters."""
+    try:
+        return ChunkFiles(zarr.open_array(level_folder(store, relative), mode="r"))
+    except (OSError, ValueError, KeyError, TypeError, WriteError) as err:
+        raise ReadError(store, f"broken store: array {relative!r}: {type(err).__name__}: {err}") from None
+
+
 def viewer_levels(path: str) -> list | None:
     """Every stored level as a plain array-like napari slices without dask (chunks.StridedLevel: a window
     reads the chunk files it covers), or None when a level is not a local zarr v2 array read that way.
@@ -292,14 +301,10 @@ def viewer_levels(path: str) -> list | None:
     """
     from .chunks import StridedLevel
 
-    levels = []
-    for level in read_attributes(path).levels:
-        try:
-            files = ChunkFiles(zarr.open_array(level_folder(path, level.path), mode="r"))
-        except (OSError, ValueError, KeyError, TypeError, WriteError):
-            return None
-        levels.append(StridedLevel(files, 1))
-    return levels
+    try:
+        return [StridedLevel(chunk_files(path, level.path), 1) for level in read_attributes(path).levels]
+    except ReadError:
+        return None
 
 
 def lazy_levels(path: str, token: int | str) -> list[da.Array]:

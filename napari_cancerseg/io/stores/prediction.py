@@ -10,9 +10,10 @@ import zarr
 
 from ...classes import class_colours
 from ...errors import CancersegError, ReadError, WriteError
+from ..windows import WindowArray
 from .attributes import StoreAttributes, describe_os_error, read_attributes, write_attributes
-from .chunks import ChunkFiles, StridedLevel
-from .ngff import LABEL_CHUNK, PYRAMID_TOP, create_array, level_folder, set_label_metadata
+from .chunks import ChunkFiles, StridedLevel, strided_pyramid
+from .ngff import LABEL_CHUNK, PYRAMID_TOP, chunk_files, create_array, set_label_metadata
 from .output import StoreLock, building, check_output, is_creation_leftover, remove_partials
 
 STORE_FORMAT = "napari-cancerseg prediction"
@@ -206,15 +207,7 @@ def live_levels(path: str, token: Any = None) -> list[StridedLevel]:
     already written.  ``token``: a cache from an earlier call (``live_levels(path, old[0].cache)``) keeps
     those chunks for the next refresh; anything else starts empty.
     """
-    try:
-        files = ChunkFiles(zarr.open_array(level_folder(path, "labels/0"), mode="r"))
-    except (OSError, ValueError, KeyError, TypeError, WriteError) as err:
-        raise ReadError(path, f"broken prediction store: labels/0: {type(err).__name__}: {err}") from None
-    cache = token if isinstance(token, dict) else {}
-    levels = [StridedLevel(files, 1, cache)]
-    while max(levels[-1].shape[-2:]) > PYRAMID_TOP:
-        levels.append(StridedLevel(files, levels[-1].stride * 2, cache))
-    return levels
+    return strided_pyramid(chunk_files(path, "labels/0"), PYRAMID_TOP, token if isinstance(token, dict) else None)
 
 
 def class_probabilities(path: str) -> list[tuple[int, str, list]]:
@@ -224,40 +217,25 @@ def class_probabilities(path: str) -> list[tuple[int, str, list]]:
     napari shows them: a dask pyramid ran a dask compute on the GUI thread when a heat map was added.
     """
     attributes = read_attributes(path)
-    try:
-        files = ChunkFiles(zarr.open_array(level_folder(path, "probabilities"), mode="r"))
-    except (OSError, ValueError, KeyError, TypeError, WriteError) as err:
-        raise ReadError(path, f"broken prediction store: probabilities: {type(err).__name__}: {err}") from None
-    cache: dict = {}  # one for every level: a chunk read for one zoom serves the others
-    strided = [StridedLevel(files, 1, cache)]
-    while max(strided[-1].shape[-2:]) > PYRAMID_TOP:
-        strided.append(StridedLevel(files, strided[-1].stride * 2, cache))
+    files = chunk_files(path, "probabilities")
+    strided = strided_pyramid(files, PYRAMID_TOP)
     names = {int(c["label"]): str(c["name"]) for c in attributes.classes or []}
     return [(label, names.get(label, f"class {label}"), [ProbabilityPlane(level, label) for level in strided])
             for label in range(1, files.shape[0])]
 
 
-class ProbabilityPlane:
+class ProbabilityPlane(WindowArray):
     """One class's plane of a (classes, height, width) uint8 level, as float32 probabilities 0..1."""
 
     dtype = np.dtype(np.float32)
-    ndim = 2
 
     def __init__(self, level: StridedLevel, label: int):
         self.level, self.label = level, label
         self.shape = tuple(level.shape[1:])
 
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
     def __getitem__(self, key: Any) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         return self.level[(self.label,) + key].astype(np.float32) * np.float32(1 / 255)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        pixels = self[...]
-        return pixels if dtype is None else pixels.astype(dtype, copy=False)
 
 
 #: The colour of chunks skipped as glass: a neutral grey, never one of the class colours.
