@@ -22,7 +22,16 @@ def run_demo(path: str, out: str | None = None, screenshot: str | None = None) -
     if not screenshot:
         napari.run()
         return widget.status.value
-    while widget.process is not None:  # headless check: let the model finish, the GUI keeps running
+    def settled() -> bool:  # the model finished and, after a prediction, its counts and areas are measured
+        return widget.process is None and (widget.state != "done" or widget.result_text is not None)
+
+    # headless check: the GUI keeps running meanwhile. The measuring thread must end before the viewer closes:
+    # closing under it deleted its Qt signals and aborted the process (rc 134) after the screenshot was saved
+    while not settled():
+        QApplication.processEvents()
+        time.sleep(0.05)
+    settle = time.monotonic() + 1.0  # the heat maps and glass layer follow on later event-loop turns
+    while time.monotonic() < settle:
         QApplication.processEvents()
         time.sleep(0.05)
     viewer.screenshot(screenshot, canvas_only=False)
