@@ -205,3 +205,45 @@ def test_a_label_volume_that_is_no_nifti_is_named(tmp_path):
     bad.write_bytes(b"not a volume")
     with pytest.raises(CancersegError, match=str(bad)):
         label_volumes_ml(str(bad))
+
+
+MAMMOGRAM = "mammo/cbis-ddsm-P00173-benign-1-130.dcm"
+
+
+def _square_mask(image: np.ndarray) -> np.ndarray:
+    """Full-resolution labels of a model marking one known square of its input (as in the test above)."""
+    class Square(Thresholder):
+        def predict_batch(self, batch, as_uint8=False):
+            out = np.zeros((*np.shape(batch)[:3], 2), np.float32)
+            out[..., 0] = 1
+            out[:, 64:128, 32:96] = (0, 1)
+            return out
+
+    return predict_mammogram(image, Square(256)).labels
+
+
+def test_mammogram_areas_are_pixel_count_times_spacing_squared(tmp_path):
+    import pydicom
+
+    from napari_cancerseg.inference.images import label_areas
+
+    # the shared mammogram records no spacing: areas stay pixel counts, said to be so
+    image, kwargs = _image(MAMMOGRAM)
+    source = pydicom.dcmread(data_path(MAMMOGRAM))
+    assert "PixelSpacing" not in source and "ImagerPixelSpacing" not in source
+    labels = _square_mask(image)
+    count = int(np.count_nonzero(labels == 1))
+    assert 0 < count < labels.size
+    areas, unit = label_areas(labels, kwargs["scale"], kwargs["units"])
+    assert unit == "px2" and areas["1"] == count and areas["0"] == labels.size - count
+
+    # the same pixels with the detector's spacing (ImagerPixelSpacing, mm; rows then columns) written into a copy
+    source.ImagerPixelSpacing = [0.07, 0.05]
+    copy = tmp_path / "spaced.dcm"
+    source.save_as(copy)
+    image, kwargs = next((np.asarray(d), k) for d, k, t in layer_reader(str(copy))() if t == "image")
+    assert image.shape == (4432, 2864)
+    areas, unit = label_areas(_square_mask(image), kwargs["scale"], kwargs["units"])
+    assert unit == "um2"
+    assert areas["1"] == pytest.approx(count * 70.0 * 50.0, rel=1e-9)  # 0.07 mm x 0.05 mm = 3500 µm² per pixel
+    assert areas["0"] + areas["1"] == pytest.approx(4432 * 0.07 * 2864 * 0.05 * 1e6, rel=1e-9)
