@@ -130,7 +130,9 @@ def segment_file(path: str, bundle: str, out: str) -> dict[str, Any]:
         # else there (a prediction, annotations, another program's folder) is refused, nothing changed
         stores.write_labels(out, stores.label_pyramid(labels), scale=scale, units=units, name=os.path.basename(out),
                             properties={"format": IMAGE_SEGMENTATION, "source": os.path.abspath(path),
-                                        "model": model.info.name, "classes": list(model.info.classes)},
+                                        # a mapping, as the store's attributes require (a bare name was refused)
+                                        "model": {"name": model.info.name, "version": model.info.version},
+                                        "classes": list(model.info.classes)},
                             overwrite=is_image_segmentation(out))
         kind = "image"
     values, counts = np.unique(labels, return_counts=True)
