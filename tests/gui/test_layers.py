@@ -131,6 +131,15 @@ def test_reopened_stores_name_their_classes(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     (reopened,) = viewer.open(store, plugin=PLUGIN)
     assert reopened.name == f"{Path(data_path(CMU)).stem} · nuclei-unet 1.0.0"  # not "prediction"
+    # the glass layer Predict adds beside it is named by slide and model too, from the bundle's own card
+    from napari_cancerseg.io.stores import glass_layer
+    from napari_cancerseg.models.bundle import bundle_info
+
+    bundle = bundle_info(resource_path(NUCLEI_MODEL))
+    data, kwargs, _ = glass_layer(store)
+    glass = viewer.add_labels(data, **kwargs)
+    assert glass.name == f"{Path(data_path(CMU)).stem} · {bundle.name} {bundle.version} glass (not predicted)"
+    assert glass.name.startswith(reopened.name)
     step = 2 ** (len(reopened.data) - 1)
     assert "class: nucleus" in _status_at(viewer, reopened, _labelled_pixel(store, 1, step))
 
