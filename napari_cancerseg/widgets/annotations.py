@@ -78,7 +78,7 @@ def export_layer(layer, fmt: Format, path: str | os.PathLike, mpp: float | None 
 
 
 def write_annotations(layer: napari.layers.Layer, fmt: Format = Format.aperio,
-                       path: Path = Path("annotations.xml")) -> None:
+                      path: Path = Path("annotations.xml")) -> None:
     viewer = napari.current_viewer()
     images = [candidate for candidate in viewer.layers if isinstance(candidate, napari.layers.Image)] if viewer else []
     slide = next((image for image in images if slide_mpp(image)), None)
