@@ -16,7 +16,6 @@ from ..conftest import data_path
 
 PLUGIN = "napari-cancerseg"
 PROSTATE = "mri/prostate_t2.nii.gz"
-MAMMOGRAM = "mammo/cbis-ddsm-P00173-benign-1-130.dcm"
 
 
 def _bundles(tmp_path):
@@ -110,36 +109,6 @@ def test_classify_route_and_segment_a_volume_in_3d(make_napari_viewer, qtbot, tm
     shot = viewer.screenshot(canvas_only=True)
     assert shot.shape[-1] == 4 and shot[..., :3].max() > 0
 
-    # a mammogram: the shared one with the detector's spacing written into a copy (it records none), segmented to
-    # a chosen store; areas in mm² = pixel count x spacing², counted here from the saved store
-    import pydicom
-    import zarr
-
-    from napari_cancerseg.grading.report import area_text
-
-    viewer.dims.ndisplay = 2
-    source = pydicom.dcmread(data_path(MAMMOGRAM))
-    source.ImagerPixelSpacing = [0.07, 0.05]  # mm, rows then columns
-    source.save_as(tmp_path / "spaced.dcm")
-    mammogram = viewer.open(str(tmp_path / "spaced.dcm"), plugin=PLUGIN)[0]
-    widget.image.value, widget.model.value = mammogram, unet
-    widget.out.value = str(tmp_path / "mammogram.zarr")
-    widget.segment()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
-    assert widget.result["kind"] == "image" and (tmp_path / "mammogram.zarr").is_dir(), widget.status.value
-    saved = np.asarray(zarr.open_group(str(tmp_path / "mammogram.zarr"), mode="r")["0"])
-    assert saved.shape == (4432, 2864)
-    pixels = int(np.count_nonzero(saved == 1))
-    expected_um2 = pixels * 70.0 * 50.0  # 0.07 mm x 0.05 mm
-    assert widget.result["area_unit"] == "um2" and widget.result["areas"]["1"] == pytest.approx(expected_um2)
-    if pixels:
-        assert f"prostate {area_text(expected_um2)}" in widget.status.value, widget.status.value
-    assert "px" not in widget.status.value
-    result = viewer.layers[widget.result["layers"][0]]
-    assert list(result.features["class"]) == ["background", "prostate"]  # the store's class table
-    assert [name for name, _ in widget.legend.entries] == ["prostate"]
-    if folder:
-        widget.native.widget().grab().save(os.path.join(folder, "image_dock_after_mammogram.png"))
     assert "tensorflow" not in sys.modules
 
 
