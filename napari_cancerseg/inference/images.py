@@ -125,9 +125,15 @@ def segment_file(path: str, bundle: str, out: str) -> dict[str, Any]:
         kind = "volume"
     else:
         labels = predict_mammogram(image, model).labels
-        stores.write_labels(out, stores.label_pyramid(labels), scale=kwargs.get("scale", (1.0, 1.0)),
-                            units=kwargs.get("units", ("pixel", "pixel")), name=os.path.basename(out),
-                            properties={"source": os.path.abspath(path), "model": model.info.name})
+        scale, units = kwargs.get("scale", (1.0, 1.0)), kwargs.get("units", ("pixel", "pixel"))
+        # an earlier segmentation of ours at ``out`` is replaced (built beside it, renamed into place); anything
+        # else there (a prediction, annotations, another program's folder) is refused, nothing changed
+        stores.write_labels(out, stores.label_pyramid(labels), scale=scale, units=units, name=os.path.basename(out),
+                            properties={"format": IMAGE_SEGMENTATION, "source": os.path.abspath(path),
+                                        # a mapping, as the store's attributes require (a bare name was refused)
+                                        "model": {"name": model.info.name, "version": model.info.version},
+                                        "classes": list(model.info.classes)},
+                            overwrite=is_image_segmentation(out))
         kind = "image"
     values, counts = np.unique(labels, return_counts=True)
     result = {"event": "done", "out": out, "kind": kind, "shape": list(labels.shape),
@@ -135,7 +141,39 @@ def segment_file(path: str, bundle: str, out: str) -> dict[str, Any]:
               "classes": {str(c["label"]): str(c["name"]) for c in model.info.classes}}
     if kind == "volume":
         result["volumes_ml"] = label_volumes_ml(out)
+    else:
+        result["areas"], result["area_unit"] = label_areas(labels, scale, units)
     return result
+
+
+#: The format a 2D image's segmentation store records: it marks a result ``segment`` may replace.
+IMAGE_SEGMENTATION = "napari-cancerseg image segmentation"
+
+
+def is_image_segmentation(path: str) -> bool:
+    """A label store this plugin wrote as an image's segmentation (not a prediction, not annotations)."""
+    from ..io import stores
+
+    try:
+        return stores.read_attributes(path).format == IMAGE_SEGMENTATION
+    except CancersegError:
+        return False
+
+
+#: Micrometres per unit of a 2D image's scale: DICOM pixel spacing is in mm, slides in µm.
+MICROMETRES_PER_UNIT = {"mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "um": 1.0, "µm": 1.0,
+                        "micrometer": 1.0, "micrometre": 1.0, "micron": 1.0}
+
+
+def label_areas(labels: np.ndarray, scale, units) -> tuple[dict[str, float], str]:
+    """Area per label value of a 2D label image: µm² ("um2") when its scale is a known length per pixel (a
+    mammogram's PixelSpacing or ImagerPixelSpacing, in mm), else the pixel count ("px2")."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    per_unit = [MICROMETRES_PER_UNIT.get(str(unit).strip().lower(), 0.0) for unit in tuple(units)[-2:]]
+    if len(per_unit) != 2 or not all(per_unit):  # "pixel" (no spacing in the file), or a unit not a length
+        return {str(int(v)): float(c) for v, c in zip(values, counts)}, "px2"
+    row_um, col_um = (float(s) * f for s, f in zip(tuple(scale)[-2:], per_unit))
+    return {str(int(v)): float(c) * row_um * col_um for v, c in zip(values, counts)}, "um2"
 
 
 #: mm per NIfTI spatial unit (xyzt_units); "unknown" is read as mm, as NIfTI readers do

@@ -3,9 +3,10 @@ the screen), and the scale bar turned on when a slide opens."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from magicgui.widgets import Container, Widget
+from magicgui.widgets import Container, FunctionGui, Widget
 from qtpy.QtWidgets import QWidget
 
 
@@ -33,6 +34,29 @@ class ScrollableContainer(Container):
             index = next((k for k in range(layout.count()) if (row := layout.itemAt(k).widget()) is not None
                           and (row is before.native or row.isAncestorOf(before.native))), -1)
         layout.insertWidget(index, widget)
+
+
+class ScrollableFunctionGui(FunctionGui):
+    """A ``magic_factory`` dock (Import/Export annotations) whose contents scroll, as ScrollableContainer."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["scrollable"] = True
+        super().__init__(*args, **kwargs)
+
+    @property
+    def native(self) -> Any:
+        return self.root_native_widget
+
+
+def scrollable_factory(function: Callable, **options: Any) -> Callable[[], ScrollableFunctionGui]:
+    """What ``magic_factory(function, **options)`` makes, but scrolling: a callable napari calls for a new dock.
+    Per-parameter options go in ``param_options`` (FunctionGui's own argument)."""
+
+    def make_widget() -> ScrollableFunctionGui:
+        return ScrollableFunctionGui(function, **options)
+
+    make_widget.__doc__ = function.__doc__
+    return make_widget
 
 
 def show_scale_bar(viewer) -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from magicgui import magic_factory
 from napari.utils.notifications import show_info, show_warning
 
 from .. import annotations as annotation_io
 from ..annotations.raster import labels_to_annotations
 from ..classes import CLASSES
 from ..io.annotation_files import to_annotations, to_layer_data
+from ._dock import scrollable_factory
 
 #: Labels layers are vectorised on the first level no larger than this (multiscale predictions).
 MAX_VECTORISE_SIDE = 8192
@@ -31,9 +31,7 @@ def slide_mpp(layer) -> float | None:
     return float(mpp[0]) if mpp else None
 
 
-@magic_factory(call_button="Import", path={"label": "annotation file", "filter": "*.xml *.json *.geojson"},
-               slide={"label": "onto slide"})
-def import_annotations(path: Path, slide: napari.layers.Image | None = None) -> list[napari.types.LayerDataTuple]:
+def read_annotations(path: Path, slide: napari.layers.Image | None = None) -> list[napari.types.LayerDataTuple]:
     """Read ImageScope/ASAP/GeoJSON and lay it over ``slide`` (level-0 pixels at the slide's scale)."""
     annotation_set = annotation_io.read(path)
     scale = tuple(slide.scale[-2:]) if slide is not None else None
@@ -79,12 +77,21 @@ def export_layer(layer, fmt: Format, path: str | os.PathLike, mpp: float | None 
     return annotation_io.write(annotation_set, path, fmt.name)
 
 
-@magic_factory(call_button="Export", layer={"label": "Shapes or Labels layer"}, fmt={"label": "format"},
-               path={"label": "save as", "mode": "w", "filter": "*.xml *.geojson"})
-def export_annotations(layer: napari.layers.Layer, fmt: Format = Format.aperio,
-                       path: Path = Path("annotations.xml")) -> None:
+def write_annotations(layer: napari.layers.Layer, fmt: Format = Format.aperio,
+                      path: Path = Path("annotations.xml")) -> None:
     viewer = napari.current_viewer()
     images = [candidate for candidate in viewer.layers if isinstance(candidate, napari.layers.Image)] if viewer else []
     slide = next((image for image in images if slide_mpp(image)), None)
     written = export_layer(layer, fmt, path, mpp=slide_mpp(slide))
     show_info(f"saved {layer.name} to {written}")
+
+
+#: The two docks (napari.yaml's commands): their contents scroll, as every dock's do.
+import_annotations = scrollable_factory(
+    read_annotations, call_button="Import",
+    param_options={"path": {"label": "annotation file", "filter": "*.xml *.json *.geojson"},
+                   "slide": {"label": "onto slide"}})
+export_annotations = scrollable_factory(
+    write_annotations, call_button="Export",
+    param_options={"layer": {"label": "Shapes or Labels layer"}, "fmt": {"label": "format"},
+                   "path": {"label": "save as", "mode": "w", "filter": "*.xml *.geojson"}})

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Label, PushButton, SpinBox, create_widget
 from magicgui.widgets.bases import ValueWidget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
@@ -38,7 +38,9 @@ from ..errors import CancersegError
 from ..io import stores
 from ..io.stores import Correction, LabelStore, Region
 from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
+from ._dock import ScrollableContainer
 from ._process import _DockClosed
+from .legend import ClassLegend, layer_entries
 
 RECTANGLES = "correction regions"
 SUGGESTIONS = "next regions to correct"
@@ -87,7 +89,7 @@ class EditSession:
     on_change: Any = None  # its handler of the layer's paint and data events
 
 
-class CorrectionWidget(Container):
+class CorrectionWidget(ScrollableContainer):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         self.store_layer = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="prediction"))
@@ -102,14 +104,18 @@ class CorrectionWidget(Container):
         self.next_button = PushButton(text="Next region")
         self.restore_button = PushButton(text="Restore drafts")
         self.status = Label(value="")
+        self.legend_title = Label(value="classes: pick a prediction")
         super().__init__(widgets=[self.store_layer, self.source, self.level, self.draw_button, self.edit_button,
                                   self.accept_button, self.discard_button, self.suggest_count, self.suggest_button,
-                                  self.next_button, self.restore_button, self.status])
+                                  self.next_button, self.restore_button, self.status, self.legend_title])
+        # what each colour of the layer being corrected means (its features' class names, in its own colours)
+        self.legend = ClassLegend()
+        self.add_qt_widget(self.legend)
         # the ranked suggestions, between Suggest and Next: rank, score, position; activating one opens it
         self.suggestion_list = QListWidget()
         self.suggestion_list.setMaximumHeight(120)
         self.suggestion_list.setToolTip("The most uncertain regions, most uncertain first: double-click one to open it")
-        self.native.layout().insertWidget(self.index(self.next_button), self.suggestion_list)  # a layout row each
+        self.add_qt_widget(self.suggestion_list, before=self.next_button)
         self.suggestions: list[Suggestion] = []
         self.suggestion_list.itemActivated.connect(self._on_activated)
         self.status.native.setWordWrap(True)
@@ -125,6 +131,7 @@ class CorrectionWidget(Container):
         self.next_button.changed.connect(self.next_region)
         self.restore_button.changed.connect(self.restore)
         self.store_layer.changed.connect(self._offer_drafts)
+        self.store_layer.changed.connect(self._show_classes)
         self.edit_button.tooltip = "Open the current view (or the last rectangle) for painting (Shift-E)"
         self.accept_button.tooltip = "Write the selected correction into the store (Shift-A)"
         self.discard_button.tooltip = "Close the selected correction and delete its draft"
@@ -139,6 +146,12 @@ class CorrectionWidget(Container):
         viewer.layers.events.removing.connect(self._on_removing)
         self._bind_keys()
         self._offer_drafts()
+        self._show_classes()
+
+    def _show_classes(self, *_) -> None:
+        layer = self.store_layer.value
+        self.legend_title.value = f"classes of {layer.name}" if layer is not None else "classes: pick a prediction"
+        self.legend.set_entries(layer_entries(layer) if layer is not None else [])
 
     # ---- key bindings --------------------------------------------------------------------------
 

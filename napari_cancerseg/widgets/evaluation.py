@@ -6,12 +6,13 @@ from typing import cast
 import napari
 import numpy as np
 from magicgui.types import FileDialogMode
-from magicgui.widgets import Container, FileEdit, Label, PushButton, Table, create_widget
+from magicgui.widgets import FileEdit, Label, PushButton, Table, create_widget
 from magicgui.widgets.bases import ValueWidget
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 
 from ..evaluation import LabelImage, Score, evaluate_pair, to_csv, unit_name
+from ._dock import ScrollableContainer
 
 
 def layer_label_image(layer) -> LabelImage:
@@ -20,7 +21,7 @@ def layer_label_image(layer) -> LabelImage:
                       layer.name)
 
 
-class EvaluationWidget(Container):
+class EvaluationWidget(ScrollableContainer):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         # layer pickers: create_widget is typed as returning any Widget; for a layer annotation it is a ValueWidget

@@ -11,7 +11,6 @@ from typing import Any, cast
 import napari
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -32,6 +31,7 @@ from ..grading.report import SlideReport, grade_path, parse_mapping
 from ..inference.options import cli_command
 from ..io.stores import LabelStore
 from ..processes import ChildProcess, Done
+from ._dock import ScrollableContainer
 from ._process import ProcessRunner
 from .correction import store_path
 from .plot import BarChart
@@ -78,7 +78,7 @@ def report_table(report: SlideReport) -> dict[str, Any]:
     return {"data": rows, "index": ["slide"] + [f"region {r.region}" for r in report.regions], "columns": columns}
 
 
-class GradingWidget(Container):
+class GradingWidget(ScrollableContainer):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         self.source = ComboBox(label="grade", choices=["a label layer", "an annotation file"])
@@ -109,7 +109,7 @@ class GradingWidget(Container):
         self.native.setMaximumWidth(420)
         self.chart = BarChart()
         self.chart.setVisible(False)
-        self.native.layout().insertWidget(8, self.chart)
+        self.add_qt_widget(self.chart, before=self.table)
         self.grade_button.changed.connect(self.grade)
         self.json_button.changed.connect(lambda *_: self.export("json"))
         self.csv_button.changed.connect(lambda *_: self.export("csv"))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import cast
 
 import napari
-from magicgui.widgets import Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox, create_widget
+from magicgui.widgets import FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox, create_widget
 from magicgui.widgets.bases import ValueWidget
 from napari.utils.notifications import show_error, show_info
 
@@ -24,6 +24,7 @@ from ..models.bundle import next_version
 from ..processes import Done, Error, Message, Progress, to_dict
 from ..training.options import TrainOptions
 from ..training.patches import extract_patches
+from ._dock import ScrollableContainer
 from ._process import ProcessDock, ProcessRunner
 from .correction import store_path
 from .plot import LinePlot
@@ -40,7 +41,7 @@ def output_bundle(base: str) -> tuple[str, str]:
     return path, version
 
 
-class TrainingWidget(ProcessDock, Container):
+class TrainingWidget(ProcessDock, ScrollableContainer):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
         self.store_layer = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="corrected store"))
@@ -59,7 +60,7 @@ class TrainingWidget(ProcessDock, Container):
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(380)
         self.plot = LinePlot()
-        self.native.layout().addWidget(self.plot)
+        self.add_qt_widget(self.plot)
         self.train_button.changed.connect(self.train)
         self.use_button.changed.connect(self.use_new_bundle)
         # checkpoints are atomic and the old bundle is untouched: a cancelled run changes nothing

@@ -205,3 +205,68 @@ def test_a_label_volume_that_is_no_nifti_is_named(tmp_path):
     bad.write_bytes(b"not a volume")
     with pytest.raises(CancersegError, match=str(bad)):
         label_volumes_ml(str(bad))
+
+
+MAMMOGRAM = "mammo/cbis-ddsm-P00173-benign-1-130.dcm"
+
+
+class Square(Thresholder):
+    """A segmentation 'bundle' marking one known square of its input: what segment_file runs, without Keras."""
+
+    is_classifier = False
+
+    def __init__(self):
+        super().__init__(256)
+        from types import SimpleNamespace
+
+        self.info = SimpleNamespace(name="square", version="0.1", path="square.keras",
+                                    classes=[{"label": 0, "name": "background"}, {"label": 1, "name": "mass"}])
+
+    def predict_batch(self, batch, as_uint8=False):
+        out = np.zeros((*np.shape(batch)[:3], 2), np.float32)
+        out[..., 0] = 1
+        out[:, 64:128, 32:96] = (0, 1)
+        return out
+
+
+def test_mammogram_areas_are_pixel_count_times_spacing_squared(tmp_path, monkeypatch):
+    import pydicom
+    import zarr
+
+    from napari_cancerseg.errors import WriteError
+    from napari_cancerseg.inference.images import label_areas, segment_file
+    from napari_cancerseg.io import stores
+    from napari_cancerseg.models import bundle
+
+    # the shared mammogram records no spacing: areas stay pixel counts, said to be so
+    image, kwargs = _image(MAMMOGRAM)
+    source = pydicom.dcmread(data_path(MAMMOGRAM))
+    assert "PixelSpacing" not in source and "ImagerPixelSpacing" not in source
+    labels = predict_mammogram(image, Square()).labels
+    count = int(np.count_nonzero(labels == 1))
+    assert 0 < count < labels.size
+    areas, unit = label_areas(labels, kwargs["scale"], kwargs["units"])
+    assert unit == "px2" and areas["1"] == count and areas["0"] == labels.size - count
+
+    # the same pixels with the detector's spacing (ImagerPixelSpacing, mm; rows then columns) written into a copy,
+    # segmented end to end as the dock's `cancerseg segment` does, to a store
+    source.ImagerPixelSpacing = [0.07, 0.05]
+    source.save_as(tmp_path / "spaced.dcm")
+    monkeypatch.setattr(bundle, "load_bundle", lambda path: Square())
+    out = str(tmp_path / "mammogram.zarr")
+    result = segment_file(str(tmp_path / "spaced.dcm"), "square.keras", out)
+    saved = np.asarray(zarr.open_group(out, mode="r")["0"])
+    assert saved.shape == (4432, 2864) and int(np.count_nonzero(saved == 1)) == count
+    assert result["area_unit"] == "um2"
+    assert result["areas"]["1"] == pytest.approx(count * 70.0 * 50.0, rel=1e-9)  # 0.07 x 0.05 mm = 3500 µm²
+    assert sum(result["areas"].values()) == pytest.approx(4432 * 0.07 * 2864 * 0.05 * 1e6, rel=1e-9)
+    (_, layer_kwargs, _), = stores.read(out)
+    assert list(layer_kwargs["features"]["class"]) == ["background", "mass"]  # the bundle's class table
+
+    # an earlier segmentation is replaced; a store of another kind at that path never is
+    assert segment_file(str(tmp_path / "spaced.dcm"), "square.keras", out)["out"] == out
+    other = stores.write_labels(str(tmp_path / "annotations.zarr"), stores.label_pyramid(saved[:64, :64]),
+                                scale=(1.0, 1.0), units=("pixel", "pixel"), name="annotations")
+    with pytest.raises(WriteError, match="annotations.zarr"):
+        segment_file(str(tmp_path / "spaced.dcm"), "square.keras", other)
+    np.testing.assert_array_equal(zarr.open_group(other, mode="r")["0"][:], saved[:64, :64])

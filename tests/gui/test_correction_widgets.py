@@ -236,6 +236,16 @@ def test_an_annotator_sees_the_edit_and_goes_from_suggestion_to_suggestion(make_
     assert [str(u) for u in micrometres] == ["micrometer", "micrometer"]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct regions")
     widget.store_layer.value = prediction
+    # the legend names the classes of the layer being corrected: its features, and the store's own class table
+    names = [str(n) for i, n in zip(prediction.features["index"], prediction.features["class"]) if int(i) != 0]
+    stored = [c["name"] for c in zarr.open_group(store, mode="r").attrs["cancerseg"]["classes"] if c["label"] != 0]
+    assert [name for name, _ in widget.legend.entries] == names == stored and names
+    for value, (_, rgba) in zip((i for i in prediction.features["index"] if int(i) != 0), widget.legend.entries):
+        np.testing.assert_allclose(np.asarray(rgba) / 255, prediction.get_color(int(value)), atol=1 / 255)
+    assert widget.legend_title.value == f"classes of {prediction.name}"
+    if os.environ.get("CANCERSEG_SCREENSHOTS"):  # the dock's whole contents, legend included, to look at
+        os.makedirs(os.environ["CANCERSEG_SCREENSHOTS"], exist_ok=True)
+        widget.native.widget().grab().save(os.path.join(os.environ["CANCERSEG_SCREENSHOTS"], "correction-dock.png"))
     for button, key in [(widget.edit_button, "Shift-E"), (widget.accept_button, "Shift-A"),
                         (widget.next_button, "Shift-N")]:
         assert key in button.tooltip

@@ -53,9 +53,17 @@ def test_classify_route_and_segment_a_volume_in_3d(make_napari_viewer, qtbot, tm
     assert set(probabilities) == {"brain", "breast"} and sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
     assert widget.probabilities.shape == (2, 1) and str(widget.model.value) == unet  # routed
 
+    # the legend shows the routed bundle's classes before the run
+    assert [name for name, _ in widget.legend.entries] == ["prostate"]
+    chosen = tmp_path / "chosen" / "prostate_seg.nii.gz"
+    chosen.parent.mkdir()
+    widget.out.value = str(chosen)
     widget.segment()
+    assert widget.progress.value == 0 and widget.cancel_button.enabled  # running: Cancel offered
     qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
     assert widget.result["kind"] == "volume", widget.status.value
+    assert widget.result["out"] == str(chosen) and chosen.is_file()  # saved where chosen, nowhere else
+    assert widget.progress.value == widget.progress.max and not widget.cancel_button.enabled
     labels = viewer.layers[widget.result["layers"][0]]
     assert labels.data.shape == image.data.shape == (15, 81, 105)
     assert np.allclose(labels.scale, image.scale) and np.allclose(labels.translate, image.translate)
@@ -74,10 +82,33 @@ def test_classify_route_and_segment_a_volume_in_3d(make_napari_viewer, qtbot, tm
         assert widget.result["volumes_ml"][str(label)] == pytest.approx(millilitres, rel=1e-6)
         if label and millilitres:
             assert f"{name} {ml_text(millilitres)}" in widget.status.value, widget.status.value
+    # the result's classes: the bundle's names in the layer's features (named on hover) and in the legend, in the
+    # layer's own colours
+    assert list(labels.features["class"]) == ["background", "prostate"]
+    assert [name for name, _ in widget.legend.entries] == ["prostate"]
+    np.testing.assert_allclose(np.asarray(widget.legend.entries[0][1]) / 255, labels.get_color(1), atol=1 / 255)
+    assert widget.legend_title.value == f"classes of {labels.name}"
+    folder = os.environ.get("CANCERSEG_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        widget.native.widget().grab().save(os.path.join(folder, "image_dock_after_segment.png"))
+
+    # a file that is not ours at the chosen path is never replaced: a clear refusal, nothing run
+    foreign = tmp_path / "someone_elses.nii.gz"
+    foreign.write_bytes(b"not a segmentation of ours")
+    widget.out.value = str(foreign)
+    widget.segment()
+    assert widget.worker is None and foreign.read_bytes() == b"not a segmentation of ours"
+    assert widget.status.value.startswith(f"not segmented: {foreign} already exists"), widget.status.value
+    widget.out.value = str(tmp_path / "volume.zarr")  # a volume is saved as NIfTI: said before anything runs
+    widget.segment()
+    assert widget.worker is None and ".nii.gz" in widget.status.value and not (tmp_path / "volume.zarr").exists()
+
     viewer.dims.ndisplay = 3  # the 3D view renders the volume and its labels
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=True)
     assert shot.shape[-1] == 4 and shot[..., :3].max() > 0
+
     assert "tensorflow" not in sys.modules
 
 
@@ -97,3 +128,16 @@ def test_evaluation_dock_matches_the_core_and_exports(make_napari_viewer, qtbot,
     text = open(widget.export()).read()
     assert text.startswith("case,label,dice,iou,precision,recall,hd95,unit")
     assert len(text.splitlines()) == 1 + len(reference)
+
+
+def test_2d_areas_are_in_mm2_only_when_the_spacing_is_known():
+    from napari_cancerseg.grading.report import area_text
+    from napari_cancerseg.widgets.images import amounts_text
+
+    classes = {"0": "background", "1": "mass"}
+    # 0.05 mm pixels (2,500 µm² each): 2,000 px = 5,000,000 µm² = 5 mm²; 2 px = 5,000 µm², under 0.01 mm²
+    spaced = amounts_text({"classes": classes, "areas": {"0": 1e10, "1": 2_000 * 2500.0}, "area_unit": "um2"})
+    assert spaced == "mass 5.00 mm²" == f"mass {area_text(2_000 * 2500.0)}"
+    assert amounts_text({"classes": classes, "areas": {"1": 2 * 2500.0}, "area_unit": "um2"}) == "mass 5,000 µm²"
+    unknown = amounts_text({"classes": classes, "areas": {"0": 10.0, "1": 1234.0}, "area_unit": "px2"})
+    assert unknown.startswith("mass 1,234 px²") and "pixel spacing unknown" in unknown and "mm²" not in unknown

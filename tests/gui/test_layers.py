@@ -131,6 +131,15 @@ def test_reopened_stores_name_their_classes(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     (reopened,) = viewer.open(store, plugin=PLUGIN)
     assert reopened.name == f"{Path(data_path(CMU)).stem} · nuclei-unet 1.0.0"  # not "prediction"
+    # the glass layer Predict adds beside it is named by slide and model too, from the bundle's own card
+    from napari_cancerseg.io.stores import glass_layer
+    from napari_cancerseg.models.bundle import bundle_info
+
+    bundle = bundle_info(resource_path(NUCLEI_MODEL))
+    data, kwargs, _ = glass_layer(store)
+    glass = viewer.add_labels(data, **kwargs)
+    assert glass.name == f"{Path(data_path(CMU)).stem} · {bundle.name} {bundle.version} glass (not predicted)"
+    assert glass.name.startswith(reopened.name)
     step = 2 ** (len(reopened.data) - 1)
     assert "class: nucleus" in _status_at(viewer, reopened, _labelled_pixel(store, 1, step))
 
@@ -187,3 +196,27 @@ def test_docks_scroll_instead_of_growing_the_window(make_napari_viewer):
     inner = dock.widget().widget().sizeHint().height()
     dock.widget().setFixedHeight(200)  # a short dock: the contents keep their size and scroll
     assert dock.widget().verticalScrollBar().maximum() > 0 and inner > 200
+
+
+#: Every dock of the plugin's manifest (napari.yaml), by its display name.
+DOCKS = ("Predict slide", "Correct regions", "Train in background", "Gleason grading", "MRI and mammograms",
+         "Evaluate segmentation", "Import annotations", "Export annotations")
+
+
+def test_all_docks_together_fit_on_the_screen(make_napari_viewer, qtbot, tmp_path):
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    docks = [viewer.window.add_plugin_dock_widget(PLUGIN, name)[0] for name in DOCKS]
+    qtbot.wait(50)  # the docks are laid out
+    screen = QApplication.primaryScreen().availableGeometry().height()
+    assert screen <= 1024  # the Xvfb screen the GUI tests run on (README), or a smaller one
+    window = docks[0].window()  # napari's main window (the docks' top-level window)
+    for name, dock in zip(DOCKS, docks):
+        assert isinstance(dock.widget(), QScrollArea), name
+        assert dock.widget().widget().sizeHint().height() > 0, name
+    # their contents together are taller than the screen: without scroll areas the window would grow
+    assert sum(dock.widget().widget().sizeHint().height() for dock in docks) > screen
+    assert window.frameGeometry().height() <= screen, window.frameGeometry()
+    assert any(dock.widget().verticalScrollBar().maximum() > 0 for dock in docks)  # the rest scrolls
+    _screenshot(viewer, "all_docks.png", tmp_path)

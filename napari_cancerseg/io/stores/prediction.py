@@ -13,7 +13,7 @@ from ...errors import CancersegError, ReadError, WriteError
 from ..windows import WindowArray
 from .attributes import StoreAttributes, describe_os_error, read_attributes, write_attributes
 from .chunks import ChunkFiles, StridedLevel, strided_pyramid
-from .ngff import LABEL_CHUNK, PYRAMID_TOP, chunk_files, create_array, set_label_metadata
+from .ngff import LABEL_CHUNK, PYRAMID_TOP, chunk_files, create_array, layer_name, set_label_metadata
 from .output import StoreLock, building, check_output, is_creation_leftover, remove_partials
 
 STORE_FORMAT = "napari-cancerseg prediction"
@@ -255,7 +255,9 @@ def glass_layer(path: str) -> tuple[np.ndarray, dict[str, Any], str] | None:
     # one pixel per chunk: its centre lies (chunk - 1) / 2 store pixels after the chunk's first pixel's centre
     translate = tuple(t + (c - 1) * s / 2 for t, c, s in zip(attributes.translate[-2:], (chunk_y, chunk_x),
                                                              (scale_y, scale_x)))
-    kwargs = {"name": f"{os.path.splitext(os.path.basename(path.rstrip('/')))[0]} glass (not predicted)",
+    # named by slide and model as the prediction it belongs to ("CMU-1 · nuclei-unet 1.0.0 glass ..."): two slides'
+    # glass layers, or two models' on one slide, are told apart in the layer list
+    kwargs = {"name": f"{layer_name(attributes, path)} glass (not predicted)",
               "scale": (scale_y * chunk_y, scale_x * chunk_x), "translate": translate, "units": attributes.units[-2:],
               "opacity": 0.35, "colormap": {None: np.zeros(4), 0: np.zeros(4), 1: np.asarray(GLASS_RGBA) / 255.0},
               "features": {"index": [0, 1], "class": ["predicted", "glass: not predicted"]},
