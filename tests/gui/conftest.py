@@ -5,6 +5,7 @@ importing it before aborts at exit. Each test checks that nothing it did
 (opening files, running the plugin's code) pulled TensorFlow in.
 """
 
+import os
 import sys
 
 import pytest
@@ -78,3 +79,31 @@ def event_loop_latency(capsys):
     latency = EventLoopLatency()
     latency._capsys = capsys
     return latency
+
+
+@pytest.fixture(autouse=True)
+def alone_while_the_event_loop_is_timed(request, tmp_path_factory):
+    """Under pytest-xdist (``-n 2``), a test that times the event loop runs with no other GUI test beside it.
+
+    The others share the cores: most of their time is waiting on model processes, which is why the suite runs
+    in two workers; but a test whose bound is a freeze of the window must not measure the other worker's load.
+    Every test holds a lock on a file both workers see, shared, and a timed one exclusively; a turnstile taken
+    first keeps a timed test that waits from being passed by the other worker's next tests.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's own
+    timed = "event_loop_latency" in request.fixturenames
+    with open(root / "gui-turnstile.lock", "a") as turnstile, open(root / "gui-timing.lock", "a") as timing:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(timing, fcntl.LOCK_EX if timed else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(timing, fcntl.LOCK_UN)
