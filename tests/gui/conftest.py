@@ -27,7 +27,7 @@ class EventLoopLatency:
         self.gaps: list[float] = []
         self.ends: list[float] = []  # when each gap ended, seconds after the start
         self._start = self._last = 0.0
-        self._capsys = None  # pytest's capsys, set by the fixture, to print past the capture
+        self._node = None  # the test, set by the fixture: its report carries each action's line
         self._timer = QTimer()
         self._timer.timeout.connect(self._tick)
 
@@ -66,19 +66,35 @@ class EventLoopLatency:
                 f"(ending {self.ends[worst]:.1f} s in), {long} gap(s) over 200 ms")
 
     def report(self, action: str) -> None:
-        """Show the largest gap of an action in the test output, not only when the test fails."""
+        """Show the largest gap of an action in the test output, not only when the test fails: printed, and kept in
+        the test's report, which pytest-xdist workers send back, for the run's summary (``pytest_terminal_summary``)."""
         line = f"event loop during {action}: {self.summary()}"
         print(line)
-        if self._capsys is not None:
-            with self._capsys.disabled():
-                print(f"\n{line}", flush=True)
+        if self._node is not None:
+            self._node.user_properties.append(("event_loop", f"{line} [{self._node.nodeid.split('::')[-1]}]"))
 
 
 @pytest.fixture
-def event_loop_latency(capsys):
+def event_loop_latency(request):
     latency = EventLoopLatency()
-    latency._capsys = capsys
+    latency._node = request.node
     return latency
+
+
+_event_loop_lines: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        _event_loop_lines.extend(value for key, value in report.user_properties if key == "event_loop")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The largest event-loop gap of each timed action, whichever worker ran it."""
+    if _event_loop_lines:
+        terminalreporter.section("event loop: the largest gap of each timed action")
+        for line in _event_loop_lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)
