@@ -126,6 +126,30 @@ def test_a_constant_model_gives_exactly_that_constant_across_tile_borders(tmp_pa
     assert (np.asarray(zarr.open_array(f"{out}/labels/0", mode="r")[:]) == 1).all()
 
 
+class ThreadRecordingModel(ConstantModel):
+    def __init__(self):
+        self.threads: set[int] = set()
+
+    def predict_batch(self, tiles, as_uint8=False):
+        import threading
+
+        self.threads.add(threading.get_ident())
+        return super().predict_batch(tiles, as_uint8)
+
+
+def test_every_forward_pass_of_a_run_is_on_one_thread(tmp_path, bundle):
+    """The scheduler's threads hand their batches to one model thread (PyTorch on the CPU is slower otherwise)."""
+    import threading
+
+    from napari_cancerseg.inference.options import PredictOptions
+
+    model = ThreadRecordingModel()
+    summary = predict_slide(data_path(CMU), bundle, str(tmp_path / "threads.zarr"), PredictOptions(batch=4),
+                            model=model, tissue=0.0)
+    assert summary.tiles > 3 * 4  # batches enough for several scheduler threads to have run one
+    assert len(model.threads) == 1 and threading.get_ident() not in model.threads
+
+
 def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bundle):
     full_model, first, second = PixelModel(), PixelModel(), PixelModel()
     reference = str(tmp_path / "reference.zarr")
