@@ -21,8 +21,11 @@ TIAToolbox pins its own torch and libraries, so it gets its own venv (the
 project's code comes from this checkout through PYTHONPATH):
 
     python3 -m venv /work/tia-venv
-    /work/tia-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 tiatoolbox==2.1.3 keras imagecodecs \\
-        defusedxml platformdirs pydicom nibabel
+    /work/tia-venv/bin/pip install --no-deps tiatoolbox==2.1.3      # its pins ask for torch < 2.13
+    /work/tia-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 keras dask zarr imagecodecs \\
+        opencv-python-headless openslide-python openslide-bin tifffile joblib scikit-image scipy shapely tqdm \\
+        pandas defusedxml pydicom wsidicom requests pyyaml click glymur platformdirs psutil nibabel matplotlib \\
+        numba timm huggingface_hub SimpleITK transformers umap-learn
     KERAS_BACKEND=torch PYTHONPATH=. /work/tia-venv/bin/python benchmarks/vs_tiatoolbox.py [--sizes 8192] \\
         [--models instant nuclei] [--repeats 2]
 """
