@@ -122,7 +122,10 @@ def run_tiatoolbox(slide: str, model: str, labels_out: str) -> dict:
                 return out
             with torch.inference_mode():
                 probabilities = inner(torch.as_tensor(np.asarray(batch_data), dtype=torch.uint8))
-            return probabilities.detach().cpu().numpy()
+            probabilities = probabilities.detach().cpu().numpy()
+            if probabilities.shape[-1] == 1:  # a sigmoid head (the nuclei U-Net): background and foreground,
+                probabilities = np.concatenate([1.0 - probabilities, probabilities], axis=-1)  # as Bundle does
+            return probabilities
 
     network = KerasModel(bundle.model if bundle is not None else None)
     stride = TILE - OVERLAP
