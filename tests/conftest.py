@@ -89,6 +89,11 @@ def stand_in_path(relative: str) -> str:
     copy = packaged_copy(relative)
     if copy is not None:
         return str(copy)
+    folder, _, name = relative.rpartition("/")
+    if relative not in STAND_INS and folder in STAND_INS and name:  # a file of a stand-in folder, if it has one
+        inside = Path(stand_in_path(folder)) / name
+        if inside.exists():
+            return str(inside)
     if relative not in STAND_INS:
         return data_path(relative)  # skipped (or failed under CI) as any missing file
     if relative not in _stand_ins:

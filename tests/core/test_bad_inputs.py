@@ -487,7 +487,7 @@ def test_evaluate_on_empty_folders_is_an_error(tmp_path, empty, capsys):
     truth.mkdir()
     for folder in {"prediction": [truth], "truth": [prediction], "both": []}[empty]:
         for name in ("image01_labels.png", "image02_labels.png"):
-            shutil.copy(data_path(f"nuclei/{name}"), folder / name)
+            shutil.copy(stand_in_path(f"nuclei/{name}"), folder / name)
     with pytest.raises(CancersegError) as error:
         evaluate_paths(str(prediction), str(truth))
     empty_folder = truth if empty == "truth" else prediction
@@ -661,7 +661,7 @@ def _model(kind: str):
 def _tiles() -> np.ndarray:
     from PIL import Image
 
-    image = np.asarray(Image.open(data_path("nuclei/image01.png")).convert("RGB"))
+    image = np.asarray(Image.open(stand_in_path("nuclei/image01.png")).convert("RGB"))
     return np.stack([image[:64, :64], image[64:128, 64:128]])
 
 
