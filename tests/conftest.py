@@ -102,11 +102,6 @@ def stand_in_path(relative: str) -> str:
     return _stand_ins[relative]
 
 
-def is_stand_in(path: str) -> bool:
-    """Whether ``path`` came from :func:`stand_in_path` as a stand-in, not the shared file or its packaged copy."""
-    return path in _stand_ins.values()
-
-
 #: Entries of the suite's temporary folder that are not its own to clean: pytest's base folders, Qt's runtime
 #: folder (made in the temporary folder when XDG_RUNTIME_DIR is unset), and the modules TensorFlow's autograph
 #: generates for tf.function in the test process, which it deletes itself at exit (atexit), after this check.
