@@ -89,16 +89,15 @@ def stand_in_path(relative: str) -> str:
     copy = packaged_copy(relative)
     if copy is not None:
         return str(copy)
-    folder, _, name = relative.rpartition("/")
-    if relative not in STAND_INS and folder in STAND_INS and name:  # a file of a stand-in folder, if it has one
-        inside = Path(stand_in_path(folder)) / name
+    parent, _, name = relative.rpartition("/")
+    if relative not in STAND_INS and parent in STAND_INS and name:  # a file of a stand-in folder, if it has one
+        inside = Path(stand_in_path(parent)) / name
         if inside.exists():
             return str(inside)
     if relative not in STAND_INS:
         return data_path(relative)  # skipped (or failed under CI) as any missing file
-    if relative not in _stand_ins:
-        folder = _stand_in_folder[0].mktemp("stand-in")
-        _stand_ins[relative] = str(STAND_INS[relative](folder))
+    if relative not in _stand_ins:  # made once per session; tests copy what they edit, as with the shared files
+        _stand_ins[relative] = str(STAND_INS[relative](_stand_in_folder[0].mktemp("stand-in")))
     return _stand_ins[relative]
 
 

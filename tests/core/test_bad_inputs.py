@@ -392,24 +392,27 @@ def test_two_acquisitions_sharing_a_series_uid_are_split_and_noted(tmp_path):
 
     from napari_cancerseg.io import open_layers
 
-    series = stand_in_path(ADC)
-    files = sorted(Path(series).glob("*.dcm"))
-    ((reference, reference_kwargs, _),) = open_layers(series)  # the shared series: 256 x 256 x 20, 3 mm slices
+    files = sorted(Path(stand_in_path(ADC)).glob("*.dcm"))
+    # the reference, from the headers (the shared series: 256 x 256 x 20, 0.7031 mm pixels, 3 mm slices)
+    first = pydicom.dcmread(files[0])
+    normal = np.cross(*np.asarray(first.ImageOrientationPatient, float).reshape(2, 3))
+    along = sorted(np.dot(np.asarray(pydicom.dcmread(f).ImagePositionPatient, float), normal) for f in files)
+    gap = float(np.median(np.diff(along)))
     for index, source in enumerate(files):
         for acquisition in (1, 2):
             ds = pydicom.dcmread(source)
             ds.AcquisitionNumber = acquisition
-            if acquisition == 2:  # a re-scan half a slice further (its slices are axial): stacked, it interleaves
-                position = [float(v) for v in ds.ImagePositionPatient]
-                ds.ImagePositionPatient = [position[0], position[1], position[2] + reference_kwargs["scale"][0] / 2]
+            if acquisition == 2:  # a re-scan half a slice further: stacked, it interleaves into twice the slices
+                ds.ImagePositionPatient = [float(v) for v in np.asarray(ds.ImagePositionPatient, float)
+                                           + normal * gap / 2]
                 ds.SOPInstanceUID = pydicom.uid.generate_uid()
             ds.save_as(tmp_path / f"{acquisition}-{index:02d}.dcm")
     layers = open_layers(str(tmp_path))
     assert len(layers) == 2
     for data, kwargs, kind in layers:
-        assert kind == "image" and data.shape == reference.shape == (len(files), *reference.shape[1:])
-        assert kwargs["scale"][0] == pytest.approx(reference_kwargs["scale"][0], abs=0.01)  # not half, interleaved
-        assert kwargs["scale"][1:] == pytest.approx(reference_kwargs["scale"][1:], abs=1e-3)
+        assert kind == "image" and data.shape == (len(files), first.Rows, first.Columns)
+        assert kwargs["scale"][0] == pytest.approx(gap, abs=0.01)  # whole slices, not half of one interleaved
+        assert kwargs["scale"][1:] == pytest.approx([float(v) for v in first.PixelSpacing], abs=1e-3)
         assert any("holds 2 acquisitions" in note for note in kwargs["metadata"]["notes"])
     assert {kwargs["metadata"]["acquisition"] for _, kwargs, _ in layers} == {
         f"acquisition 1, {len(files)} slices", f"acquisition 2, {len(files)} slices"}

@@ -177,8 +177,9 @@ def test_folder_of_several_series_opens_each(tmp_path):
     (tmp_path / "notes.txt").write_text("not dicom")
     layers = dicom.read(str(tmp_path))
     shapes = sorted(layer[0].shape for layer in layers)
-    mammogram = pydicom.dcmread(tmp_path / "mammo.dcm")  # the shared series is 256 x 256 x 20
-    assert shapes == sorted([dicom.read(series)[0][0].shape, (mammogram.Rows, mammogram.Columns)])
+    # the reference, from the files' headers: the series' slices (the shared one: 256 x 256 x 20) and the mammogram
+    slices, mammogram = [pydicom.dcmread(f) for f in _adc_files(series)], pydicom.dcmread(tmp_path / "mammo.dcm")
+    assert shapes == sorted([(len(slices), slices[0].Rows, slices[0].Columns), (mammogram.Rows, mammogram.Columns)])
     assert (mammogram.Rows, mammogram.Columns) == (277, 179)  # 4432 x 2864 taken every 16th pixel
     summary = folder_summary(layers[0])
     assert summary.startswith("2 series and 0 SEG object(s), opened as 2 layers") and "notes.txt" in summary
