@@ -162,7 +162,7 @@ def test_grading_dock_counts_the_nuclei_of_a_nucleus_store(make_napari_viewer, q
 
     from napari_cancerseg.io import stores
 
-    mask = (np.asarray(Image.open(data_path("nuclei/image02_labels.png"))) > 0).astype(np.uint8)
+    mask = (np.asarray(Image.open(stand_in_path("nuclei/image02_labels.png"))) > 0).astype(np.uint8)
     path = str(tmp_path / "nuclei.zarr")
     stores.write_labels(path, stores.label_pyramid(mask), scale=(0.5, 0.5), units=("um", "um"), name="nuclei",
                         properties={"downsample": 1.0, "classes": [{"label": 0, "name": "background"},
