@@ -62,6 +62,45 @@ def data_path(relative: str) -> str:
     pytest.skip(message)
 
 
+_stand_ins: dict[str, str] = {}
+_stand_in_folder: list = []  # [tmp_path_factory], set for the session by the fixture below
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stand_in_factory(tmp_path_factory):
+    _stand_in_folder[:] = [tmp_path_factory]
+    yield
+    _stand_in_folder.clear()
+    _stand_ins.clear()
+
+
+def stand_in_path(relative: str) -> str:
+    """A real file of the kind ``relative`` is: the shared file itself where :func:`data_path` finds it, else its
+    stand-in (``tests/data_sources.py``): a real file a package ships, or one made from such a file once per session.
+
+    For tests that assert only what holds for any file of that kind, or facts they compute from the file: a test of
+    the shared README's numbers takes :func:`data_path` and is skipped without the shared file.
+    """
+    from .data_sources import STAND_INS
+
+    path = DATA / relative
+    if path.exists() and not NO_SHARED_DATA:
+        return str(path)
+    copy = packaged_copy(relative)
+    if copy is not None:
+        return str(copy)
+    parent, _, name = relative.rpartition("/")
+    if relative not in STAND_INS and parent in STAND_INS and name:  # a file of a stand-in folder, if it has one
+        inside = Path(stand_in_path(parent)) / name
+        if inside.exists():
+            return str(inside)
+    if relative not in STAND_INS:
+        return data_path(relative)  # skipped (or failed under CI) as any missing file
+    if relative not in _stand_ins:  # made once per session; tests copy what they edit, as with the shared files
+        _stand_ins[relative] = str(STAND_INS[relative](_stand_in_folder[0].mktemp("stand-in")))
+    return _stand_ins[relative]
+
+
 #: Entries of the suite's temporary folder that are not its own to clean: pytest's base folders, Qt's runtime
 #: folder (made in the temporary folder when XDG_RUNTIME_DIR is unset), and the modules TensorFlow's autograph
 #: generates for tf.function in the test process, which it deletes itself at exit (atexit), after this check.

@@ -23,7 +23,7 @@ import pytest
 
 from napari_cancerseg.errors import CancersegError, ReadError
 
-from ..conftest import ROOT, data_path
+from ..conftest import ROOT, data_path, stand_in_path
 
 CLEAN = pytest.mark.bad_input("clean error")
 RIGHT = pytest.mark.bad_input("right answer")
@@ -49,10 +49,15 @@ def assert_names_file(error: BaseException, path, *words: str) -> None:
 
 
 def _aperio_variant(tmp_path, name: str, edit) -> Path:
-    text = Path(data_path(APERIO)).read_text()
+    text = Path(stand_in_path(APERIO)).read_text()
     out = tmp_path / f"{name}.xml"
     out.write_text(edit(text))
     return out
+
+
+def _mpp(value: str):
+    """Edit the file's MicronsPerPixel, whatever it was."""
+    return lambda text: re.sub(r'MicronsPerPixel="[^"]*"', f'MicronsPerPixel="{value}"', text, count=1)
 
 
 def _first_vertex(text: str, value: str, axis: str = "X") -> str:
@@ -60,11 +65,10 @@ def _first_vertex(text: str, value: str, axis: str = "X") -> str:
 
 
 APERIO_NUMBERS = {
-    "mpp NaN": (lambda t: t.replace('MicronsPerPixel="0.252000"', 'MicronsPerPixel="nan"'), "MicronsPerPixel.*finite"),
-    "mpp negative": (lambda t: t.replace('MicronsPerPixel="0.252000"', 'MicronsPerPixel="-0.252"'),
-                     "MicronsPerPixel.*not a real scale"),
-    "mpp infinite": (lambda t: t.replace('MicronsPerPixel="0.252000"', 'MicronsPerPixel="inf"'), "finite"),
-    "mpp 1e300": (lambda t: t.replace('MicronsPerPixel="0.252000"', 'MicronsPerPixel="1e300"'), "not a real scale"),
+    "mpp NaN": (_mpp("nan"), "MicronsPerPixel.*finite"),
+    "mpp negative": (_mpp("-0.252"), "MicronsPerPixel.*not a real scale"),
+    "mpp infinite": (_mpp("inf"), "finite"),
+    "mpp 1e300": (_mpp("1e300"), "not a real scale"),
     "vertex 1e300": (lambda t: _first_vertex(t, "1e300"), "Vertex 1 X.*outside any slide"),
     "vertex NaN": (lambda t: _first_vertex(t, "NaN", "Y"), "Vertex 1 Y.*finite"),
     "vertex -1e12": (lambda t: _first_vertex(t, "-1e12"), "outside any slide"),
@@ -88,26 +92,30 @@ def test_aperio_bad_numbers_are_refused_naming_the_file(tmp_path, case):
 
 @RIGHT
 def test_aperio_zero_mpp_means_unknown_and_areas_stay_in_pixels(tmp_path):
+    import xml.etree.ElementTree as ET
+
     from napari_cancerseg.annotations import read
     from napari_cancerseg.grading.report import grade_annotations
 
-    path = _aperio_variant(tmp_path, "mpp0", lambda t: t.replace('MicronsPerPixel="0.252000"',
-                                                                 'MicronsPerPixel="0"'))
+    source = stand_in_path(APERIO)
+    root = ET.parse(source).getroot()  # the reference: the file's own regions and scale
+    regions, mpp = len(root.findall(".//Region")), float(root.get("MicronsPerPixel"))
+    path = _aperio_variant(tmp_path, "mpp0", _mpp("0"))
     annotation_set = read(path)
-    assert annotation_set.mpp is None and len(annotation_set.annotations) == 3  # 3 regions, as the README says
-    real = read(data_path(APERIO))
-    assert real.mpp == pytest.approx(0.252)
+    assert annotation_set.mpp is None and len(annotation_set.annotations) == regions
+    real = read(source)
+    assert real.mpp == pytest.approx(mpp) and mpp > 0
     report = grade_annotations(str(path)).to_dict()
-    in_um2 = grade_annotations(data_path(APERIO)).to_dict()
+    in_um2 = grade_annotations(source).to_dict()
     assert report["unit"] == "px2" and in_um2["unit"] == "um2"
-    # the same outlines: px² of the unknown scale times 0.252² is the µm² of the real file
-    assert report["tumour_area"] * 0.252**2 == pytest.approx(in_um2["tumour_area"], rel=1e-9)
+    # the same outlines: px² of the unknown scale times mpp² is the µm² of the real file
+    assert report["tumour_area"] * mpp**2 == pytest.approx(in_um2["tumour_area"], rel=1e-9)
     assert report["tumour_area"] > 0
     json.dumps(report, allow_nan=False)  # valid JSON: no bare NaN or Infinity
 
 
 def _qupath() -> list:
-    return json.loads(Path(data_path(QUPATH)).read_text())
+    return json.loads(Path(stand_in_path(QUPATH)).read_text())
 
 
 def _geojson_variant(tmp_path, name: str, edit) -> Path:
@@ -168,8 +176,8 @@ def test_geojson_classification_given_as_a_name_reads_the_same_polygons(tmp_path
     path = _geojson_variant(tmp_path, "class_string",
                             lambda d: [dict(f, properties={"classification": "Tumor"}) for f in d])
     as_names = read(path)
-    reference = read(data_path(APERIO))  # the README: the JSON gives the same polygons as the XML
-    assert as_names.classes() == ["Tumor"] and len(as_names.annotations) == 3
+    reference = read(stand_in_path(APERIO))  # the README: the JSON gives the same polygons as the XML
+    assert as_names.classes() == ["Tumor"] and len(as_names.annotations) == len(reference.annotations) > 0
     assert sorted(a.geometry.area for a in as_names.annotations) == pytest.approx(
         sorted(a.geometry.area for a in reference.annotations), rel=1e-6)
 
@@ -205,7 +213,7 @@ def _nifti_variant(tmp_path, name: str, mutate, compressed: bool = True) -> Path
     """The real mask with its header edited byte for byte (nibabel would refuse to save some of these)."""
     import nibabel as nib
 
-    with gzip.open(data_path(PROSTATE_SEG)) as fh:
+    with gzip.open(stand_in_path(PROSTATE_SEG)) as fh:
         raw = fh.read()
     header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw[:348]), check=False)
     mutate(header)
@@ -217,6 +225,12 @@ def _nifti_variant(tmp_path, name: str, mutate, compressed: bool = True) -> Path
     else:
         out.write_bytes(body)
     return out
+
+
+def nib_header(path: str):
+    import nibabel as nib
+
+    return nib.load(path).header
 
 
 def _setitem(key, index, value, **extra):
@@ -258,8 +272,9 @@ def test_nifti_zero_pixdim_is_noted_not_silent(tmp_path, compressed):
 
     path = _nifti_variant(tmp_path, "zero_pixdim", _setitem("pixdim", 3, 0.0, sform_code=0, qform_code=1), compressed)
     ((data, kwargs, kind),) = open_layers(str(path))
-    assert kind == "labels" and data.shape == (15, 81, 105)  # the README's 105 x 81 x 15 voxels, canonical
-    assert kwargs["scale"][1:] == pytest.approx((0.6, 0.6), abs=1e-3)  # the other axes keep their real size
+    source = nib_header(stand_in_path(PROSTATE_SEG))  # the reference: the mask's own header (i, j, k order)
+    assert kind == "labels" and data.shape == source.get_data_shape()[::-1]  # canonical (z, y, x)
+    assert kwargs["scale"][1:] == pytest.approx(source.get_zooms()[1::-1], abs=1e-3)  # the other axes keep theirs
     assert kwargs["scale"][0] == 1.0
     (note,) = kwargs["metadata"]["notes"]
     assert path.name in note and "voxel size 0 along k" in note and "1 mm" in note
@@ -292,12 +307,13 @@ def test_nifti_gz_larger_than_the_memory_available_is_refused(tmp_path, monkeypa
     from napari_cancerseg.io import nifti, open_layers
 
     path = tmp_path / "mask.nii.gz"
-    shutil.copy(data_path(PROSTATE_SEG), path)
-    assert open_layers(str(path))[0][0].shape == (15, 81, 105)  # it reads while memory is plentiful
-    monkeypatch.setattr(nifti, "available_memory", lambda: 100_000)  # 105 x 81 x 15 uint16 is 255,150 bytes
+    shutil.copy(stand_in_path(PROSTATE_SEG), path)
+    i, j, k = nib_header(str(path)).get_data_shape()  # the shared mask: 105 x 81 x 15 uint16, 255,150 bytes
+    assert open_layers(str(path))[0][0].shape == (k, j, i)  # it reads while memory is plentiful
+    monkeypatch.setattr(nifti, "available_memory", lambda: i * j * k // 3)  # a third of what its voxels need
     with pytest.raises(ReadError) as error:
         open_layers(str(path))
-    assert_names_file(error.value, path, "105 x 81 x 15 voxels.*would not fit in the .* of memory available")
+    assert_names_file(error.value, path, f"{i} x {j} x {k} voxels.*would not fit in the .* of memory available")
     uncompressed = tmp_path / "mask.nii"  # lazy on disk, but labels are painted in memory
     with gzip.open(path) as source:
         uncompressed.write_bytes(source.read())
@@ -330,7 +346,7 @@ def test_dicom_rows_smaller_than_the_data_is_refused(tmp_path, source):
 
     from napari_cancerseg.io import open_layers
 
-    original = min(Path(data_path(ADC)).glob("*.dcm")) if source == "mri" else Path(data_path(MAMMO))
+    original = min(Path(stand_in_path(ADC)).glob("*.dcm")) if source == "mri" else Path(data_path(MAMMO))
     ds = pydicom.dcmread(original)
     ds.Rows = int(ds.Rows) - 10
     path = tmp_path / f"rows_{source}.dcm"
@@ -358,7 +374,7 @@ def test_dicom_series_with_impossible_geometry_is_refused_naming_the_slice(tmp_p
     from napari_cancerseg.io import open_layers
 
     edit, words = DICOM_GEOMETRY[case]
-    files = sorted(Path(data_path(ADC)).glob("*.dcm"))
+    files = sorted(Path(stand_in_path(ADC)).glob("*.dcm"))
     for source in files:
         shutil.copy(source, tmp_path / source.name)
     broken = tmp_path / files[0].name  # the first slice: its spacing and orientation stand for the series
@@ -376,25 +392,30 @@ def test_two_acquisitions_sharing_a_series_uid_are_split_and_noted(tmp_path):
 
     from napari_cancerseg.io import open_layers
 
-    files = sorted(Path(data_path(ADC)).glob("*.dcm"))
+    files = sorted(Path(stand_in_path(ADC)).glob("*.dcm"))
+    # the reference, from the headers (the shared series: 256 x 256 x 20, 0.7031 mm pixels, 3 mm slices)
+    first = pydicom.dcmread(files[0])
+    normal = np.cross(*np.asarray(first.ImageOrientationPatient, float).reshape(2, 3))
+    along = sorted(np.dot(np.asarray(pydicom.dcmread(f).ImagePositionPatient, float), normal) for f in files)
+    gap = float(np.median(np.diff(along)))
     for index, source in enumerate(files):
         for acquisition in (1, 2):
             ds = pydicom.dcmread(source)
             ds.AcquisitionNumber = acquisition
-            if acquisition == 2:  # a re-scan half a slice further: stacked, it interleaves into 40 slices
-                position = [float(v) for v in ds.ImagePositionPatient]
-                ds.ImagePositionPatient = [position[0], position[1], position[2] + 1.5]
+            if acquisition == 2:  # a re-scan half a slice further: stacked, it interleaves into twice the slices
+                ds.ImagePositionPatient = [float(v) for v in np.asarray(ds.ImagePositionPatient, float)
+                                           + normal * gap / 2]
                 ds.SOPInstanceUID = pydicom.uid.generate_uid()
             ds.save_as(tmp_path / f"{acquisition}-{index:02d}.dcm")
     layers = open_layers(str(tmp_path))
     assert len(layers) == 2
     for data, kwargs, kind in layers:
-        assert kind == "image" and data.shape == (20, 256, 256)  # the README: 256 x 256 x 20
-        assert kwargs["scale"][0] == pytest.approx(3.0, abs=0.01)  # 3 mm slices, not 1.5 interleaved
-        assert kwargs["scale"][1:] == pytest.approx((0.7031, 0.7031), abs=1e-3)
+        assert kind == "image" and data.shape == (len(files), first.Rows, first.Columns)
+        assert kwargs["scale"][0] == pytest.approx(gap, abs=0.01)  # whole slices, not half of one interleaved
+        assert kwargs["scale"][1:] == pytest.approx([float(v) for v in first.PixelSpacing], abs=1e-3)
         assert any("holds 2 acquisitions" in note for note in kwargs["metadata"]["notes"])
     assert {kwargs["metadata"]["acquisition"] for _, kwargs, _ in layers} == {
-        "acquisition 1, 20 slices", "acquisition 2, 20 slices"}
+        f"acquisition 1, {len(files)} slices", f"acquisition 2, {len(files)} slices"}
 
 
 # ------------------------------------------------------------------ files that are not slides
@@ -437,7 +458,7 @@ def test_files_no_reader_takes_get_a_reason(tmp_path, case):
 def test_evaluate_refuses_spacings_that_would_give_wrong_distances(spacing):
     from napari_cancerseg.evaluation import LabelImage, evaluate_pair, read_label_image
 
-    truth = read_label_image(data_path(PROSTATE_SEG))
+    truth = read_label_image(stand_in_path(PROSTATE_SEG))
     (same,) = evaluate_pair(truth, truth)
     assert same.hd95 == 0.0  # the reference: a mask against itself
     bad = LabelImage(truth.case, truth.labels, spacing, "mm", "/data/bad_scale.zarr")
@@ -450,9 +471,11 @@ def test_evaluate_refuses_spacings_that_would_give_wrong_distances(spacing):
 def test_negative_pixdim_in_nifti_still_measures_a_mask_against_itself_as_zero(tmp_path):
     from napari_cancerseg.evaluation import evaluate_pair, read_label_image
 
-    path = _nifti_variant(tmp_path, "neg_pixdim_seg", _setitem("pixdim", 1, -0.6, sform_code=0, qform_code=1))
+    along_i = float(nib_header(stand_in_path(PROSTATE_SEG))["pixdim"][1])  # 0.6 mm in the shared mask
+    path = _nifti_variant(tmp_path, "neg_pixdim_seg", _setitem("pixdim", 1, -along_i, sform_code=0, qform_code=1))
     image = read_label_image(str(path))
-    assert sorted(image.spacing) == pytest.approx([0.6, 0.6, 4.0], abs=1e-3)
+    assert sorted(image.spacing) == pytest.approx(sorted(nib_header(stand_in_path(PROSTATE_SEG)).get_zooms()),
+                                                  abs=1e-3)  # the shared mask: 0.6 x 0.6 x 4 mm
     (same,) = evaluate_pair(image, image)
     assert same.hd95 == 0.0 and same.dice == 1.0
 
@@ -467,7 +490,7 @@ def test_evaluate_on_empty_folders_is_an_error(tmp_path, empty, capsys):
     truth.mkdir()
     for folder in {"prediction": [truth], "truth": [prediction], "both": []}[empty]:
         for name in ("image01_labels.png", "image02_labels.png"):
-            shutil.copy(data_path(f"nuclei/{name}"), folder / name)
+            shutil.copy(stand_in_path(f"nuclei/{name}"), folder / name)
     with pytest.raises(CancersegError) as error:
         evaluate_paths(str(prediction), str(truth))
     empty_folder = truth if empty == "truth" else prediction
@@ -641,7 +664,7 @@ def _model(kind: str):
 def _tiles() -> np.ndarray:
     from PIL import Image
 
-    image = np.asarray(Image.open(data_path("nuclei/image01.png")).convert("RGB"))
+    image = np.asarray(Image.open(stand_in_path("nuclei/image01.png")).convert("RGB"))
     return np.stack([image[:64, :64], image[64:128, 64:128]])
 
 
@@ -693,7 +716,7 @@ def _split_series(tmp_path) -> Path:
 
     folder = tmp_path / "series"
     folder.mkdir()
-    for index, source in enumerate(sorted(Path(data_path(ADC)).glob("*.dcm"))[:4]):
+    for index, source in enumerate(sorted(Path(stand_in_path(ADC)).glob("*.dcm"))[:4]):
         for acquisition in (1, 2):
             ds = pydicom.dcmread(source)
             ds.AcquisitionNumber = acquisition

@@ -25,7 +25,7 @@ from napari_cancerseg.inference.engine import predict_slide
 from napari_cancerseg.io import stores
 from napari_cancerseg.io.stores import LabelStore
 
-from ..conftest import data_path
+from ..conftest import data_path, stand_in_path
 from .test_inference import CMU, PixelModel, bundle  # noqa: F401 - the tiny bundle fixture
 
 NDPI = "wsi/test3-DAPI-2-387.ndpi"
@@ -183,7 +183,7 @@ def test_a_deleted_chunk_of_a_finished_store_is_missing_not_background(store):
 @pytest.mark.bad_input("clean error")
 def test_label_values_past_the_class_table_are_refused_by_grade(tmp_path):
     labels = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(
-        data_path("nuclei/image01_labels.png")), np.uint16)  # real nucleus instance labels, values up to 100s
+        stand_in_path("nuclei/image01_labels.png")), np.uint16)  # real nucleus instance labels, values up to 100s
     assert labels.max() > 255
     path = str(tmp_path / "instances.zarr")
     stores.write_labels(path, stores.label_pyramid(labels), (0.5, 0.5), ("um", "um"),
@@ -408,7 +408,7 @@ def test_a_full_disk_while_overwriting_a_label_store_keeps_the_old_one(tmp_path,
     from zarr.storage import _local
 
     path = str(tmp_path / "labels.zarr")
-    old = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(data_path("nuclei/image01_labels.png")))
+    old = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(stand_in_path("nuclei/image01_labels.png")))
     stores.write_labels(path, stores.label_pyramid(old), (0.5, 0.5), ("um", "um"))
 
     def full(*args, **kwargs):

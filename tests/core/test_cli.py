@@ -13,7 +13,7 @@ from napari_cancerseg.cli import build_parser, main, options_from_args
 from napari_cancerseg.inference.options import PredictOptions
 from napari_cancerseg.training.options import TrainOptions
 
-from ..conftest import ROOT, data_path
+from ..conftest import ROOT, data_path, stand_in_path
 from .test_inference import bundle  # noqa: F401 - the tiny bundle fixture, shared
 
 
@@ -99,8 +99,8 @@ def test_train_on_patch_dataset_splits_by_slide(tmp_path):
 
     from napari_cancerseg.models.bundle import bundle_info
 
-    image = np.asarray(Image.open(data_path("nuclei/image01.png")).convert("RGB"))
-    mask = (np.asarray(Image.open(data_path("nuclei/image01_labels.png"))) > 0).astype(np.uint8)
+    image = np.asarray(Image.open(stand_in_path("nuclei/image01.png")).convert("RGB"))
+    mask = (np.asarray(Image.open(stand_in_path("nuclei/image01_labels.png"))) > 0).astype(np.uint8)
     group = zarr.open_group(str(tmp_path / "patches.zarr"), mode="w")
     crops = [(y, x) for y in (0, 128, 256) for x in (0, 128, 256)]
     group.create_array("images", data=np.stack([image[y:y + 64, x:x + 64] for y, x in crops]))

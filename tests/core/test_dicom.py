@@ -14,7 +14,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 from napari_cancerseg.errors import ReadError
 from napari_cancerseg.io import dicom
 
-from ..conftest import data_path
+from ..conftest import data_path, stand_in_path
 
 MAMMOGRAMS = [("mammo/cbis-ddsm-P00173-benign-1-130.dcm", (4432, 2864)),
               ("mammo/cbis-ddsm-P00820-malignant-1-280.dcm", (4736, 2624))]
@@ -75,8 +75,13 @@ def test_window_and_rescale_applied(tmp_path):
     assert kwargs["scale"] == (0.05, 0.05) and kwargs["units"] == ("mm", "mm")
 
 
-def _adc_files():
-    return sorted(glob.glob(os.path.join(data_path(ADC), "*.dcm")))
+def _adc_files(series: str | None = None):
+    return sorted(glob.glob(os.path.join(series or data_path(ADC), "*.dcm")))
+
+
+def _series_files():
+    """The slices of a real MR series: the shared ADC series, or its stand-in (tests/data_sources.py)."""
+    return _adc_files(stand_in_path(ADC))
 
 
 def test_adc_series_assembles_in_slice_order():
@@ -94,21 +99,27 @@ def test_adc_series_assembles_in_slice_order():
 
 
 def test_series_order_does_not_depend_on_file_names(tmp_path):
-    for index, path in enumerate(_adc_files()[::-1]):  # names now run against the slice order
+    for index, path in enumerate(_series_files()[::-1]):  # names now run against the slice order
         shutil.copy(path, tmp_path / f"{index:02d}.dcm")
     shuffled, _, _ = dicom.read(str(tmp_path))[0]
-    reference, _, _ = dicom.read(data_path(ADC))[0]
+    reference, _, _ = dicom.read(stand_in_path(ADC))[0]
+    assert reference.shape[0] > 2 and len(np.unique([np.asarray(s).mean() for s in reference])) > 2
     np.testing.assert_array_equal(shuffled, reference)
 
 
 def test_z_spacing_comes_from_positions_not_thickness(tmp_path):
-    for path in _adc_files():
-        ds = pydicom.dcmread(path)
+    headers = [pydicom.dcmread(path) for path in _series_files()]
+    for path, ds in zip(_series_files(), headers):
         ds.SliceThickness = 9.0
         ds.SpacingBetweenSlices = 9.0
         ds.save_as(tmp_path / os.path.basename(path))
     _, kwargs, _ = dicom.read(str(tmp_path))[0]
-    assert kwargs["scale"][0] == pytest.approx(3.0, abs=1e-3)
+    # reference: the distance between neighbouring slices' positions along the normal (3 mm in the ADC series)
+    gaps = np.diff(sorted(np.dot(np.asarray(h.ImagePositionPatient, float),
+                                 np.cross(*np.asarray(h.ImageOrientationPatient, float).reshape(2, 3)))
+                          for h in headers))
+    assert np.ptp(gaps) < 1e-3 and gaps[0] != pytest.approx(9.0)
+    assert kwargs["scale"][0] == pytest.approx(gaps[0], abs=1e-3)
 
 
 def test_seg_with_its_series_overlays_it():
@@ -146,7 +157,7 @@ def test_seg_alone_uses_its_own_geometry():
 
 
 def test_jpeg2000_slice_decodes_losslessly(tmp_path):
-    source = _adc_files()[10]
+    source = _series_files()[len(_series_files()) // 2]
     ds = pydicom.dcmread(source)
     ds.compress(JPEG2000Lossless)
     path = tmp_path / "j2k.dcm"
@@ -160,18 +171,22 @@ def test_jpeg2000_slice_decodes_losslessly(tmp_path):
 
 
 def test_folder_of_several_series_opens_each(tmp_path):
-    shutil.copytree(data_path(ADC), tmp_path / "adc")
+    series = stand_in_path(ADC)
+    shutil.copytree(series, tmp_path / "adc")
     _small_mammogram(tmp_path)
     (tmp_path / "notes.txt").write_text("not dicom")
     layers = dicom.read(str(tmp_path))
     shapes = sorted(layer[0].shape for layer in layers)
-    assert shapes == sorted([(20, 256, 256), (277, 179)])
+    # the reference, from the files' headers: the series' slices (the shared one: 256 x 256 x 20) and the mammogram
+    slices, mammogram = [pydicom.dcmread(f) for f in _adc_files(series)], pydicom.dcmread(tmp_path / "mammo.dcm")
+    assert shapes == sorted([(len(slices), slices[0].Rows, slices[0].Columns), (mammogram.Rows, mammogram.Columns)])
+    assert (mammogram.Rows, mammogram.Columns) == (277, 179)  # 4432 x 2864 taken every 16th pixel
     summary = folder_summary(layers[0])
     assert summary.startswith("2 series and 0 SEG object(s), opened as 2 layers") and "notes.txt" in summary
 
 
 def test_dicom_without_pixel_data(tmp_path):
-    ds = pydicom.dcmread(_adc_files()[0])
+    ds = pydicom.dcmread(_series_files()[0])
     del ds.PixelData
     path = tmp_path / "no_pixels.dcm"
     ds.save_as(path)
@@ -193,10 +208,10 @@ def test_multiframe_file_equals_its_series(tmp_path):
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    headers = [pydicom.dcmread(f) for f in _adc_files()]
+    headers = [pydicom.dcmread(f) for f in _series_files()]
     pixels = [h.pixel_array for h in headers]
     order = np.random.default_rng(6).permutation(len(headers))
-    ds = pydicom.dcmread(_adc_files()[0])
+    ds = pydicom.dcmread(_series_files()[0])
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
     ds.NumberOfFrames = len(headers)
     ds.PixelData = b"".join(pixels[i].tobytes() for i in order)
@@ -220,7 +235,22 @@ def test_multiframe_file_equals_its_series(tmp_path):
     path = tmp_path / "multiframe.dcm"
     ds.save_as(path)
     data, kwargs, _ = dicom.read(str(path))[0]
-    series, series_kwargs, _ = dicom.read(data_path(ADC))[0]
+    series, series_kwargs, _ = dicom.read(stand_in_path(ADC))[0]
     np.testing.assert_array_equal(data, series)
     assert kwargs["scale"] == pytest.approx(series_kwargs["scale"])
     assert kwargs["translate"] == pytest.approx(series_kwargs["translate"])
+
+
+def test_a_series_made_from_a_nifti_volume_reads_as_that_volume(tmp_path):
+    """Two readers, one volume: nibabel's anatomical MRI written as DICOM slices (tests/data_sources.py, the ADC
+    series' stand-in) gives the NIfTI reader's array, scale and translate: both show patient space the same way."""
+    from napari_cancerseg.io import nifti
+
+    from ..data_sources import anatomical, make_mri_series
+
+    series, kwargs, _ = dicom.read(str(make_mri_series(tmp_path)))[0]
+    volume, volume_kwargs, _ = nifti.read(str(anatomical()))[0]
+    assert series.shape == volume.shape and series.shape[0] > 2
+    np.testing.assert_array_equal(np.asarray(series), np.asarray(volume).astype(np.float32))
+    assert kwargs["scale"] == pytest.approx(volume_kwargs["scale"], abs=1e-4)
+    assert kwargs["translate"] == pytest.approx(volume_kwargs["translate"], abs=1e-3)

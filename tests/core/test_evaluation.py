@@ -19,7 +19,7 @@ from napari_cancerseg.evaluation import (
     surface,
 )
 
-from ..conftest import data_path
+from ..conftest import data_path, stand_in_path
 
 PROSTATE = "mri/prostate_seg_one_label.nii.gz"
 
@@ -68,8 +68,8 @@ def test_real_prostate_mask_against_itself_and_its_dilation():
 
 
 def test_two_labels_empty_masks_and_grid_mismatch():
-    two = read_label_image(data_path("mri/prostate_seg_two_labels.nii.gz"))
-    empty = read_label_image(data_path("mri/prostate_seg_empty.nii.gz"))
+    two = read_label_image(stand_in_path("mri/prostate_seg_two_labels.nii.gz"))
+    empty = read_label_image(stand_in_path("mri/prostate_seg_empty.nii.gz"))
     scores = evaluate_pair(empty, two)
     assert [s.label for s in scores] == sorted(set(np.unique(two.labels)) - {0}) and len(scores) == 2
     assert all(s.dice == 0.0 and s.recall == 0.0 and s.precision is None and s.hd95 is None for s in scores)

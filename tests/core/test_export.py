@@ -11,7 +11,7 @@ from PIL import Image
 from napari_cancerseg import NUCLEI_MODEL, resource_path
 from napari_cancerseg.errors import CancersegError
 
-from ..conftest import data_path
+from ..conftest import stand_in_path
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -21,7 +21,7 @@ pytest.importorskip("tf2onnx")
 def exported(tmp_path_factory):
     from napari_cancerseg.models.export import export_onnx
 
-    tile = np.asarray(Image.open(data_path("nuclei/image01.png")).convert("RGB"))[:256, :256]
+    tile = np.asarray(Image.open(stand_in_path("nuclei/image01.png")).convert("RGB"))[:256, :256]
     out = str(tmp_path_factory.mktemp("onnx") / "nuclei.onnx")
     return export_onnx(resource_path(NUCLEI_MODEL), out, check_tile=tile), tile
 
@@ -33,7 +33,7 @@ def test_onnxruntime_equals_keras_on_a_real_tile(exported):
 
     result, tile = exported
     assert result.max_difference <= 1e-4
-    other = np.asarray(Image.open(data_path("nuclei/image02.png")).convert("RGB"))[64:320, 32:288]  # not the check tile
+    other = np.asarray(Image.open(stand_in_path("nuclei/image02.png")).convert("RGB"))[64:320, 32:288]  # not checked
     session = onnxruntime.InferenceSession(result.path, providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: other[None]})[0]
     keras_output = np.asarray(load_bundle(resource_path(NUCLEI_MODEL)).model(other[None]))

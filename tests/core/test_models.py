@@ -234,10 +234,10 @@ def test_not_a_bundle_gives_clear_errors(tmp_path):
 def test_one_training_step_on_real_tile_lowers_the_loss():
     from PIL import Image
 
-    from ..conftest import data_path
+    from ..conftest import stand_in_path
 
-    image = np.asarray(Image.open(data_path("nuclei/image01.png")).convert("RGB"))[:128, :128]
-    mask = (np.asarray(Image.open(data_path("nuclei/image01_labels.png")))[:128, :128] > 0).astype("float32")
+    image = np.asarray(Image.open(stand_in_path("nuclei/image01.png")).convert("RGB"))[:128, :128]
+    mask = (np.asarray(Image.open(stand_in_path("nuclei/image01_labels.png")))[:128, :128] > 0).astype("float32")
     keras.utils.set_random_seed(0)
     model = build_unet(input_shape=(128, 128, 3), filters=(8, 16, 32), dropout=(0, 0, 0), input_dtype="uint8")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.bce_dice_loss)

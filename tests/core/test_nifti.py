@@ -14,7 +14,7 @@ from napari_cancerseg._writer import write_labels_nifti
 from napari_cancerseg.errors import ReadError
 from napari_cancerseg.io import nifti
 
-from ..conftest import data_path
+from ..conftest import data_path, stand_in_path
 
 MASKS = ["prostate_seg_one_label", "prostate_seg_two_labels", "prostate_seg_empty", "prostate_seg_single_slice"]
 NIBABEL_DATA = os.path.join(os.path.dirname(nib.__file__), "tests", "data")
@@ -33,12 +33,12 @@ def test_prostate_volume_facts():
 
 @pytest.mark.parametrize("mask", MASKS)
 def test_masks_are_labels_aligned_with_their_image(mask):
-    image, image_kwargs, _ = nifti.read(data_path("mri/prostate_t2.nii.gz"))[0]
-    labels, kwargs, layer_type = nifti.read(data_path(f"mri/{mask}.nii.gz"))[0]
+    image, image_kwargs, _ = nifti.read(stand_in_path("mri/prostate_t2.nii.gz"))[0]
+    labels, kwargs, layer_type = nifti.read(stand_in_path(f"mri/{mask}.nii.gz"))[0]
     assert layer_type == "labels"
     assert labels.shape == image.shape
     assert kwargs["scale"] == image_kwargs["scale"] and kwargs["translate"] == image_kwargs["translate"]
-    raw = np.asanyarray(nib.load(data_path(f"mri/{mask}.nii.gz")).dataobj)
+    raw = np.asanyarray(nib.load(stand_in_path(f"mri/{mask}.nii.gz")).dataobj)
     assert sorted(np.unique(labels)) == sorted(np.unique(raw))
     assert int((labels > 0).sum()) == int((raw > 0).sum())
 
@@ -78,7 +78,7 @@ def test_uncompressed_nifti_is_lazy():
 
 
 def test_labels_round_trip_to_nifti(tmp_path):
-    source = data_path("mri/prostate_seg_two_labels.nii.gz")
+    source = stand_in_path("mri/prostate_seg_two_labels.nii.gz")
     labels, kwargs, _ = nifti.read(source)[0]
     out = str(tmp_path / "saved.nii.gz")
     write_labels_nifti(out, labels, kwargs)
@@ -89,9 +89,10 @@ def test_labels_round_trip_to_nifti(tmp_path):
 
 def test_new_labels_without_source_file_land_on_the_image(tmp_path):
     """Labels painted in napari (no metadata) are saved on the grid their scale/translate give."""
-    image, kwargs, _ = nifti.read(data_path("mri/prostate_t2.nii.gz"))[0]
+    image, kwargs, _ = nifti.read(stand_in_path("mri/prostate_t2.nii.gz"))[0]
     painted = np.zeros(image.shape, np.uint8)
-    painted[7, 40:45, 50:60] = 1
+    z, y, x = (side // 2 for side in image.shape)
+    painted[z, y - 2:y + 3, x - 5:x + 5] = 1
     out = str(tmp_path / "painted.nii.gz")
     write_labels_nifti(out, painted, {"scale": kwargs["scale"], "translate": kwargs["translate"]})
     reread, reread_kwargs, _ = nifti.read(out)[0]
@@ -109,7 +110,7 @@ def test_random_bytes_nii_gz(tmp_path):
 
 
 def test_broken_header(tmp_path):
-    raw = bytearray(gzip.decompress(open(data_path("mri/prostate_t2.nii.gz"), "rb").read()))
+    raw = bytearray(gzip.decompress(open(stand_in_path("mri/prostate_t2.nii.gz"), "rb").read()))
     raw[40:42] = (42).to_bytes(2, "little")  # dim[0]: number of dimensions, must be 1..7
     path = tmp_path / "broken_header.nii"
     path.write_bytes(bytes(raw))
@@ -118,7 +119,7 @@ def test_broken_header(tmp_path):
 
 
 def test_truncated_nii_gz(tmp_path):
-    compressed = open(data_path("mri/prostate_t2.nii.gz"), "rb").read()
+    compressed = open(stand_in_path("mri/prostate_t2.nii.gz"), "rb").read()
     path = tmp_path / "truncated.nii.gz"
     path.write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(ReadError, match="truncated or corrupt"):
@@ -126,7 +127,7 @@ def test_truncated_nii_gz(tmp_path):
 
 
 def test_truncated_nii(tmp_path):
-    raw = gzip.decompress(open(data_path("mri/prostate_t2.nii.gz"), "rb").read())
+    raw = gzip.decompress(open(stand_in_path("mri/prostate_t2.nii.gz"), "rb").read())
     path = tmp_path / "truncated.nii"
     path.write_bytes(raw[: len(raw) - 1000])
     with pytest.raises(ReadError, match="truncated"):

@@ -20,7 +20,7 @@ from napari_cancerseg.classes import TUMOUR
 from napari_cancerseg.io.annotation_files import rasterise_to_store
 from napari_cancerseg.widgets import grading as grading_dock
 
-from ..conftest import data_path
+from ..conftest import data_path, stand_in_path
 from ..core.test_grading import tcga_area_mm2
 
 PLUGIN = "napari-cancerseg"
@@ -101,7 +101,7 @@ def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtb
     assert widget.export("csv") is None and (tmp_path / "again.csv").read_text() == "keep me"
 
     widget.source.value = "an annotation file"
-    widget.annotations.value = data_path(TCGA)
+    widget.annotations.value = stand_in_path(TCGA)  # tumour outlines without a Gleason pattern
     widget.report = None
     widget.grade()
     qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
@@ -162,7 +162,7 @@ def test_grading_dock_counts_the_nuclei_of_a_nucleus_store(make_napari_viewer, q
 
     from napari_cancerseg.io import stores
 
-    mask = (np.asarray(Image.open(data_path("nuclei/image02_labels.png"))) > 0).astype(np.uint8)
+    mask = (np.asarray(Image.open(stand_in_path("nuclei/image02_labels.png"))) > 0).astype(np.uint8)
     path = str(tmp_path / "nuclei.zarr")
     stores.write_labels(path, stores.label_pyramid(mask), scale=(0.5, 0.5), units=("um", "um"), name="nuclei",
                         properties={"downsample": 1.0, "classes": [{"label": 0, "name": "background"},

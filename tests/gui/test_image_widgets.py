@@ -12,7 +12,7 @@ import pytest
 
 from napari_cancerseg.evaluation import evaluate_paths
 
-from ..conftest import data_path
+from ..conftest import data_path, stand_in_path
 
 PLUGIN = "napari-cancerseg"
 PROSTATE = "mri/prostate_t2.nii.gz"
@@ -114,14 +114,14 @@ def test_classify_route_and_segment_a_volume_in_3d(make_napari_viewer, qtbot, tm
 
 def test_evaluation_dock_matches_the_core_and_exports(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer()
-    one = viewer.open(data_path("mri/prostate_seg_one_label.nii.gz"), plugin=PLUGIN)[0]
-    two = viewer.open(data_path("mri/prostate_seg_two_labels.nii.gz"), plugin=PLUGIN)[0]
+    one = viewer.open(stand_in_path("mri/prostate_seg_one_label.nii.gz"), plugin=PLUGIN)[0]
+    two = viewer.open(stand_in_path("mri/prostate_seg_two_labels.nii.gz"), plugin=PLUGIN)[0]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Evaluate segmentation")
     widget.prediction.value, widget.truth.value = one, two
     widget.evaluate()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    reference = evaluate_paths(data_path("mri/prostate_seg_one_label.nii.gz"),
-                               data_path("mri/prostate_seg_two_labels.nii.gz"))
+    reference = evaluate_paths(stand_in_path("mri/prostate_seg_one_label.nii.gz"),
+                               stand_in_path("mri/prostate_seg_two_labels.nii.gz"))
     assert [(s.label, s.dice, s.hd95) for s in widget.scores] == [(s.label, s.dice, s.hd95) for s in reference]
     assert widget.scores[0].unit == "mm" and widget.table.shape[0] == len(reference)
     widget.csv_path.value = str(tmp_path / "scores.csv")

@@ -6,7 +6,7 @@ import npe2
 import numpy as np
 import pytest
 
-from ..conftest import data_path
+from ..conftest import data_path, stand_in_path
 
 PLUGIN = "napari-cancerseg"
 # (file, layer types in order, shape of the first layer's level 0)
@@ -76,8 +76,8 @@ def test_viewer_shows_ndpi_without_level0_reads(make_napari_viewer, fresh_slide_
 
 def test_mask_overlays_image_in_viewer(make_napari_viewer):
     viewer = make_napari_viewer()
-    image = viewer.open(data_path("mri/prostate_t2.nii.gz"), plugin=PLUGIN)[0]
-    mask = viewer.open(data_path("mri/prostate_seg_one_label.nii.gz"), plugin=PLUGIN)[0]
+    image = viewer.open(stand_in_path("mri/prostate_t2.nii.gz"), plugin=PLUGIN)[0]
+    mask = viewer.open(stand_in_path("mri/prostate_seg_one_label.nii.gz"), plugin=PLUGIN)[0]
     np.testing.assert_allclose(image.extent.world, mask.extent.world)
     assert viewer.dims.ndim == 3
 
@@ -97,7 +97,7 @@ def test_bad_files_raise_clear_errors_and_viewer_stays_up(make_napari_viewer, tm
         viewer.open(str(path), plugin=PLUGIN)
     assert str(path) in str(info.value)
     assert len(viewer.layers) == 0
-    viewer.open(data_path("mri/prostate_t2.nii.gz"), plugin=PLUGIN)  # still working
+    viewer.open(stand_in_path("mri/prostate_t2.nii.gz"), plugin=PLUGIN)  # still working
     assert len(viewer.layers) == 1
 
 
@@ -105,7 +105,7 @@ def test_save_labels_through_napari(make_napari_viewer, tmp_path):
     import nibabel as nib
 
     viewer = make_napari_viewer()
-    source = data_path("mri/prostate_seg_two_labels.nii.gz")
+    source = stand_in_path("mri/prostate_seg_two_labels.nii.gz")
     labels = viewer.open(source, plugin=PLUGIN)[0]
     nifti_out = str(tmp_path / "edited.nii.gz")
     zarr_out = str(tmp_path / "edited.zarr")
