@@ -267,3 +267,22 @@ def test_cancelling_the_pattern_overlay_is_neutral_and_saves_nothing(make_napari
     # nothing half-written: neither the store nor its temporary build is left beside the segmentation
     assert sorted(os.listdir(tmp_path)) == ["slide.geojson", "slide.zarr"]
     assert "Gleason patterns" not in [layer.name for layer in viewer.layers]
+
+
+def test_a_model_process_leaves_qts_global_thread_pool_its_threads(make_napari_viewer, qtbot):
+    """The thread following a model process waits on it for the whole run: it must not take one of the global
+    pool's threads (one per core), where Qt 5 converts and scales images while the GUI thread waits (napari's
+    activity spinner): with those taken, the Train dock froze the window for 5.3 s on PyQt5."""
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
+    qtbot.waitUntil(lambda: pool.activeThreadCount() == 0, timeout=10_000)
+    threads = pool.maxThreadCount()
+    widget.runner.start([sys.executable, "-c", "import time; time.sleep(60)"], "overlay")  # a child that waits
+    qtbot.waitUntil(lambda: pool.activeThreadCount() == 1, timeout=10_000)  # its follower is running
+    assert pool.maxThreadCount() - pool.activeThreadCount() == threads  # every thread Qt had is still free
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30_000)
+    assert widget.runner.state == "cancelled" and pool.maxThreadCount() == threads  # given back when it ends
