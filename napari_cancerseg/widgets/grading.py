@@ -262,4 +262,7 @@ class GradingWidget(ScrollableContainer):
         self.viewer.open(message.data["out"], plugin="napari-cancerseg")
         counts = ", ".join(f"{'pattern ' + k if k.isdigit() else k} {n:,}"
                            for k, n in message.data["tiles_per_label"].items())
-        self.summary.value = f"{message.data['tiles']:,} tumour tiles graded ({counts}), saved as {message.data['out']}"
+        # the name only: the whole path is in "save patterns as" and in the notification
+        self.summary.value = (f"{message.data['tiles']:,} tumour tiles graded ({counts}), saved as "
+                              f"{Path(message.data['out'].rstrip('/')).name}")
+        show_info(f"saved {message.data['out']}")
