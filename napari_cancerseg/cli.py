@@ -415,11 +415,19 @@ def cmd_overlay(args: argparse.Namespace) -> int:
     if not classifier.is_classifier:
         raise CancersegError(f"{args.model}: not a classifier bundle (train one with cancerseg train --task gleason)")
 
-    def progress(done: int, total: int) -> None:  # tumour tiles classified, through the one protocol
-        processes.emit(processes.Progress("tiles", done, total))
+    terminal = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:  # tumour tiles classified: the one protocol, or a line on stderr
+        if args.json:
+            processes.emit(processes.Progress("tiles", done, total))
+        elif terminal:  # one line rewritten in place
+            print(f"\r{done}/{total} tumour tiles classified", end="" if done < total else "\n", file=sys.stderr,
+                  flush=True)
+        elif done == total:  # a log or a pipe: the end only
+            print(f"{done}/{total} tumour tiles classified", file=sys.stderr, flush=True)
 
     summary = pattern_overlay(args.slide, args.segmentation, classifier, args.out, args.min_tumour, args.batch,
-                              progress=progress if args.json else None, overwrite=args.overwrite)
+                              progress=progress, overwrite=args.overwrite)
     if args.json:
         processes.emit(processes.Done(f"{summary.tiles} tumour tiles graded -> {summary.out}", {
             "out": summary.out, "tiles": summary.tiles, "tiles_per_label": summary.tiles_per_label}))
