@@ -267,6 +267,9 @@ def test_cancelling_the_pattern_overlay_is_neutral_and_saves_nothing(make_napari
     # nothing half-written: neither the store nor its temporary build is left beside the segmentation
     assert sorted(os.listdir(tmp_path)) == ["slide.geojson", "slide.zarr"]
     assert "Gleason patterns" not in [layer.name for layer in viewer.layers]
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        widget.native.grab().save(os.path.join(SCREENSHOTS, "grading_dock_overlay_cancelled.png"))
 
 
 def test_a_model_process_leaves_qts_global_thread_pool_its_threads(make_napari_viewer, qtbot):
