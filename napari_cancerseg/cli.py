@@ -408,11 +408,26 @@ def cmd_overlay(args: argparse.Namespace) -> int:
     from .grading.patterns import pattern_overlay
     from .models.bundle import load_bundle
 
+    if args.json:  # the dock shows "loading the model" from here: TensorFlow's import is most of the first 10 s
+        processes.emit(processes.Started({"slide": args.slide, "segmentation": args.segmentation,
+                                          "model": args.model, "out": args.out}))
     classifier = load_bundle(args.model)
     if not classifier.is_classifier:
         raise CancersegError(f"{args.model}: not a classifier bundle (train one with cancerseg train --task gleason)")
+
+    terminal = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:  # tumour tiles classified: the one protocol, or a line on stderr
+        if args.json:
+            processes.emit(processes.Progress("tiles", done, total))
+        elif terminal:  # one line rewritten in place
+            print(f"\r{done}/{total} tumour tiles classified", end="" if done < total else "\n", file=sys.stderr,
+                  flush=True)
+        elif done == total:  # a log or a pipe: the end only
+            print(f"{done}/{total} tumour tiles classified", file=sys.stderr, flush=True)
+
     summary = pattern_overlay(args.slide, args.segmentation, classifier, args.out, args.min_tumour, args.batch,
-                              overwrite=args.overwrite)
+                              progress=progress, overwrite=args.overwrite)
     if args.json:
         processes.emit(processes.Done(f"{summary.tiles} tumour tiles graded -> {summary.out}", {
             "out": summary.out, "tiles": summary.tiles, "tiles_per_label": summary.tiles_per_label}))
@@ -574,8 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--min-tumour", type=fraction, default=0.05,
                     help="tumour fraction for a tile to be classified (default: 0.05)")
     ov.add_argument("--batch", type=positive_int, default=16, help="tiles per classifier batch (default: 16)")
-    ov.add_argument("--json", action="store_true", help="one JSON line when done (the napari dock reads it)")
-    ov.add_argument("--overwrite", action="store_true", help="replace --out if it is a store of ours")
+    ov.add_argument("--json", action="store_true",
+                    help="progress (tiles classified / tumour tiles) and the result as JSON lines (the napari dock "
+                         "reads them)")
+    ov.add_argument("--overwrite", action="store_true", help="replace --out if it is an earlier pattern overlay")
     ov.set_defaults(func=cmd_overlay)
 
     ex = add_command(sub, "export-onnx", "a bundle's network as ONNX, for QuPath, MONAI and onnxruntime")

@@ -19,9 +19,10 @@ import dask.array as da
 import numpy as np
 
 from ..classes import BENIGN, GLEASON_3, GLEASON_4, GLEASON_5, TUMOUR, label_for, rgba_255
-from ..errors import CancersegError
+from ..errors import CancersegError, WriteError
 from ..io import stores
 from ..io.stores import LabelStore
+from ..io.stores.output import is_creation_leftover
 from ..io.wsi import SlideHandle, read_level
 from .report import TUMOUR_LABELS, label_mapping
 
@@ -42,18 +43,47 @@ def classifier_labels(classes: list[dict]) -> np.ndarray:
     return np.asarray(labels, np.uint8)
 
 
+def is_pattern_store(path: str) -> bool:
+    """A pattern overlay this plugin wrote (its attributes name the classifier that coloured it)."""
+    try:
+        return "patterns_from" in stores.read_attributes(path).extra
+    except CancersegError:
+        return False
+
+
+def refused_output(out: str) -> str | None:
+    """Why ``out`` cannot take a pattern overlay (said to the user), or None: free, an empty folder, or an earlier
+    pattern overlay (replaced whole when the new one is complete).  Anything else, a prediction or annotations of
+    ours included, is never replaced."""
+    if not out.lower().rstrip("/").endswith(".zarr"):
+        return f"{out}: a pattern overlay is saved as an OME-Zarr store: choose a name ending in .zarr"
+    if not os.path.lexists(out) or is_pattern_store(out) or _empty_folder(out):
+        return None
+    return f"{out} already exists and is not a pattern overlay: nothing was changed; choose another path"
+
+
+def _empty_folder(path: str) -> bool:
+    """Free to build in: an empty folder, or an interrupted creation (zarr metadata only, no data)."""
+    return os.path.isdir(path) and not os.path.islink(path) and (not os.listdir(path) or is_creation_leftover(path))
+
+
 def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tumour: float = 0.05, batch: int = 16,
                     progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> OverlaySummary:
     """Grade the tumour of ``segmentation`` tile by tile with ``classifier`` (a loaded classifier bundle).
 
-    ``out`` must be free; ``overwrite=True`` replaces an overlay (a store of ours), never anything else.
+    ``out`` must be free; ``overwrite=True`` replaces an earlier pattern overlay, never anything else.
+    ``progress(done, total)`` counts tumour tiles classified: once with 0 when they are known, then after each batch.
     """
     seg = LabelStore(segmentation, writable=False)
     missing = seg.missing_chunks()
     if missing is not None:  # chunks not predicted would be graded as background
         raise CancersegError(f"{segmentation}: incomplete prediction ({missing[0]} of {missing[1]} chunks missing): "
                              "finish it with the same --out first")
-    stores.check_output(out, overwrite, "pattern overlay")  # refuse before an hour of classifying, not after
+    # refused before an hour of classifying, not after
+    exists = stores.check_output(out, overwrite, "pattern overlay")
+    if exists and overwrite and not is_pattern_store(out) and not _empty_folder(out):
+        raise WriteError(out, "is a napari-cancerseg store but not a pattern overlay: nothing there was changed; "
+                              "choose another output path")
     table = label_mapping(seg.attributes.classes)
     to_label = classifier_labels(classifier.info.classes)
     size = classifier.recipe.tile_size
@@ -75,6 +105,8 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
         if np.isin(table[labels], TUMOUR_LABELS).mean() >= min_tumour:
             tumour_tiles.append((r, c))
     assigned: dict[tuple[int, int], int] = {}
+    if progress:  # the total is known before the first (slow) batch: a bar at 0 of N, not an empty one
+        progress(0, len(tumour_tiles))
     for start in range(0, len(tumour_tiles), batch):
         members = tumour_tiles[start:start + batch]
         tiles = []

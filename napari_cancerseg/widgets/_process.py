@@ -25,7 +25,7 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.qt.threading import thread_worker
 from napari.utils import progress as activity_progress
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QThreadPool
 from qtpy.QtWidgets import QApplication
 
 from ..errors import CancersegError
@@ -34,6 +34,20 @@ from ..processes import Cancelled, ChildProcess, Done, Error, Message, Note, Pro
 IDLE, RUNNING, DONE, CANCELLED, FAILED = "idle", "running", "done", "cancelled", "failed"
 #: Seconds a child may take to stop after its dock is closed (it exits by itself soon after its stdin closes).
 CLOSE_GRACE = 5.0
+
+
+def _grow_global_pool(by: int) -> None:
+    """Give Qt's global thread pool ``by`` more threads (fewer, when negative) while followers run.
+
+    A follower (``thread_worker``, so a thread of ``QThreadPool.globalInstance()``) waits on its child for the
+    whole run.  Qt 5 converts and scales images on that same pool while the GUI thread waits for it (napari's
+    activity spinner is a QMovie, scaled each frame): with the pool's threads, one per core (2 on CI), taken by a
+    follower and any other worker, the window froze for seconds (5.3 s measured, PyQt5 only: Qt 6 has a pool of its
+    own for that).  A follower is not CPU work, so it gets a thread of its own instead of one of the cores'.
+    """
+    pool = QThreadPool.globalInstance()
+    if pool is not None:
+        pool.setMaxThreadCount(max(1, pool.maxThreadCount() + by))
 
 
 class _DockClosed(QObject):
@@ -75,6 +89,7 @@ class ProcessRunner:
         self.final: Message | None = None
         self._cancel_requested = False
         self._closed = False
+        self._pool_thread = False  # whether this runner's follower added a thread to Qt's global pool
         self._handlers: dict[str, Callable | None] = {}
         self._on_finished: Callable[[], None] | None = None
         self.activity: Any = None  # the run's entry in napari's activity panel
@@ -131,6 +146,9 @@ class ProcessRunner:
         self.worker.yielded.connect(self._on_message)
         self.worker.errored.connect(self._on_worker_error)
         self.worker.finished.connect(self._finished)  # after every yielded message: Qt keeps their order
+        if not self._pool_thread:
+            _grow_global_pool(1)
+            self._pool_thread = True
         self.worker.start()
 
     @thread_worker
@@ -213,6 +231,9 @@ class ProcessRunner:
             self.activity = None
 
     def _finished(self) -> None:
+        if self._pool_thread:
+            _grow_global_pool(-1)
+            self._pool_thread = False
         self._close_activity()
         self.process = self.worker = None
         if self._on_finished is not None:

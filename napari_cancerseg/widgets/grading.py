@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import napari
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     ComboBox,
     FileEdit,
     FloatSpinBox,
     Label,
     LineEdit,
+    ProgressBar,
     PushButton,
     Table,
     create_widget,
@@ -27,6 +29,7 @@ from qtpy.QtWidgets import QFileDialog
 from ..classes import CLASSES, GLEASON_3, GLEASON_4, GLEASON_5, RGB, TUMOUR
 from ..errors import CancersegError
 from ..grading.gleason import RESEARCH_ONLY
+from ..grading.patterns import refused_output
 from ..grading.report import SlideReport, grade_path, parse_mapping
 from ..inference.options import cli_command
 from ..io.stores import LabelStore
@@ -92,8 +95,14 @@ class GradingWidget(ScrollableContainer):
                                         "grades TCGA's 'CaP' as Gleason pattern 4")
         self.grade_button = PushButton(text="Grade")
         self.classifier = FileEdit(label="Gleason classifier", filter="*.keras", value=None)
+        self.overlay_out = FileEdit(label="save patterns as", mode=FileDialogMode.OPTIONAL_FILE, filter="*.zarr",
+                                    value=None,
+                                    tooltip="an OME-Zarr store (.zarr); empty: <segmentation>.patterns.zarr beside "
+                                            "the segmentation.  Only an earlier pattern overlay is replaced, never "
+                                            "any other file or store")
         self.overlay_button = PushButton(text="Colour tumour by pattern")
         self.cancel_button = PushButton(text="Cancel colouring", enabled=False)
+        self.overlay_progress = ProgressBar(label="tiles graded", value=0, min=0, max=1)
         self.summary = Label(value=NO_GRADE_YET)
         self.table = Table(value={"data": [], "columns": []})
         self.table.visible = False  # no fake headers before there is a grade
@@ -103,8 +112,8 @@ class GradingWidget(ScrollableContainer):
         self.disclaimer = Label(value=f"<b>{RESEARCH_ONLY}</b>")
         super().__init__(widgets=[self.disclaimer, self.source, self.store_layer, self.annotations, self.mpp,
                                   self.mapping, self.grade_button, self.summary, self.table, self.json_button,
-                                  self.csv_button, self.classifier, self.overlay_button, self.cancel_button,
-                                  self.legend])
+                                  self.csv_button, self.classifier, self.overlay_out, self.overlay_button,
+                                  self.cancel_button, self.overlay_progress, self.legend])
         self.summary.native.setWordWrap(True)
         self.native.setMaximumWidth(420)
         self.chart = BarChart()
@@ -116,8 +125,10 @@ class GradingWidget(ScrollableContainer):
         self.overlay_button.changed.connect(self.overlay)
         self.report: SlideReport | None = None
         self.worker: Any = None  # grading's thread, or the one following the overlay's model process
+        # a cancelled run leaves no store at the chosen path (it is built beside it and renamed in when whole)
         self.runner = ProcessRunner(self, [self.overlay_button], self.summary, self.cancel_button,
-                                    cancelled_text="colouring cancelled; the tumour is not coloured")
+                                    self.overlay_progress,
+                                    cancelled_text="colouring cancelled; the tumour is not coloured, nothing was saved")
 
     @property
     def process(self) -> ChildProcess | None:
@@ -224,8 +235,13 @@ class GradingWidget(ScrollableContainer):
         if not segmentation or not slide or not os.path.isfile(classifier):
             show_error("pick a prediction or annotation layer of a slide, and a Gleason classifier bundle")
             return
-        out = f"{segmentation.rstrip('/')}.patterns.zarr"
-        # the dock's own pattern store beside the segmentation: colouring again replaces it
+        out = self.overlay_path(segmentation)
+        refusal = refused_output(out)  # before the model process: a prediction or a user's file is never replaced
+        if refusal is not None:
+            show_error(refusal)
+            self.summary.value = f"not coloured: {refusal}"
+            return
+        # only an earlier pattern overlay is replaced (pattern_overlay checks it again in the process)
         argv = cli_command("overlay", slide, segmentation=segmentation, model=classifier, out=out, json=True,
                            overwrite=True)
         self.summary.value = "grading the tumour tile by tile in a model process..."
@@ -233,9 +249,20 @@ class GradingWidget(ScrollableContainer):
                           on_finished=lambda: setattr(self, "worker", None))
         self.worker = self.runner.worker
 
+    def overlay_path(self, segmentation: str) -> str:
+        """The chosen store, or ``<segmentation>.patterns.zarr`` beside the segmentation."""
+        value = str(self.overlay_out.value) if self.overlay_out.value and str(self.overlay_out.value) not in (".", "") \
+            else ""
+        return value or f"{segmentation.rstrip('/')}.patterns.zarr"
+
     def cancel(self, *_) -> None:
         self.runner.cancel()
 
     def _on_overlay_done(self, message: Done) -> None:
         self.viewer.open(message.data["out"], plugin="napari-cancerseg")
-        self.summary.value = f"{message.data['tiles']} tumour tiles graded: {message.data['tiles_per_label']}"
+        counts = ", ".join(f"{'pattern ' + k if k.isdigit() else k} {n:,}"
+                           for k, n in message.data["tiles_per_label"].items())
+        # the name only: the whole path is in "save patterns as" and in the notification
+        self.summary.value = (f"{message.data['tiles']:,} tumour tiles graded ({counts}), saved as "
+                              f"{Path(message.data['out'].rstrip('/')).name}")
+        show_info(f"saved {message.data['out']}")

@@ -333,3 +333,49 @@ def test_gleason_classifier_trains_on_real_tiles_and_colours_the_tumour(tmp_path
                for p, label in ((3, GLEASON_3), (4, GLEASON_4), (5, GLEASON_5))}
     assert [report.areas[str(p)] for p in counted] == pytest.approx(list(counted.values()))
     assert report.gleason_score == grade(counted).score
+
+
+def test_overlay_reports_its_tiles_through_the_protocol_and_refuses_a_store_not_its_own(tmp_path, capsys):
+    """`cancerseg overlay --json` counts the tumour tiles classified, 0 to the total, as the dock's bar reads them."""
+    pytest.importorskip("keras")
+    from napari_cancerseg.annotations import read
+    from napari_cancerseg.annotations.raster import labelled_shapes
+    from napari_cancerseg.cli import main
+    from napari_cancerseg.io.annotation_files import rasterise_to_store
+    from napari_cancerseg.models.bundle import Recipe, save_bundle
+    from napari_cancerseg.models.classifier import build_classifier
+    from napari_cancerseg.processes import Done, Error, Progress, Started, parse
+    from napari_cancerseg.training.classifier import CLASS_NAMES
+
+    slide = data_path("wsi/CMU-1-Small-Region.svs")
+    tumour = str(tmp_path / "tumour.geojson")
+    write_annotations(AnnotationSet([Annotation(rectangle(100, 100, 612, 356), "tumor")]), tumour)
+    segmentation = rasterise_to_store(str(tmp_path / "seg.zarr"), labelled_shapes(read(tumour)), (2967, 2220), 1.0,
+                                      0.499, properties={"slide_path": slide})
+    classifier = str(tmp_path / "gleason.keras")
+    save_bundle(build_classifier(4, (64, 64, 3), dense_units=8), classifier, name="gleason", version="0",
+                architecture={"builder": "efficientnetb0_classifier"},
+                recipe=Recipe(tile_size=64, overlap=0, mpp=0.5, divisor=1),
+                classes=[{"label": k, "name": n} for k, n in enumerate(CLASS_NAMES)])
+    # 64 px tiles at level 0 (0.499 µm/px is the level nearest 0.5): columns 1-9 (64..640 over x 100..612) and
+    # rows 1-5 (64..384 over y 100..356) each hold at least 5% tumour (the edge ones 28/64 and 36/64 of a side)
+    total = 9 * 5
+    out = str(tmp_path / "patterns.zarr")
+    capsys.readouterr()
+    assert main(["overlay", slide, "--segmentation", segmentation, "--model", classifier, "--out", out, "--json",
+                 "--batch", "16"]) == 0
+    messages = [m for m in map(parse, capsys.readouterr().out.splitlines()) if m is not None]
+    assert isinstance(messages[0], Started) and isinstance(messages[-1], Done)
+    progress = [m for m in messages if isinstance(m, Progress)]
+    assert [(p.stage, p.done, p.total) for p in progress] == [("tiles", n, total) for n in (0, 16, 32, total)]
+    assert messages[-1].data["tiles"] == total == sum(messages[-1].data["tiles_per_label"].values())
+    assert messages[-1].data["out"] == out and stores.read_attributes(out).extra["patterns_from"]["tile"] == 64
+
+    # the segmentation is a store of ours but not a pattern overlay: refused before any tile, left as it was
+    before = sorted(p.name for p in (tmp_path / "seg.zarr").rglob("*"))
+    assert main(["overlay", slide, "--segmentation", segmentation, "--model", classifier, "--out", segmentation,
+                 "--json", "--overwrite"]) == 2
+    messages = [m for m in map(parse, capsys.readouterr().out.splitlines()) if m is not None]
+    assert not any(isinstance(m, Progress) for m in messages) and isinstance(messages[-1], Error)
+    assert segmentation in messages[-1].message and "not a pattern overlay" in messages[-1].message
+    assert sorted(p.name for p in (tmp_path / "seg.zarr").rglob("*")) == before

@@ -180,8 +180,10 @@ def test_grading_dock_counts_the_nuclei_of_a_nucleus_store(make_napari_viewer, q
     assert f"{nuclei:,} nuclei" in widget.summary.value and "Gleason" not in widget.summary.value
 
 
-def test_pattern_overlay_runs_in_a_model_process(make_napari_viewer, qtbot, tmp_path):
-    classifier = str(tmp_path / "gleason.keras")
+@pytest.fixture(scope="module")
+def gleason_bundle(tmp_path_factory) -> str:
+    """A tiny untrained Gleason classifier (64 px tiles at 0.5 µm/px), built in a child: no TensorFlow here."""
+    classifier = str(tmp_path_factory.mktemp("bundle") / "gleason.keras")
     script = textwrap.dedent(f"""
         from napari_cancerseg.models.bundle import Recipe, save_bundle
         from napari_cancerseg.models.classifier import build_classifier
@@ -193,15 +195,97 @@ def test_pattern_overlay_runs_in_a_model_process(make_napari_viewer, qtbot, tmp_
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300,
                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True)
+    return classifier
+
+
+def _follow_progress(widget) -> list:
+    """The overlay's Progress messages as the dock receives them (connected before the event loop delivers any)."""
+    from napari_cancerseg.processes import Progress
+
+    seen: list = []
+    widget.runner.worker.yielded.connect(lambda m: seen.append((m.done, m.total)) if isinstance(m, Progress) else None)
+    return seen
+
+
+def test_pattern_overlay_runs_in_a_model_process(make_napari_viewer, qtbot, tmp_path, gleason_bundle):
     store = _annotation_store(tmp_path, [Annotation(rectangle(100, 100, 612, 612), "tumour")], "tumour")
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
+    if SCREENSHOTS:
+        viewer.open(data_path(CMU), plugin=PLUGIN)
     layer = viewer.open(store, plugin=PLUGIN)[0]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
-    widget.store_layer.value, widget.classifier.value = layer, classifier
+    widget.store_layer.value, widget.classifier.value = layer, gleason_bundle
+
+    # a path that is not a pattern overlay (here the segmentation itself, a store of ours) is refused up front
+    before = sorted(p.name for p in (tmp_path / "tumour.zarr").rglob("*"))
+    widget.overlay_out.value = store
     widget.overlay()
+    assert widget.process is None and widget.worker is None and widget.runner.state == "idle"
+    assert "not a pattern overlay" in widget.summary.value and store in widget.summary.value
+    assert sorted(p.name for p in (tmp_path / "tumour.zarr").rglob("*")) == before
+
+    chosen = str(tmp_path / "chosen" / "graded.zarr")
+    widget.overlay_out.value = chosen
+    widget.overlay()
+    seen = _follow_progress(widget)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
-    assert "tumour tiles graded" in widget.summary.value, widget.summary.value
+    assert widget.runner.state == "done" and "tumour tiles graded" in widget.summary.value, widget.summary.value
+    tiles = 9 * 9  # 64 px tiles 1-9 across x and y 100..612 each hold at least 5% tumour (edges: 28 and 36 of 64)
+    assert seen[0] == (0, tiles) and seen[-1] == (tiles, tiles) and [d for d, _ in seen] == sorted({d for d, _ in seen})
+    assert (widget.overlay_progress.value, widget.overlay_progress.max) == (tiles, tiles)  # 100%
+    assert os.path.isdir(chosen) and not os.path.exists(f"{store}.patterns.zarr")  # the chosen path, not the default
     patterns = viewer.layers["Gleason patterns"]
     graded = np.asarray(patterns.data[0][100:612, 100:612])
     assert not (graded == TUMOUR).any() and graded.min() >= 1  # every tumour pixel took a pattern (or benign)
     assert "tensorflow" not in sys.modules
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        viewer.window._qt_window.resize(1280, 1000)
+        qtbot.wait(200)
+        widget.native.grab().save(os.path.join(SCREENSHOTS, "grading_dock_overlay_done.png"))
+        viewer.screenshot(os.path.join(SCREENSHOTS, "grading_window_overlay.png"), canvas_only=False)
+
+
+def test_cancelling_the_pattern_overlay_is_neutral_and_saves_nothing(make_napari_viewer, qtbot, tmp_path,
+                                                                    gleason_bundle):
+    # the whole slide as tumour: ~1,600 tiles, far more than classified before Cancel arrives
+    store = _annotation_store(tmp_path, [Annotation(rectangle(0, 0, 2220, 2967), "tumour")], "slide")
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.open(store, plugin=PLUGIN)[0]
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
+    widget.store_layer.value, widget.classifier.value = layer, gleason_bundle
+    widget.overlay()  # the default path, beside the segmentation
+    seen = _follow_progress(widget)
+    assert widget.cancel_button.enabled and not widget.overlay_button.enabled
+    qtbot.waitUntil(lambda: bool(seen) or widget.worker is None, timeout=300_000)
+    assert seen and seen[0][1] > 1000, (seen, widget.summary.value)  # tiles are being classified
+    widget.cancel_button.native.click()  # the dock's own Cancel button
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.runner.state == "cancelled", widget.summary.value
+    assert widget.summary.value == widget.runner.cancelled_text and "failed" not in widget.summary.value
+    assert widget.overlay_progress.value == 0 and widget.overlay_button.enabled and not widget.cancel_button.enabled
+    # nothing half-written: neither the store nor its temporary build is left beside the segmentation
+    assert sorted(os.listdir(tmp_path)) == ["slide.geojson", "slide.zarr"]
+    assert "Gleason patterns" not in [layer.name for layer in viewer.layers]
+    if SCREENSHOTS:
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        widget.native.grab().save(os.path.join(SCREENSHOTS, "grading_dock_overlay_cancelled.png"))
+
+
+def test_a_model_process_leaves_qts_global_thread_pool_its_threads(make_napari_viewer, qtbot):
+    """The thread following a model process waits on it for the whole run: it must not take one of the global
+    pool's threads (one per core), where Qt 5 converts and scales images while the GUI thread waits (napari's
+    activity spinner): with those taken, the Train dock froze the window for 5.3 s on PyQt5."""
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
+    qtbot.waitUntil(lambda: pool.activeThreadCount() == 0, timeout=10_000)
+    threads = pool.maxThreadCount()
+    widget.runner.start([sys.executable, "-c", "import time; time.sleep(60)"], "overlay")  # a child that waits
+    qtbot.waitUntil(lambda: pool.activeThreadCount() == 1, timeout=10_000)  # its follower is running
+    assert pool.maxThreadCount() - pool.activeThreadCount() == threads  # every thread Qt had is still free
+    widget.cancel_button.native.click()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30_000)
+    assert widget.runner.state == "cancelled" and pool.maxThreadCount() == threads  # given back when it ends
