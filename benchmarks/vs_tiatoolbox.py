@@ -113,6 +113,12 @@ def run_tiatoolbox(slide: str, model: str, labels_out: str) -> dict:
             return self.network(batch)
 
         @staticmethod
+        def postproc(image):
+            """Labels from probabilities, as TIAToolbox's own segmentation models give (its "predictions" are
+            this function's output cast to the smallest integer type: probabilities themselves become 0)."""
+            return np.argmax(image, axis=-1)
+
+        @staticmethod
         def infer_batch(model, batch_data, *, device: str = "cpu"):
             tiles_seen[0] += len(batch_data)
             inner = getattr(model, "module", model)
