@@ -140,7 +140,9 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
                   "segmentation": os.path.abspath(segmentation),
                   "patterns_from": {"name": classifier.info.name, "version": classifier.info.version,
                                     "tile": size, "level": level, "min_tumour": min_tumour}}
-    stores.write_labels(out, stores.label_pyramid(level0), scale=seg.scale, units=seg.units, name="Gleason patterns",
+    # named by slide and classifier, as predictions are: two slides' or two classifiers' overlays are told apart
+    name = f"{os.path.splitext(os.path.basename(slide))[0]} · {classifier.info.name} {classifier.info.version} patterns"
+    stores.write_labels(out, stores.label_pyramid(level0), scale=seg.scale, units=seg.units, name=name,
                         colors=rgba_255(), properties=properties, overwrite=overwrite)
     names = {BENIGN: "benign", GLEASON_3: "3", GLEASON_4: "4", GLEASON_5: "5"}
     counts = {names[label]: sum(v == label for v in assigned.values()) for label in names}

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,7 +235,10 @@ def test_pattern_overlay_runs_in_a_model_process(make_napari_viewer, qtbot, tmp_
     assert seen[0] == (0, tiles) and seen[-1] == (tiles, tiles) and [d for d, _ in seen] == sorted({d for d, _ in seen})
     assert (widget.overlay_progress.value, widget.overlay_progress.max) == (tiles, tiles)  # 100%
     assert os.path.isdir(chosen) and not os.path.exists(f"{store}.patterns.zarr")  # the chosen path, not the default
-    patterns = viewer.layers["Gleason patterns"]
+    from napari_cancerseg.models.bundle import bundle_info
+
+    classifier = bundle_info(gleason_bundle)  # the layer is named by slide and classifier, as predictions are
+    patterns = viewer.layers[f"{Path(data_path(CMU)).stem} · {classifier.name} {classifier.version} patterns"]
     graded = np.asarray(patterns.data[0][100:612, 100:612])
     assert not (graded == TUMOUR).any() and graded.min() >= 1  # every tumour pixel took a pattern (or benign)
     assert "tensorflow" not in sys.modules
@@ -266,7 +270,7 @@ def test_cancelling_the_pattern_overlay_is_neutral_and_saves_nothing(make_napari
     assert widget.overlay_progress.value == 0 and widget.overlay_button.enabled and not widget.cancel_button.enabled
     # nothing half-written: neither the store nor its temporary build is left beside the segmentation
     assert sorted(os.listdir(tmp_path)) == ["slide.geojson", "slide.zarr"]
-    assert "Gleason patterns" not in [layer.name for layer in viewer.layers]
+    assert not [layer.name for layer in viewer.layers if layer.name.endswith(" patterns")]
     if SCREENSHOTS:
         os.makedirs(SCREENSHOTS, exist_ok=True)
         widget.native.grab().save(os.path.join(SCREENSHOTS, "grading_dock_overlay_cancelled.png"))
