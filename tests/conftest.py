@@ -42,6 +42,15 @@ def packaged_copy(relative: str) -> Path | None:
     return None
 
 
+def shared_or_packaged(relative: str) -> str | None:
+    """The shared file (unless CANCERSEG_NO_SHARED_DATA), else the byte-identical copy a package ships, else None."""
+    path = DATA / relative
+    if path.exists() and not NO_SHARED_DATA:
+        return str(path)
+    copy = packaged_copy(relative)
+    return str(copy) if copy is not None else None
+
+
 def data_path(relative: str) -> str:
     """A real test file: from $CANCERSEG_TEST_DATA or ../shared/data, else the copy an installed package ships.
 
@@ -49,12 +58,9 @@ def data_path(relative: str) -> str:
     since CI has the data and a skip there would hide a test that stopped running.  With
     CANCERSEG_NO_SHARED_DATA=1 the shared folder is not looked in.
     """
-    path = DATA / relative
-    if path.exists() and not NO_SHARED_DATA:
-        return str(path)
-    copy = packaged_copy(relative)
-    if copy is not None:
-        return str(copy)
+    found = shared_or_packaged(relative)
+    if found is not None:
+        return found
     where = "CANCERSEG_NO_SHARED_DATA is set" if NO_SHARED_DATA else f"not found under {DATA}"
     message = f"test data {relative}: {where}, and no installed package ships it"
     if os.environ.get("CI", "").lower() == "true" and not NO_SHARED_DATA:
@@ -83,12 +89,9 @@ def stand_in_path(relative: str) -> str:
     """
     from .data_sources import STAND_INS
 
-    path = DATA / relative
-    if path.exists() and not NO_SHARED_DATA:
-        return str(path)
-    copy = packaged_copy(relative)
-    if copy is not None:
-        return str(copy)
+    found = shared_or_packaged(relative)
+    if found is not None:
+        return found
     parent, _, name = relative.rpartition("/")
     if relative not in STAND_INS and parent in STAND_INS and name:  # a file of a stand-in folder, if it has one
         inside = Path(stand_in_path(parent)) / name

@@ -42,6 +42,17 @@ def _save_dialog(monkeypatch, answers):
     return asked
 
 
+def _screenshots(viewer, widget, qtbot, name: str, dock: str | None = None) -> None:
+    """With CANCERSEG_SCREENSHOTS set: the dock and the whole window, to look at."""
+    if not SCREENSHOTS:
+        return
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    viewer.window._qt_window.resize(1280, 1000)
+    qtbot.wait(200)
+    widget.native.grab().save(os.path.join(SCREENSHOTS, f"grading_dock_{dock or name}.png"))
+    viewer.screenshot(os.path.join(SCREENSHOTS, f"grading_window_{name}.png"), canvas_only=False)
+
+
 def _annotation_store(tmp_path, items, name):
     path = str(tmp_path / f"{name}.geojson")
     write(AnnotationSet(items), path)
@@ -137,12 +148,7 @@ def test_grading_tcga_cap_as_pattern_4_from_the_dock(make_napari_viewer, qtbot, 
     assert slide["Gleason"] == "4+4" and slide["ISUP"] == 4 and slide["% pattern 4"] == "-"  # 8, not 7
     assert slide["tumour"] == slide["pattern 4"] == f"{expected_mm2:,.0f} mm²" == "194 mm²"
     assert f"tumour {expected_mm2:,.0f} mm²" in widget.summary.value and "e+" not in widget.summary.value
-    if SCREENSHOTS:
-        os.makedirs(SCREENSHOTS, exist_ok=True)
-        viewer.window._qt_window.resize(1280, 1000)
-        qtbot.wait(200)
-        widget.native.grab().save(os.path.join(SCREENSHOTS, "grading_dock_tcga.png"))
-        viewer.screenshot(os.path.join(SCREENSHOTS, "grading_window_tcga.png"), canvas_only=False)
+    _screenshots(viewer, widget, qtbot, "tcga")
 
     # the µm/px input replaces the file's 0.252: areas scale with its square
     widget.mpp.value = 0.5
@@ -242,12 +248,7 @@ def test_pattern_overlay_runs_in_a_model_process(make_napari_viewer, qtbot, tmp_
     graded = np.asarray(patterns.data[0][100:612, 100:612])
     assert not (graded == TUMOUR).any() and graded.min() >= 1  # every tumour pixel took a pattern (or benign)
     assert "tensorflow" not in sys.modules
-    if SCREENSHOTS:
-        os.makedirs(SCREENSHOTS, exist_ok=True)
-        viewer.window._qt_window.resize(1280, 1000)
-        qtbot.wait(200)
-        widget.native.grab().save(os.path.join(SCREENSHOTS, "grading_dock_overlay_done.png"))
-        viewer.screenshot(os.path.join(SCREENSHOTS, "grading_window_overlay.png"), canvas_only=False)
+    _screenshots(viewer, widget, qtbot, "overlay", dock="overlay_done")
 
 
 def test_cancelling_the_pattern_overlay_is_neutral_and_saves_nothing(make_napari_viewer, qtbot, tmp_path,
