@@ -151,6 +151,8 @@ def predict_task(spec: RunSpec, tiles: Sequence[Tile], owners: Sequence[int],
     origins = [spec.grid.tile_origin(*t) for t in tiles]
     model = _model(spec)
     with _run_readers(spec).batch(origins, owners) as batch:  # a full batch: see TileReaders.batch
+        if not getattr(model, "fixed_batch_shape", True):  # an eager model pays for the padding, nothing else
+            batch = batch[:len(tiles)]
         probabilities = _model_thread.submit(model.predict_batch, batch, as_uint8=True).result()
     probabilities = np.asarray(probabilities)[:len(tiles), ..., :spec.n_classes]
     if probabilities.dtype != np.uint8:  # models that only give floats

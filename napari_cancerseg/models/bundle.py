@@ -485,6 +485,15 @@ class Bundle:
         return keras.Model(self.model.inputs, [quantised, checks], name=f"{self.model.name}_uint8")
 
     @property
+    def fixed_batch_shape(self) -> bool:
+        """Whether the tiled engine hands this model full batches, a short last one padded: TensorFlow and JAX
+        compile a graph per input shape (a short batch would be compiled again, seconds), PyTorch runs eagerly
+        and would only compute the padding (a sixth of a 70-tile run's forward passes, batch 16)."""
+        import keras
+
+        return keras.backend.backend() != "torch"
+
+    @property
     def is_classifier(self) -> bool:
         return "classifier" in str(self.info.architecture.get("builder", ""))
 

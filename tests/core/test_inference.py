@@ -150,6 +150,26 @@ def test_every_forward_pass_of_a_run_is_on_one_thread(tmp_path, bundle):
     assert len(model.threads) == 1 and threading.get_ident() not in model.threads
 
 
+class EagerPixelModel(PixelModel):
+    fixed_batch_shape = False  # as a Bundle on PyTorch says
+
+
+def test_an_eager_model_gets_no_padded_batch_and_the_same_prediction(tmp_path, bundle):
+    """Only a model that compiles per shape gets its short last batch padded; the result is the same."""
+    import keras
+
+    from napari_cancerseg.models.bundle import load_bundle
+
+    assert load_bundle(bundle).fixed_batch_shape == (keras.backend.backend() != "torch")
+    padded, eager = PixelModel(), EagerPixelModel()
+    a = predict_slide(data_path(CMU), bundle, str(tmp_path / "a.zarr"), model=padded, tissue=0.5)
+    b = predict_slide(data_path(CMU), bundle, str(tmp_path / "b.zarr"), model=eager, tissue=0.5)
+    assert a.tiles == b.tiles and a.tiles % 16  # a short last batch
+    assert set(padded.batch_sizes) == {16} and sum(eager.batch_sizes) == b.tiles
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a.zarr/probabilities"))[:],
+                                  zarr.open_array(str(tmp_path / "b.zarr/probabilities"))[:])
+
+
 def test_glass_is_skipped_and_resume_recomputes_only_missing_chunks(tmp_path, bundle):
     full_model, first, second = PixelModel(), PixelModel(), PixelModel()
     reference = str(tmp_path / "reference.zarr")
