@@ -34,7 +34,7 @@ from ..grading.report import SlideReport, grade_path, parse_mapping
 from ..inference.options import cli_command
 from ..io.stores import LabelStore
 from ..processes import ChildProcess, Done
-from ._dock import ScrollableContainer
+from ._dock import ScrollableContainer, chosen_path
 from ._process import ProcessRunner
 from .correction import store_path
 from .plot import BarChart
@@ -251,9 +251,7 @@ class GradingWidget(ScrollableContainer):
 
     def overlay_path(self, segmentation: str) -> str:
         """The chosen store, or ``<segmentation>.patterns.zarr`` beside the segmentation."""
-        value = str(self.overlay_out.value) if self.overlay_out.value and str(self.overlay_out.value) not in (".", "") \
-            else ""
-        return value or f"{segmentation.rstrip('/')}.patterns.zarr"
+        return chosen_path(self.overlay_out) or f"{segmentation.rstrip('/')}.patterns.zarr"
 
     def cancel(self, *_) -> None:
         self.runner.cancel()

@@ -23,7 +23,7 @@ from ..inference.options import cli_command
 from ..models.bundle import bundle_info
 from ..processes import Done
 from . import scratch_folder, scratch_path
-from ._dock import ScrollableContainer
+from ._dock import ScrollableContainer, chosen_path
 from ._process import ProcessDock, ProcessRunner
 from .legend import ClassLegend, layer_entries, model_entries
 
@@ -143,8 +143,7 @@ class ImageWidget(ProcessDock, ScrollableContainer):
 
     def output_path(self, source: str, model: str, volume: bool) -> str:
         """The chosen file, or the scratch path (``<user cache>/napari-cancerseg/<image>.<model>.nii.gz|.zarr``)."""
-        value = str(self.out.value) if self.out.value and str(self.out.value) not in (".", "") else ""
-        return value or default_output(source, model, volume)
+        return chosen_path(self.out) or default_output(source, model, volume)
 
     def segment(self, *_) -> None:
         source, model = self._source(), str(self.model.value or "")

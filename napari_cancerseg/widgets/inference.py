@@ -32,7 +32,7 @@ from ..io.stores.ngff import layer_name
 from ..models.bundle import bundle_info
 from ..processes import Done, Message, Progress
 from . import scratch_path
-from ._dock import ScrollableContainer, show_scale_bar
+from ._dock import ScrollableContainer, chosen_path, show_scale_bar
 from ._process import ProcessDock, ProcessRunner
 from .legend import ClassLegend, layer_entries, model_entries
 
@@ -217,8 +217,7 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
 
     # ---- running -------------------------------------------------------------------------------------------
     def store_path(self, slide_path: str) -> str:
-        value = str(self.out.value) if self.out.value and str(self.out.value) not in (".", "") else ""
-        return value or default_store(slide_path, str(self.model.value))
+        return chosen_path(self.out) or default_store(slide_path, str(self.model.value))
 
     def run(self, *_):
         layer = self.slide.value
