@@ -318,17 +318,21 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         if self.heatmap.value == "probability heat maps":
             later.append(lambda: self._show_heat_maps(out))
         if self.glass.value:
-            later.append(lambda: self._show_glass(out, layer))
+            later.append(lambda: self._show_glass(out))
         for step, add in enumerate(later):
-            QTimer.singleShot(50 * (step + 1), add)
+            QTimer.singleShot(50 * (step + 1), lambda add=add: self._keeping_selected(layer, add))
 
-    def _show_glass(self, out: str, prediction) -> None:
+    def _keeping_selected(self, prediction, add_layers) -> None:
+        """napari selects each layer it adds: the prediction stays the active layer after every later one."""
+        add_layers()
+        if prediction in self.viewer.layers:
+            self.viewer.layers.selection.active = prediction
+
+    def _show_glass(self, out: str) -> None:
         glass = stores.glass_layer(out)
         if glass is not None:
             data, glass_kwargs, _ = glass
             self.viewer.add_labels(data, **glass_kwargs).editable = False
-            if prediction in self.viewer.layers:
-                self.viewer.layers.selection.active = prediction
 
     def _show_heat_maps(self, out: str) -> None:
         """One lazy heat map per class but background (label 0), named after it; the first shown, the rest to toggle."""

@@ -71,9 +71,14 @@ def test_prediction_layers_name_classes_carry_units_and_heat_maps_read(make_napa
 
     widget.heatmap.value = "probability heat maps"
     widget._show_final(store, slide)  # what the dock does when the model process says done
-    qtbot.waitUntil(lambda: any(" p(nucleus)" in layer.name for layer in viewer.layers), timeout=30_000)
     name = f"{Path(slide_path).stem} · {info.name} {info.version}"
     prediction = viewer.layers[name]  # named by slide and model, not "cmu"
+    assert viewer.layers.selection.active is prediction
+    # the heat map and then the glass come one event-loop turn apart; the prediction stays selected after each
+    qtbot.waitUntil(lambda: any(" p(nucleus)" in layer.name for layer in viewer.layers), timeout=30_000)
+    assert viewer.layers.selection.active is prediction
+    qtbot.waitUntil(lambda: any(layer.name.endswith("glass (not predicted)") for layer in viewer.layers),
+                    timeout=30_000)
     assert viewer.layers.selection.active is prediction
     step = 2 ** (len(prediction.data) - 1)
     nucleus, glass = _labelled_pixel(store, 1, step), _labelled_pixel(store, 0, step)
