@@ -20,7 +20,6 @@ from magicgui.widgets.bases import ValueWidget
 from napari.qt.threading import thread_worker
 from napari.types import LayerDataTuple
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
 
 from .. import NUCLEI_MODEL, resource_path
 from ..errors import CancersegError
@@ -32,7 +31,7 @@ from ..io.stores.ngff import layer_name
 from ..models.bundle import bundle_info
 from ..processes import Done, Message, Progress
 from . import scratch_path
-from ._dock import ScrollableContainer, chosen_path, show_scale_bar
+from ._dock import ScrollableContainer, add_in_turns, chosen_path, show_scale_bar
 from ._process import ProcessDock, ProcessRunner
 from .legend import ClassLegend, layer_entries, model_entries
 
@@ -286,10 +285,11 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             return
         if self.live_layer is None:
             (_, kwargs, _), = stores.read(out)  # scale, units, class names and the model's class colours
-            kwargs.update(name=f"{store_layer_name(out)} (running)", opacity=0.5, multiscale=True)
+            kwargs.update(name=f"{store_layer_name(out)} (running)", opacity=0.5, multiscale=True, visible=False)
             live_layer = self.viewer.add_labels(self._live_levels(out), **kwargs)
             live_layer.editable = False
             self.live_layer = live_layer
+            add_in_turns([lambda: setattr(live_layer, "visible", True)])  # drawn first on a later turn
         else:
             self.live_layer.data = self._live_levels(out)
 
@@ -312,33 +312,39 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         self.last_store = out
         self._show_store_classes(layer)
         self.viewer.layers.selection.active = layer  # the prediction stays the layer a user works on
-        # each further layer costs napari about a second of the GUI thread on 2 cores: one per event-loop turn,
-        # so the window answers between them
-        later = []
-        if self.heatmap.value == "probability heat maps":
-            later.append(lambda: self._show_heat_maps(out))
-        if self.glass.value:
-            later.append(lambda: self._show_glass(out))
-        for step, add in enumerate(later):
-            QTimer.singleShot(50 * (step + 1), lambda add=add: self._keeping_selected(layer, add))
+        # each further layer is added hidden and shown on event-loop turns of its own (add_in_turns), so the
+        # window answers between them
+        add_in_turns([lambda: self._show_later_layers(out, layer, self.heatmap.value == "probability heat maps",
+                                                      self.glass.value)])
 
-    def _keeping_selected(self, prediction, add_layers) -> None:
-        """napari selects each layer it adds: the prediction stays the active layer after every later one."""
-        add_layers()
+    def _show_later_layers(self, out: str, prediction, heat_maps: bool, glass: bool) -> None:
+        later: list[tuple] = []  # (layer data tuple, shown)
+        if heat_maps:  # one lazy heat map per class but background (label 0), named after it; the first shown
+            later += [(heat_map, heat_map[1]["metadata"]["label"] == 1) for heat_map in heat_map_layers(out)]
+        if glass and (glass_layer := stores.glass_layer(out)) is not None:
+            later.append((glass_layer, True))
+        steps: list = []
+        for layer_data, shown in later:
+            added: list = []
+            steps.append(lambda layer_data=layer_data, added=added:
+                         added.append(self._add_hidden(layer_data, prediction)))
+            if layer_data[2] == "image":  # a heat map's colorbar: its axis and text visuals are a cost of their own
+                steps.append(lambda added=added: _show_colorbar(added[0]))
+            if shown:
+                steps.append(lambda added=added: setattr(added[0], "visible", True))
+        add_in_turns(steps)
+
+    def _add_hidden(self, layer_data: tuple, prediction):
+        """A heat map or the glass layer, hidden; napari selects each layer it adds: the prediction stays selected."""
+        data, kwargs, kind = layer_data
+        if kind == "image":
+            added = self.viewer.add_image(data, **{**kwargs, "visible": False})
+        else:
+            added = self.viewer.add_labels(data, **{**kwargs, "visible": False})
+            added.editable = False
         if prediction in self.viewer.layers:
             self.viewer.layers.selection.active = prediction
-
-    def _show_glass(self, out: str) -> None:
-        glass = stores.glass_layer(out)
-        if glass is not None:
-            data, glass_kwargs, _ = glass
-            self.viewer.add_labels(data, **glass_kwargs).editable = False
-
-    def _show_heat_maps(self, out: str) -> None:
-        """One lazy heat map per class but background (label 0), named after it; the first shown, the rest to toggle."""
-        for data, kwargs, _ in heat_map_layers(out):
-            layer = self.viewer.add_image(data, **kwargs, visible=kwargs["metadata"]["label"] == 1)
-            _show_colorbar(layer)
+        return added
 
     def cancel(self, *_) -> None:
         """The store keeps every finished chunk; Run again resumes."""

@@ -62,8 +62,10 @@ class EventLoopLatency:
             return "no ticks"
         worst = max(range(len(self.gaps)), key=self.gaps.__getitem__)
         long = sum(g > 0.2 for g in self.gaps)
+        runners_up = sorted(range(len(self.gaps)), key=self.gaps.__getitem__)[-4:-1][::-1]
         return (f"{len(self.gaps)} ticks in {self.ends[-1]:.1f} s, max gap {self.largest_gap * 1000:.0f} ms "
-                f"(ending {self.ends[worst]:.1f} s in), {long} gap(s) over 200 ms")
+                f"(ending {self.ends[worst]:.1f} s in), {long} gap(s) over 200 ms; next "
+                + ", ".join(f"{self.gaps[k] * 1000:.0f} ms at {self.ends[k]:.1f} s" for k in runners_up))
 
     def report(self, action: str) -> None:
         """Show the largest gap of an action in the test output, not only when the test fails: printed, and kept in

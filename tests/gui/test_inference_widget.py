@@ -29,9 +29,9 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     with event_loop_latency as latency:
         widget.run()
         qtbot.waitUntil(lambda: widget.process is None, timeout=240_000)
-        # heat maps and the glass layer follow on later event-loop turns, one layer each
-        qtbot.waitUntil(lambda: any(layer.name.endswith(" glass (not predicted)") for layer in viewer.layers),
-                        timeout=30_000)
+        # heat maps and the glass layer follow on later event-loop turns: each added hidden, then shown
+        qtbot.waitUntil(lambda: any(layer.name.endswith(" glass (not predicted)") and layer.visible
+                                    for layer in viewer.layers), timeout=30_000)
 
     assert "tensorflow" not in sys.modules
     assert widget.status.value.startswith("done:"), widget.status.value

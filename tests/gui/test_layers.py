@@ -75,10 +75,11 @@ def test_prediction_layers_name_classes_carry_units_and_heat_maps_read(make_napa
     prediction = viewer.layers[name]  # named by slide and model, not "cmu"
     assert viewer.layers.selection.active is prediction
     # the heat map and then the glass come one event-loop turn apart; the prediction stays selected after each
-    qtbot.waitUntil(lambda: any(" p(nucleus)" in layer.name for layer in viewer.layers), timeout=30_000)
-    assert viewer.layers.selection.active is prediction
-    qtbot.waitUntil(lambda: any(layer.name.endswith("glass (not predicted)") for layer in viewer.layers),
+    qtbot.waitUntil(lambda: any(" p(nucleus)" in layer.name and layer.visible for layer in viewer.layers),
                     timeout=30_000)
+    assert viewer.layers.selection.active is prediction
+    qtbot.waitUntil(lambda: any(layer.name.endswith("glass (not predicted)") and layer.visible
+                                for layer in viewer.layers), timeout=30_000)
     assert viewer.layers.selection.active is prediction
     step = 2 ** (len(prediction.data) - 1)
     nucleus, glass = _labelled_pixel(store, 1, step), _labelled_pixel(store, 0, step)
