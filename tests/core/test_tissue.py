@@ -108,3 +108,44 @@ def test_the_real_slide_keeps_its_stained_area(fresh_slide_handles, cmu_tissue):
                           for r in range(grid.rows)])
     assert (per_chunk * ~predicted).sum() / per_chunk.sum() <= 0.01
     assert (~predicted).sum() >= 0.3 * predicted.size  # and the glass is still skipped (41% of chunks on CMU-1)
+
+
+def _reference_mask(rgb: np.ndarray, grow_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """The glass colour and tissue mask written out plainly: float32 per pixel, np.percentile, np.log10 per pixel."""
+    from scipy import ndimage
+    from skimage import morphology
+
+    rgb = rgb[..., :3].astype(np.float32)
+    flat = rgb.reshape(-1, 3)
+    brightest = flat.max(axis=1)
+    saturation = (brightest - flat.min(axis=1)) / np.maximum(brightest, 1.0)
+    candidates = flat[(saturation < tissue.MIN_SATURATION) & (brightest > 180)]
+    glass = (np.percentile(candidates, 75, axis=0).astype(np.float32) if len(candidates) >= 0.01 * len(flat)
+             else np.full(3, 255.0, np.float32))
+    density = np.log10((glass + 1.0) / (rgb + 1.0)).max(axis=-1)
+    saturation = saturation.reshape(rgb.shape[:2])
+    mask = (density > tissue.MIN_DENSITY) | (saturation - (glass.max() - glass.min()) / glass.max()
+                                             > tissue.MIN_SATURATION)
+    mask = morphology.remove_small_objects(mask, max_size=max(4, int(0.00002 * mask.size)))
+    return glass, ndimage.binary_dilation(ndimage.binary_fill_holes(mask), iterations=grow_px)
+
+
+@pytest.mark.parametrize("region", ["whole", "tissue only", "glass only"])
+def test_the_uint8_fast_path_gives_the_plain_formulas_values_exactly(cmu_tissue, region):
+    """Histogram quartile, lookup-table densities and channel-wise max/min: the same glass and mask, bit for bit."""
+    pixels = {"whole": cmu_tissue, "tissue only": cmu_tissue[1200:2700, 300:1900],  # no glass: white is the glass
+              "glass only": cmu_tissue[:200, :300]}[region]
+    glass, mask = _reference_mask(pixels, grow_px=2)
+    np.testing.assert_array_equal(tissue.glass_colour(pixels), glass)
+    np.testing.assert_array_equal(tissue.tissue_mask(pixels, grow_px=2), mask)
+    assert 0 < mask.mean() < 1 or region != "whole"
+
+
+def test_the_glass_quartile_matches_numpy_on_any_count():
+    rng = np.random.default_rng(3)
+    for _ in range(200):  # counts odd and even, so the quartile falls on and between order statistics
+        count = int(rng.integers(100, 4000))
+        pixels = rng.integers(181, 256, (count, 1, 3)).astype(np.uint8)
+        pixels[..., 1:] = pixels[..., :1] - rng.integers(0, 3, (count, 1, 2)).astype(np.uint8)  # unsaturated
+        expected = np.percentile(pixels.reshape(-1, 3).astype(np.float32), 75, axis=0).astype(np.float32)
+        np.testing.assert_array_equal(tissue.glass_colour(pixels), expected)
