@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 DECODABLE = {1, 5, 7, 8, 32946, 33003, 33004, 33005, 34712, 50000}
 #: Tiles longer than this are not read raw: a window would decode far more than it shows.
 MAX_TILE_SIDE = 1024
+#: Decoded tiles a slide keeps (least recently used dropped first): overlapping windows decode each tile once.
+#: 64 MiB holds 340 tiles of 256 px, three rows of tiles of a 28k px wide slide: the rows that the next row of
+#: the engine's 512 px tiles (stride 448) shares with this one, and a viewer's few screens.
+CACHE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,40 @@ class RawLevel:
 class RawTiles:
     """The raw-tile levels of one slide file; ``read`` fills windows of them (thread-safe, one shared fd)."""
 
-    def __init__(self, path: str, levels: dict[int, RawLevel]):
+    def __init__(self, path: str, levels: dict[int, RawLevel], cache_bytes: int = CACHE_BYTES):
         self.path, self.levels = path, levels
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray | None] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._cached_bytes, self.cache_bytes = 0, cache_bytes
+        self.decoded = 0  # tiles decoded (not found in the cache): what a benchmark or a test counts
+
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+            self._cached_bytes = 0
+
+    def tile(self, index: int, tile_index: int) -> np.ndarray | None:
+        """Tile ``tile_index`` of level ``index``, decoded once while it stays in the cache (read-only)."""
+        key = (index, tile_index)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        tile = self.levels[index].tile(self._fd, tile_index)  # decoded outside the lock: threads decode at once
+        if tile is not None:
+            tile.flags.writeable = False  # shared by every window that shows it
+        size = _cached_size(tile)
+        with self._cache_lock:
+            self.decoded += 1
+            if key not in self._cache and size <= self.cache_bytes:
+                self._cache[key] = tile
+                self._cached_bytes += size
+                while self._cached_bytes > self.cache_bytes:
+                    _, dropped = self._cache.popitem(last=False)
+                    self._cached_bytes -= _cached_size(dropped)
+        return tile
 
     @classmethod
     def open(cls, path: str, slide: Any, read_openslide: Callable[..., np.ndarray]) -> RawTiles | None:
@@ -134,7 +169,7 @@ class RawTiles:
         tw, th = level.tile_width, level.tile_height
         for row in range(y0 // th, (y1 - 1) // th + 1):
             for col in range(x0 // tw, (x1 - 1) // tw + 1):
-                tile = level.tile(self._fd, row * level.columns + col)
+                tile = self.tile(index, row * level.columns + col)
                 ty, tx = row * th, col * tw
                 top, bottom = max(y0, ty), min(y1, ty + th)
                 left, right = max(x0, tx), min(x1, tx + tw)
@@ -156,6 +191,11 @@ class RawTiles:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _cached_size(tile: np.ndarray | None) -> int:
+    """What a cache entry counts for: a missing tile (sparse slides) too, so that the entries stay bounded."""
+    return 1024 if tile is None else tile.nbytes
 
 
 def _raw_level(page: Any) -> RawLevel | None:

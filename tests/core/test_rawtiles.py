@@ -123,3 +123,28 @@ def test_a_level_whose_test_tile_disagrees_falls_back_to_openslide(tmp_path, fre
 def test_raw_reads_can_be_switched_off(monkeypatch, fresh_slide_handles):
     monkeypatch.setenv("CANCERSEG_RAW_TILES", "0")
     assert wsi.SlideHandle(data_path("wsi/CMU-1-Small-Region.svs")).raw is None
+
+
+def test_overlapping_windows_decode_each_tile_once_and_the_cache_stays_bounded(tmp_path, fresh_slide_handles):
+    """The engine's tiles overlap (stride 448 for 512 px): a tile the last window decoded is not decoded again."""
+    handle = wsi.SlideHandle.shared(pyramid_tiff(tmp_path / "pyramid.tif"))
+    raw, level = handle.raw, 0
+    tile = raw.levels[level].tile_width
+    windows = [(x, y) for y in range(0, 1300, 448) for x in range(0, 1300, 448)]
+    touched = {(row, col) for x, y in windows for row in range(y // tile, (y + 511) // tile + 1)
+               for col in range(x // tile, (x + 511) // tile + 1)}
+    raw.clear_cache()  # opening decoded one tile to check it against OpenSlide
+    before = raw.decoded
+    first = [handle.read(level, x, y, 512, 512).copy() for x, y in windows]
+    assert raw.decoded - before == len(touched)  # each tile once, where each window alone would decode 9
+    again = [handle.read(level, x, y, 512, 512) for x, y in windows]
+    assert raw.decoded - before == len(touched)  # all from the cache...
+    for x_y, one, two in zip(windows, first, again):
+        np.testing.assert_array_equal(one, two)  # ...the same pixels, and OpenSlide's
+        np.testing.assert_array_equal(two, handle.read_openslide(level, *x_y, 512, 512))
+
+    raw.cache_bytes = 4 * tile * tile * 3  # room for four tiles: the oldest go first
+    raw.clear_cache()
+    for x, y in windows:
+        handle.read(level, x, y, 512, 512)
+        assert raw._cached_bytes <= raw.cache_bytes and len(raw._cache) <= 4
