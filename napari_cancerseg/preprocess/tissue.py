@@ -75,7 +75,6 @@ def tissue_mask(rgb: np.ndarray, min_object_fraction: float = 0.00002, min_objec
     anything larger stays, since a small biopsy fragment is tissue. The mask is grown by ``grow_px`` pixels.
     """
     from scipy import ndimage
-    from skimage import morphology
 
     rgb = np.asarray(rgb)[..., :3]
     if rgb.dtype != np.uint8:
@@ -91,7 +90,12 @@ def tissue_mask(rgb: np.ndarray, min_object_fraction: float = 0.00002, min_objec
     glass_saturation = (glass.max() - glass.min()) / max(float(glass.max()), 1.0)
     mask = (density > MIN_DENSITY) | (saturation - glass_saturation > MIN_SATURATION)
     min_size = max(min_object_px, int(min_object_fraction * mask.size))
-    mask = morphology.remove_small_objects(mask, max_size=min_size)
+    # skimage's remove_small_objects (objects of up to min_size pixels, 4-connected) by scipy's labelling:
+    # importing skimage.morphology cost every model process 0.2-0.45 s
+    objects, _ = ndimage.label(mask)
+    keep = np.bincount(objects.ravel()) > min_size
+    keep[0] = False
+    mask = keep[objects]
     mask = ndimage.binary_fill_holes(mask)
     return ndimage.binary_dilation(mask, iterations=grow_px) if grow_px > 0 else mask
 

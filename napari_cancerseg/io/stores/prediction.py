@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,9 @@ from .attributes import StoreAttributes, describe_os_error, read_attributes, wri
 from .chunks import ChunkFiles, StridedLevel, strided_pyramid
 from .ngff import LABEL_CHUNK, PYRAMID_TOP, chunk_files, create_array, layer_name, set_label_metadata
 from .output import StoreLock, building, check_output, is_creation_leftover, remove_partials
+
+#: Threads writing a pyramid level's chunks (ChunkFiles.write_rows says why in parallel)
+PYRAMID_WRITERS = 4
 
 STORE_FORMAT = "napari-cancerseg prediction"
 _IDENTITY = ("format", "slide", "model", "grid", "level")
@@ -124,6 +128,13 @@ class PredictionStore:
         Chunks are read and written as files (``ChunkFiles``): through
         zarr's API the pyramid of a 32k slide took 3 s, as long as predicting it on a GPU.
         """
+        with ThreadPoolExecutor(PYRAMID_WRITERS, thread_name_prefix="cancerseg-pyramid") as pool:
+            shapes, paths = self._build_pyramid(band_bytes, pool)
+        properties = {**read_attributes(self.path).properties, "complete": True}
+        set_label_metadata(self.root, shapes, paths, self.scale, self.units, "prediction",
+                           colors=self.colors, properties=properties, kind="prediction")
+
+    def _build_pyramid(self, band_bytes: int, pool: Executor) -> tuple[list[tuple[int, ...]], list[str]]:
         previous, shapes, paths = ChunkFiles(self.labels), [self.labels.shape], ["labels/0"]
         while max(previous.shape) > PYRAMID_TOP:
             shape = ((previous.shape[0] + 1) // 2, (previous.shape[1] + 1) // 2)
@@ -137,13 +148,11 @@ class PredictionStore:
             # memory: about band_bytes of the level below, whatever the slide's size; whole chunk rows written
             band = max(1, band_bytes // (2 * previous.shape[1] * chunks[0])) * chunks[0]
             for y in range(0, shape[0], band):
-                level.write_rows(y, previous.read_rows(2 * y, 2 * (y + band))[::2, ::2])
+                level.write_rows(y, previous.read_rows(2 * y, 2 * (y + band))[::2, ::2], pool)
             shapes.append(shape)
             paths.append(f"labels/{len(paths)}")
             previous = level
-        properties = {**read_attributes(self.path).properties, "complete": True}
-        set_label_metadata(self.root, shapes, paths, self.scale, self.units, "prediction",
-                           colors=self.colors, properties=properties, kind="prediction")
+        return shapes, paths
 
     def close(self) -> None:
         """Let another run have the store."""
