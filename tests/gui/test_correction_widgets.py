@@ -230,14 +230,13 @@ def _screenshot(viewer, tmp_path, name: str) -> None:
 
 
 # Issue 17's target for Accept and Suggest is 0.2 s. Their store work runs in a thread; what is left on the GUI
-# thread is napari's. After Accept: putting the edit layer away and re-slicing and redrawing the refreshed
-# prediction, 0.56-1.02 s measured on the shared 2-core dev machine under xvfb (load 5-7; PyQt5 and PyQt6); it was
-# 0.6-1.3 s more while the edit layer was removed, since napari runs gc.collect() on every layer removal, and up
-# to 1.8 s more while the edit layer was made read-only during Accept (napari redraws all of it). After
-# the first Suggest: napari adding the Shapes layer, 0.87-1.64 s (3.9 s with text on the rectangles, now dropped:
-# the dock lists rank and score). The bounds are the largest measured x2; the 0.2 s target is not met here.
-MAX_GAP_ACCEPT_S = 2.0
-MAX_GAP_SUGGEST_S = 3.3
+# thread is napari's: after Accept, putting the edit layer away and redrawing the refreshed prediction; after the
+# first Suggest, napari adding the suggestions' Shapes layer, now hidden, filled and shown on three event-loop turns
+# (widgets._dock.add_in_turns). Largest gaps on the 2-core dev machine under xvfb, PyQt6 and PyQt5: Accept 130-174 ms
+# quiet, 230-354 ms with another job on the cores; Suggest 141-187 ms quiet (503-528 ms in one turn), 464 ms loaded.
+# CI runs timed tests alone (tests/gui/conftest.py). The bounds leave room for a loaded machine, not for a freeze.
+MAX_GAP_ACCEPT_S = 1.0
+MAX_GAP_SUGGEST_S = 1.0
 
 
 def test_an_annotator_sees_the_edit_and_goes_from_suggestion_to_suggestion(make_napari_viewer, qtbot, tmp_path,
