@@ -14,8 +14,21 @@ systems run the identical weights.  Models:
 Each run is a fresh process, alternating A/B/A/B; the parent samples the peak
 RSS of the run's whole process tree (TIAToolbox's loader workers included).
 Tiles/s is each system's own count of 512 px tiles it predicted (this engine
-skips glass).  The Dice between the two label maps is measured where both
-predicted (>= 0.99, or the setup differs).
+skips glass).  The Dice between the two label maps (>= 0.99, or the setup
+differs) is measured where both predicted: this engine's tissue chunks, since
+it skips glass chunks (background there, without a forward pass) while
+TIAToolbox predicts every tile; "Dice (all px)" is over the whole slide.  The
+setups differ in two more ways that no option aligns: TIAToolbox's tiles start
+at the slide's corner while this engine's start half the overlap before it
+(each chunk is the centre of its own tile), so a pixel sees other context in
+each, and TIAToolbox averages overlapping tiles where this engine blends with
+ramp weights and keeps uint8 probabilities.  ``--explain`` says where the
+disagreeing pixels lie.
+
+``--forward-tiles 16 0`` runs this engine twice per pair (16 tiles per forward
+pass, the whole batch, against 0: Bundle's own rule), for an A/B of
+``Bundle.forward_tiles``.  The peak RSS is the process tree's; "model proc"
+is the run's own process's peak (getrusage), where the forward passes run.
 
 TIAToolbox pins its own torch and libraries, so it gets its own venv (the
 project's code comes from this checkout through PYTHONPATH):
@@ -71,7 +84,7 @@ def keras_network(model: str):
     return load_bundle(bundle_path(model))
 
 
-def run_ours(slide: str, model: str, labels_out: str) -> dict:
+def run_ours(slide: str, model: str, labels_out: str, forward_tiles: int = 0) -> dict:
     from pipeline_stages import InstantModel
 
     from napari_cancerseg.inference.engine import predict_slide
@@ -79,6 +92,8 @@ def run_ours(slide: str, model: str, labels_out: str) -> dict:
     from napari_cancerseg.io.opening import layer_reader
 
     bundle = keras_network(model)
+    if bundle is not None and forward_tiles:
+        bundle.forward_tiles = forward_tiles
     path = bundle_path(model)
     out = tempfile.mkdtemp(suffix=".zarr")
     shutil.rmtree(out)
@@ -88,6 +103,16 @@ def run_ours(slide: str, model: str, labels_out: str) -> dict:
     seconds = time.perf_counter() - start
     (levels, _, _), = layer_reader(out)()
     np.save(labels_out, np.asarray(levels[0]))
+    import zarr
+
+    from napari_cancerseg.io.stores import read_attributes
+
+    expected = read_attributes(out).expected_chunks  # the chunks predicted (not glass)
+    stride = TILE - OVERLAP
+    predicted = np.repeat(np.repeat(expected, stride, 0), stride, 1)[:levels[0].shape[0], :levels[0].shape[1]]
+    np.save(labels_out + ".predicted.npy", predicted)
+    np.save(labels_out + ".foreground.npy", np.asarray(zarr.open_array(os.path.join(out, "probabilities"),
+                                                                      mode="r")[N_CLASSES - 1]))
     shutil.rmtree(out, ignore_errors=True)
     return {"tiles": summary.tiles, "seconds": seconds}
 
@@ -206,18 +231,61 @@ def mean_dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def explain(ours: np.ndarray, theirs: np.ndarray, predicted: np.ndarray, foreground: np.ndarray) -> str:
+    """Where the two label maps disagree: glass chunks, tile overlaps, probabilities near 0.5."""
+    differ = ours != theirs
+    n = max(1, int(differ.sum()))
+    stride, margin = TILE - OVERLAP, OVERLAP // 2
+    ys, xs = np.nonzero(differ)
+    # this engine's tile (r, c) starts at r * stride - margin: its overlaps are within margin of a chunk border;
+    # TIAToolbox's starts at r * stride: its overlaps are the first OVERLAP px of each stride (but the first)
+    ours_band = ((ys % stride < margin) | (ys % stride >= stride - margin) | (xs % stride < margin)
+                 | (xs % stride >= stride - margin))
+    theirs_band = (((ys % stride < OVERLAP) & (ys >= stride)) | ((xs % stride < OVERLAP) & (xs >= stride)))
+    p = foreground[ys, xs].astype(np.float32) / 255
+    lines = [f"disagreeing pixels: {differ.sum()} of {differ.size} ({differ.mean():.2%}); "
+             f"in glass chunks (ours: background, not predicted) {(~predicted[ys, xs]).sum() / n:.1%} "
+             f"(glass is {(~predicted).mean():.1%} of the slide)",
+             f"in tissue chunks: {predicted[ys, xs].sum() / n:.1%}; in this engine's blended frames "
+             f"{ours_band.mean():.1%}, in TIAToolbox's overlaps {theirs_band.mean():.1%}, in either "
+             f"{(ours_band | theirs_band).mean():.1%} (either covers "
+             f"{_band_share(ours.shape, stride, margin):.1%} of the slide)",
+             f"our foreground probability there: within 0.1 of 0.5 {(np.abs(p - 0.5) <= 0.1).mean():.1%}, within "
+             f"0.25 {(np.abs(p - 0.5) <= 0.25).mean():.1%}; median |p - 0.5| {np.median(np.abs(p - 0.5)):.2f}",
+             f"foreground pixels: ours {(ours == 1).mean():.2%}, TIAToolbox {(theirs == 1).mean():.2%}; "
+             f"ours 1 / theirs 0 {((ours == 1) & (theirs == 0)).sum() / n:.1%} of the disagreements"]
+    return "\n".join(f"# {line}" for line in lines)
+
+
+def _band_share(shape: tuple[int, ...], stride: int, margin: int) -> float:
+    ys, xs = np.ogrid[:shape[0], :shape[1]]
+    ours = ((ys % stride < margin) | (ys % stride >= stride - margin)) | (
+        (xs % stride < margin) | (xs % stride >= stride - margin))
+    theirs = ((ys % stride < OVERLAP) & (ys >= stride)) | ((xs % stride < OVERLAP) & (xs >= stride))
+    return float((ours | theirs).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[8192], help="generated slide sides (px)")
     parser.add_argument("--models", nargs="*", default=["instant", "nuclei"], help="instant and/or nuclei")
     parser.add_argument("--repeats", type=int, default=2, help="A/B pairs per slide and model")
+    parser.add_argument("--forward-tiles", type=int, nargs="*", default=[0],
+                        help="this engine's tiles per forward pass, one run of each per pair (0: Bundle's rule)")
+    parser.add_argument("--explain", action="store_true", help="where the label maps disagree (U-Net rows)")
     parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if os.environ.get("KERAS_BACKEND") != "torch":
         raise SystemExit("run with KERAS_BACKEND=torch: both systems must run the same torch network")
     if args.one:
         system, slide, model, labels_out = args.one
-        result = (run_ours if system == "ours" else run_tiatoolbox)(slide, model, labels_out)
+        if system.startswith("ours"):
+            result = run_ours(slide, model, labels_out, int(system.partition(":")[2] or 0))
+        else:
+            result = run_tiatoolbox(slide, model, labels_out)
+        import resource
+
+        result["self_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
 
@@ -225,37 +293,46 @@ def main() -> None:
 
     print(f"# TIAToolbox {tiatoolbox.__version__}, tile {TILE}, overlap {OVERLAP}, batch {BATCH}, "
           f"{os.cpu_count()} cores, KERAS_BACKEND=torch; runs alternate A/B/A/B")
-    print("| slide | model | system | tiles | seconds | tiles/s | ours / TIAToolbox | peak RSS (MB) | Dice |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| slide | model | system | tiles | seconds | tiles/s | ours / TIAToolbox | peak RSS (MB) | model proc (MB) "
+          "| Dice (both predicted) | Dice (all px) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    variants = [f"ours:{n}" if n else "ours" for n in args.forward_tiles]
     work = Path(tempfile.mkdtemp(prefix="vs_tia_"))
     try:
         for size in args.sizes:
             slide = str(build_pyramid(size, CACHE / f"mosaic_{size}.tif"))
             for model in args.models:
-                runs: dict[str, list[dict]] = {"ours": [], "tiatoolbox": []}
+                runs: dict[str, list[dict]] = {system: [] for system in (*variants, "tiatoolbox")}
                 for repeat in range(args.repeats):
-                    for system in ("ours", "tiatoolbox"):
-                        labels = str(work / f"{system}_{repeat}.npy")
+                    for system in runs:
+                        labels = str(work / f"{system.replace(':', '_')}_{repeat}.npy")
                         result = in_subprocess(system, slide, model, labels)
                         result["labels"] = labels
                         runs[system].append(result)
                 errors = [r["error"] for rs in runs.values() for r in rs if "error" in r]
                 if errors:
-                    print(f"| {size} | {model} | error | {errors[0]} | | | | | |", flush=True)
+                    print(f"| {size} | {model} | error | {errors[0]} | | | | | | | |", flush=True)
                     continue
-                ours, theirs = np.load(runs["ours"][0]["labels"]), np.load(runs["tiatoolbox"][0]["labels"])
+                first = runs[variants[-1]][0]["labels"]
+                ours, theirs = np.load(first), np.load(runs["tiatoolbox"][0]["labels"])
                 h, w = min(ours.shape[0], theirs.shape[0]), min(ours.shape[1], theirs.shape[1])
                 ours, theirs = ours[:h, :w], theirs[:h, :w]
+                predicted = np.load(first + ".predicted.npy")[:h, :w]
                 # constant probabilities give label 0 everywhere on both sides: nothing to compare
-                dice = mean_dice(ours, theirs) if model != "instant" else 1.0
+                dice_all = mean_dice(ours, theirs) if model != "instant" else 1.0
+                dice = mean_dice(ours[predicted], theirs[predicted]) if model != "instant" else 1.0
                 rates = {s: [r["tiles"] / r["seconds"] for r in rs] for s, rs in runs.items()}
-                ratio = np.median(rates["ours"]) / np.median(rates["tiatoolbox"])
                 for system, results in runs.items():
                     best = results[int(np.argmax(rates[system]))]
                     spread = "-".join(f"{r:.1f}" for r in sorted(rates[system]))
-                    print(f"| {size} | {model} | {system} | {best['tiles']} | {best['seconds']:.1f} | {spread} | "
+                    ratio = np.median(rates[system if system != "tiatoolbox" else variants[-1]]) / np.median(
+                        rates["tiatoolbox"])
+                    name = f"ours (forward {system[5:]})" if system.startswith("ours:") else system
+                    print(f"| {size} | {model} | {name} | {best['tiles']} | {best['seconds']:.1f} | {spread} | "
                           f"{ratio:.2f} | {max(r['peak_rss_mb'] for r in results):.0f} | "
-                          f"{dice:.3f} |", flush=True)
+                          f"{max(r['self_rss_mb'] for r in results):.0f} | {dice:.3f} | {dice_all:.3f} |", flush=True)
+                if args.explain and model != "instant":
+                    print(explain(ours, theirs, predicted, np.load(first + ".foreground.npy")[:h, :w]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

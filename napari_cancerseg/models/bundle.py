@@ -399,9 +399,17 @@ def saved_version(out: str, requested: str, default: str, base_version: str | No
 class Bundle:
     """A loaded bundle: the Keras model plus its recipe; ``predict_tile`` for one RGB tile."""
 
-    def __init__(self, info: BundleInfo, model):
+    #: Pixels one forward pass of ``predict_batch`` takes at most on PyTorch on the CPU (4 tiles of 512 px):
+    #: a U-Net's activations scale with the pixels of a forward (the nuclei U-Net's peak RSS grows by about
+    #: 500 MB per 512 px tile: 9.0 GB for 16 tiles, 3.0 GB for 4, 2.0 GB for 2), and a CPU gains no
+    #: throughput from more tiles at once (fewer fresh pages to fault in: less system time).
+    CPU_FORWARD_PIXELS = 4 * 512 * 512
+
+    def __init__(self, info: BundleInfo, model, forward_tiles: int | None = None):
         self.info = info
         self.model = model
+        #: Tiles per forward pass; None: the automatic rule (``tiles_per_forward``).
+        self.forward_tiles = forward_tiles
 
     @property
     def metadata(self) -> BundleInfo:
@@ -446,15 +454,52 @@ class Bundle:
         if pad_y or pad_x:  # reflect, so the border context looks like tissue, not black
             tiles = np.pad(tiles, ((0, 0), (0, pad_y), (0, pad_x), (0, 0)), mode="reflect")
         if as_uint8:
-            quantised, checks = self._uint8_model.predict_on_batch(tiles)
-            self._check_probabilities(np.asarray(checks))
-            return np.asarray(quantised)[:, :height, :width]
-        probabilities = np.asarray(self.model.predict_on_batch(tiles), dtype=np.float32)[:, :height, :width]
+            quantised, checks = self._forward(self._uint8_model, tiles)
+            self._check_probabilities(checks)
+            return quantised[:, :height, :width]
+        probabilities, = self._forward(self.model, tiles)
+        probabilities = probabilities.astype(np.float32, copy=False)[:, :height, :width]
         self._check_probabilities(np.array([[np.isfinite(probabilities).all(), probabilities.min(initial=0.0),
                                              probabilities.max(initial=0.0)]]))
         if probabilities.shape[-1] == 1:  # sigmoid head: background and foreground
             probabilities = np.concatenate([1.0 - probabilities, probabilities], axis=-1)
         return probabilities
+
+    def tiles_per_forward(self, tiles: np.ndarray) -> int:
+        """How many of these tiles one forward pass takes: ``forward_tiles`` when set, else on PyTorch on the CPU
+        as many as ``CPU_FORWARD_PIXELS`` holds (at least one), else the whole batch.
+
+        TensorFlow and JAX are left alone: they compile a graph per input shape and their CPU memory was not
+        measured; a GPU runs a whole batch faster than its parts.
+        """
+        if self.forward_tiles is not None:
+            return max(1, int(self.forward_tiles))
+        if _torch_on_cpu(self.model):
+            return max(1, self.CPU_FORWARD_PIXELS // max(1, tiles.shape[1] * tiles.shape[2]))
+        return len(tiles)
+
+    def _forward(self, model, tiles: np.ndarray) -> list[np.ndarray]:
+        """``model.predict_on_batch`` of the tiles as numpy outputs, in forward passes of ``tiles_per_forward``
+        tiles each, concatenated (the batch the user chose, what the engine reads and blends, stays as it is).
+
+        The last, short slice is padded to the others' size (edge copies of its last tile, dropped after) unless the
+        model runs eagerly (PyTorch): TensorFlow and JAX would compile a graph for its shape again.
+        """
+        size = self.tiles_per_forward(tiles)
+        if size >= len(tiles):
+            outputs = model.predict_on_batch(tiles)
+            return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+        eager = not self.fixed_batch_shape
+        parts: list[list[np.ndarray]] = []
+        for start in range(0, len(tiles), size):
+            part = tiles[start:start + size]
+            short = len(part)
+            if short < size and not eager:
+                part = np.concatenate([part, np.repeat(part[-1:], size - short, axis=0)])
+            outputs = model.predict_on_batch(part)
+            parts.append([np.asarray(o)[:short] for o in (outputs if isinstance(outputs, (list, tuple))
+                                                          else [outputs])])
+        return [np.concatenate(column) for column in zip(*parts)]
 
     def _check_probabilities(self, checks: np.ndarray) -> None:
         """Refuse NaN or out-of-range outputs: cast to labels they would become an all-background map."""
@@ -504,6 +549,17 @@ class Bundle:
     def predict_tile(self, tile: np.ndarray) -> np.ndarray:
         """Per-class probabilities (H, W, C) of one tile (uint8 RGB for slides)."""
         return self.predict_batch(np.asarray(tile)[None])[0]
+
+
+def _torch_on_cpu(model) -> bool:
+    """Whether the model runs on the PyTorch backend with its weights on the CPU."""
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return False
+    weights = getattr(model, "weights", None) or []
+    device = getattr(getattr(weights[0], "value", None), "device", None) if weights else None
+    return getattr(device, "type", "cpu") == "cpu"
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:

@@ -48,3 +48,34 @@ def test_bundled_model_dice_on_held_out_images():
     # the card's numbers are what this model really scores (any backend: same weights)
     reported = [s["dice"] for s in info.card["metrics"]["test_per_image"]]
     np.testing.assert_allclose(scores, reported, atol=0.01)
+
+
+@pytest.mark.parametrize("as_uint8", [True, False], ids=["uint8 path", "float path"])
+def test_bundle_forward_in_slices_gives_the_whole_batch_probabilities(as_uint8):
+    """A batch run as forward passes of a few tiles (PyTorch on the CPU does so to bound its activations' memory)
+    gives what one forward of the whole batch gives, tile for tile; the short last slice is padded to the others'
+    shape where the backend compiles per shape (TensorFlow, JAX), not on PyTorch."""
+    import keras
+
+    image, _ = _image_and_mask(bundle_info(BUNDLE).card["split"]["test (held out, reported)"][0])
+    tiles = np.stack([image[y:y + 96, x:x + 96] for y, x in ((0, 0), (0, 96), (96, 0), (96, 96), (150, 40))])
+    whole = load_bundle(BUNDLE)
+    whole.forward_tiles = len(tiles)
+    expected = whole.predict_batch(tiles, as_uint8=as_uint8)
+
+    sliced = load_bundle(BUNDLE)
+    sliced.forward_tiles = 2
+    shapes = []
+    model = sliced._uint8_model if as_uint8 else sliced.model
+    forward = model.predict_on_batch
+    model.predict_on_batch = lambda batch: shapes.append(batch.shape[0]) or forward(batch)
+    got = sliced.predict_batch(tiles, as_uint8=as_uint8)
+
+    eager = keras.backend.backend() == "torch"
+    assert shapes == ([2, 2, 1] if eager else [2, 2, 2])
+    assert got.shape == expected.shape == (5, 96, 96, 2)
+    assert len({float(p[..., 1].mean()) for p in expected}) == 5  # distinct tiles: a slice out of order would show
+    if as_uint8:
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # rounding of float noise at most
+    else:
+        np.testing.assert_allclose(got, expected, atol=1e-5)
