@@ -237,11 +237,7 @@ def explain(ours: np.ndarray, theirs: np.ndarray, predicted: np.ndarray, foregro
     n = max(1, int(differ.sum()))
     stride, margin = TILE - OVERLAP, OVERLAP // 2
     ys, xs = np.nonzero(differ)
-    # this engine's tile (r, c) starts at r * stride - margin: its overlaps are within margin of a chunk border;
-    # TIAToolbox's starts at r * stride: its overlaps are the first OVERLAP px of each stride (but the first)
-    ours_band = ((ys % stride < margin) | (ys % stride >= stride - margin) | (xs % stride < margin)
-                 | (xs % stride >= stride - margin))
-    theirs_band = (((ys % stride < OVERLAP) & (ys >= stride)) | ((xs % stride < OVERLAP) & (xs >= stride)))
+    ours_band, theirs_band = _overlap_bands(ys, xs, stride, margin)
     p = foreground[ys, xs].astype(np.float32) / 255
     lines = [f"disagreeing pixels: {differ.sum()} of {differ.size} ({differ.mean():.2%}); "
              f"in glass chunks (ours: background, not predicted) {(~predicted[ys, xs]).sum() / n:.1%} "
@@ -257,11 +253,23 @@ def explain(ours: np.ndarray, theirs: np.ndarray, predicted: np.ndarray, foregro
     return "\n".join(f"# {line}" for line in lines)
 
 
+def _overlap_bands(ys: np.ndarray, xs: np.ndarray, stride: int, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """Whether pixels (ys, xs) lie in this engine's blended frames and in TIAToolbox's overlaps.
+
+    This engine's tile (r, c) starts at r * stride - margin: its overlaps are within margin of a chunk border;
+    TIAToolbox's starts at r * stride: its overlaps are the first OVERLAP px of each stride (but the first).
+    """
+    def near_border(v: np.ndarray) -> np.ndarray:
+        return (v % stride < margin) | (v % stride >= stride - margin)
+
+    def in_overlap(v: np.ndarray) -> np.ndarray:
+        return (v % stride < OVERLAP) & (v >= stride)
+
+    return near_border(ys) | near_border(xs), in_overlap(ys) | in_overlap(xs)
+
+
 def _band_share(shape: tuple[int, ...], stride: int, margin: int) -> float:
-    ys, xs = np.ogrid[:shape[0], :shape[1]]
-    ours = ((ys % stride < margin) | (ys % stride >= stride - margin)) | (
-        (xs % stride < margin) | (xs % stride >= stride - margin))
-    theirs = ((ys % stride < OVERLAP) & (ys >= stride)) | ((xs % stride < OVERLAP) & (xs >= stride))
+    ours, theirs = _overlap_bands(*np.ogrid[:shape[0], :shape[1]], stride, margin)
     return float((ours | theirs).mean())
 
 

@@ -485,10 +485,7 @@ class Bundle:
         The last, short slice is padded to the others' size (edge copies of its last tile, dropped after) unless the
         model runs eagerly (PyTorch): TensorFlow and JAX would compile a graph for its shape again.
         """
-        size = self.tiles_per_forward(tiles)
-        if size >= len(tiles):
-            outputs = model.predict_on_batch(tiles)
-            return [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+        size = min(self.tiles_per_forward(tiles), len(tiles))
         eager = not self.fixed_batch_shape
         parts: list[list[np.ndarray]] = []
         for start in range(0, len(tiles), size):
@@ -499,7 +496,7 @@ class Bundle:
             outputs = model.predict_on_batch(part)
             parts.append([np.asarray(o)[:short] for o in (outputs if isinstance(outputs, (list, tuple))
                                                           else [outputs])])
-        return [np.concatenate(column) for column in zip(*parts)]
+        return parts[0] if len(parts) == 1 else [np.concatenate(column) for column in zip(*parts)]
 
     def _check_probabilities(self, checks: np.ndarray) -> None:
         """Refuse NaN or out-of-range outputs: cast to labels they would become an all-background map."""

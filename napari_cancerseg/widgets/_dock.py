@@ -75,8 +75,8 @@ def chosen_path(field: Widget) -> str:
     return str(value) if value and str(value) not in (".", "") else ""
 
 
-def add_in_turns(steps: list[Callable[[], Any]], done: Callable[[], Any] | None = None) -> None:
-    """Run ``steps`` one per event-loop turn, then ``done``.
+def add_in_turns(steps: list[Callable[[], Any]]) -> None:
+    """Run ``steps`` one per event-loop turn.
 
     napari adding a layer is two costs of 0.15-0.35 s each on 2 cores with software OpenGL: the layer's visual
     and controls (``add_*``), and its first drawing (new shader programs, when it turns visible). In one turn
@@ -84,12 +84,26 @@ def add_in_turns(steps: list[Callable[[], Any]], done: Callable[[], Any] | None 
     them, so the window answers in between.
     """
     if not steps:
-        if done is not None:
-            done()
         return
 
     def run_next() -> None:
         steps[0]()
-        add_in_turns(steps[1:], done)
+        add_in_turns(steps[1:])
 
     QTimer.singleShot(TURN_MS, run_next)
+
+
+def layer_steps(viewer: Any, add_hidden: Callable[[], Any], *then: Callable[[Any], Any]) -> list[Callable[[], Any]]:
+    """Steps for ``add_in_turns``: ``add_hidden()`` adds a layer (hidden), then each of ``then`` gets that layer,
+    one turn each; a layer the user removed in between is left alone."""
+    added: list = []
+
+    def step(apply: Callable[[Any], Any]) -> Callable[[], Any]:
+        return lambda: apply(added[0]) if added and added[0] in viewer.layers else None
+
+    return [lambda: added.append(add_hidden()), *(step(apply) for apply in then)]
+
+
+def make_visible(layer: Any) -> None:
+    """The last of a layer's steps: drawn at last."""
+    layer.visible = True

@@ -38,7 +38,7 @@ from ..errors import CancersegError
 from ..io import stores
 from ..io.stores import Correction, LabelStore, Region
 from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
-from ._dock import ScrollableContainer, add_in_turns
+from ._dock import ScrollableContainer, add_in_turns, layer_steps, make_visible
 from ._process import _DockClosed
 from .legend import ClassLegend, layer_entries
 
@@ -495,23 +495,17 @@ class CorrectionWidget(ScrollableContainer):
         # the ranks and scores are in the dock's list: no text on the canvas, whose first drawing of text
         # froze the window for a second here
         def fill(layer) -> None:
-            if layer is None:  # removed by the user between turns
-                return
             layer.data = []
             layer.scale, layer.translate, layer.units = source.scale, source.translate, source.units
             layer.add_rectangles(rectangles, edge_color="magenta", face_color="transparent", edge_width=4)
             layer.features = features
 
         if SUGGESTIONS in self.viewer.layers:  # a new Suggest reuses the layer: napari's adding and removing
-            fill(self._suggestion_layer())  # a layer costs 0.3-1 s each on a loaded machine
+            fill(self.viewer.layers[SUGGESTIONS])  # a layer costs 0.3-1 s each on a loaded machine
         else:  # added hidden, filled and shown on three event-loop turns (add_in_turns says why)
-            def shown() -> None:
-                if (layer := self._suggestion_layer()) is not None:
-                    layer.visible = True
-
-            add_in_turns([lambda: self.viewer.add_shapes(name=SUGGESTIONS, visible=False, scale=source.scale,
-                                                         translate=source.translate, units=source.units),
-                          lambda: fill(self._suggestion_layer()), shown])
+            add_in_turns(layer_steps(self.viewer, lambda: self.viewer.add_shapes(
+                name=SUGGESTIONS, visible=False, scale=source.scale, translate=source.translate, units=source.units),
+                fill, make_visible))
         self.suggestions = list(suggestions)
         self.suggestion_list.clear()
         unit = unit_name(source.units[-1])
@@ -521,9 +515,6 @@ class CorrectionWidget(ScrollableContainer):
                                          f"y {y:.0f} {unit}")
         self.status.value = (f"{len(suggestions)} most uncertain regions shown in '{SUGGESTIONS}': "
                              "Next (Shift-N) opens them in turn")
-
-    def _suggestion_layer(self):
-        return self.viewer.layers[SUGGESTIONS] if SUGGESTIONS in self.viewer.layers else None
 
     def suggestion_centre(self, suggestion: Suggestion, d: float) -> tuple[float, float]:
         """The centre of a suggested box in world coordinates (the prediction layer's units), row then column.

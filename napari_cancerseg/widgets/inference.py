@@ -1,6 +1,7 @@
 """Predict a slide layer with a model bundle, in a separate model process, showing the overlay as it fills in."""
 
 import threading
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -31,7 +32,7 @@ from ..io.stores.ngff import layer_name
 from ..models.bundle import bundle_info
 from ..processes import Done, Message, Progress
 from . import scratch_path
-from ._dock import ScrollableContainer, add_in_turns, chosen_path, show_scale_bar
+from ._dock import ScrollableContainer, add_in_turns, chosen_path, layer_steps, make_visible, show_scale_bar
 from ._process import ProcessDock, ProcessRunner
 from .legend import ClassLegend, layer_entries, model_entries
 
@@ -289,7 +290,7 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             live_layer = self.viewer.add_labels(self._live_levels(out), **kwargs)
             live_layer.editable = False
             self.live_layer = live_layer
-            add_in_turns([lambda: setattr(live_layer, "visible", True)])  # drawn first on a later turn
+            add_in_turns([lambda: make_visible(live_layer)])  # drawn first on a later turn
         else:
             self.live_layer.data = self._live_levels(out)
 
@@ -325,13 +326,9 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             later.append((glass_layer, True))
         steps: list = []
         for layer_data, shown in later:
-            added: list = []
-            steps.append(lambda layer_data=layer_data, added=added:
-                         added.append(self._add_hidden(layer_data, prediction)))
-            if layer_data[2] == "image":  # a heat map's colorbar: its axis and text visuals are a cost of their own
-                steps.append(lambda added=added: _show_colorbar(added[0]))
-            if shown:
-                steps.append(lambda added=added: setattr(added[0], "visible", True))
+            # a heat map's colorbar: its axis and text visuals are a cost of their own
+            then = ([_show_colorbar] if layer_data[2] == "image" else []) + ([make_visible] if shown else [])
+            steps += layer_steps(self.viewer, partial(self._add_hidden, layer_data, prediction), *then)
         add_in_turns(steps)
 
     def _add_hidden(self, layer_data: tuple, prediction):
