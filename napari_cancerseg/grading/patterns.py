@@ -67,6 +67,47 @@ def _empty_folder(path: str) -> bool:
     return os.path.isdir(path) and not os.path.islink(path) and (not os.listdir(path) or is_creation_leftover(path))
 
 
+SCAN_BAND_PIXELS = 1 << 24  # segmentation pixels read at once to find the tumour tiles (~3 bytes each in memory)
+
+
+def _tumour_tiles(seg: LabelStore, table: np.ndarray, footprint: float, rows: int, cols: int,
+                  min_tumour: float) -> list[tuple[int, int]]:
+    """The tiles (row, col) whose share of tumour pixels is at least ``min_tumour``, row-major.
+
+    Tile ``(r, c)`` covers segmentation rows ``ceil(r * footprint)`` up to ``ceil((r + 1) * footprint)`` (and the
+    same for columns), clipped to the level. Level 0 is read in bands of whole tile rows, about
+    ``SCAN_BAND_PIXELS`` each, and counted per tile with ``np.add.reduceat``: memory stays one band whatever the
+    slide, and each chunk is decoded once or twice instead of once per tile (16,384 tiles: 15 s read one by one).
+    The share is the same float64 count / area the per-tile mean gave.
+    """
+    height, width = seg.levels[0].shape[:2]
+    edges_y = [min(height, math.ceil(r * footprint)) for r in range(rows + 1)]
+    edges_x = np.asarray([min(width, math.ceil(c * footprint)) for c in range(cols + 1)])
+    widths = np.diff(edges_x)
+    is_tumour = np.isin(table, TUMOUR_LABELS)  # stored label -> tumour, one lookup per pixel
+    band_rows = max(1, int(SCAN_BAND_PIXELS // max(1, width) // max(1.0, footprint)))
+    tiles: list[tuple[int, int]] = []
+    for r0 in range(0, rows, band_rows):
+        r1 = min(rows, r0 + band_rows)
+        y0, y1 = edges_y[r0], edges_y[r1]
+        if y1 <= y0:
+            continue
+        tumour = is_tumour[seg.read(0, (y0, y1))]
+        # per tile column, then per tile row; empty tiles (footprint < 1 px) are never tumour
+        starts = np.minimum(edges_x[:-1], width - 1)  # an empty tile's start may be the width itself
+        per_column = np.add.reduceat(tumour, starts, axis=1, dtype=np.int64) if width else None
+        for r in range(r0, r1):
+            top, bottom = edges_y[r] - y0, edges_y[r + 1] - y0
+            if bottom <= top or per_column is None:
+                continue
+            counts = per_column[top:bottom].sum(axis=0)
+            area = (bottom - top) * widths
+            with np.errstate(divide="ignore", invalid="ignore"):
+                share = np.where(widths > 0, counts / np.maximum(area, 1), 0.0)
+            tiles.extend((r, int(c)) for c in np.flatnonzero((widths > 0) & (share >= min_tumour)))
+    return tiles
+
+
 def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tumour: float = 0.05, batch: int = 16,
                     progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> OverlaySummary:
     """Grade the tumour of ``segmentation`` tile by tile with ``classifier`` (a loaded classifier bundle).
@@ -98,12 +139,7 @@ def pattern_overlay(slide: str, segmentation: str, classifier, out: str, min_tum
         return (slice(math.ceil(row * footprint), min(seg0.shape[0], math.ceil((row + 1) * footprint))),
                 slice(math.ceil(col * footprint), min(seg0.shape[1], math.ceil((col + 1) * footprint))))
 
-    tumour_tiles = []  # level 0 is read one tile at a time: memory stays one tile whatever the slide
-    for r, c in ((r, c) for r in range(rows) for c in range(cols)):
-        rows_window, cols_window = window(r, c)
-        labels = seg.read(0, (rows_window.start, rows_window.stop), (cols_window.start, cols_window.stop))
-        if np.isin(table[labels], TUMOUR_LABELS).mean() >= min_tumour:
-            tumour_tiles.append((r, c))
+    tumour_tiles = _tumour_tiles(seg, table, footprint, rows, cols, min_tumour)
     assigned: dict[tuple[int, int], int] = {}
     if progress:  # the total is known before the first (slow) batch: a bar at 0 of N, not an empty one
         progress(0, len(tumour_tiles))

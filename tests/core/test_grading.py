@@ -379,3 +379,35 @@ def test_overlay_reports_its_tiles_through_the_protocol_and_refuses_a_store_not_
     assert not any(isinstance(m, Progress) for m in messages) and isinstance(messages[-1], Error)
     assert segmentation in messages[-1].message and "not a pattern overlay" in messages[-1].message
     assert sorted(p.name for p in (tmp_path / "seg.zarr").rglob("*")) == before
+
+
+@pytest.mark.parametrize("footprint", [64.0, 37.3, 7.5, 1.0, 0.7])
+def test_overlay_finds_the_tumour_tiles_a_tile_by_tile_mean_finds(tmp_path, monkeypatch, footprint):
+    """The banded scan picks exactly the tiles whose own window is at least 5% tumour, whatever the footprint
+    (fractional, one pixel, under one pixel) and however the bands fall (a band of a few tile rows here)."""
+    from shapely.geometry import Point
+
+    from napari_cancerseg.annotations.raster import labelled_shapes
+    from napari_cancerseg.grading import patterns
+    from napari_cancerseg.grading.report import TUMOUR_LABELS, label_mapping
+    from napari_cancerseg.io.annotation_files import rasterise_to_store
+    from napari_cancerseg.io.stores import LabelStore
+
+    shapes = AnnotationSet([Annotation(Point(120, 90).buffer(70), "tumour"), Annotation(rectangle(10, 200, 250, 215),
+                            "tumour"), Annotation(rectangle(180, 20, 240, 120), "benign")])
+    store = rasterise_to_store(str(tmp_path / "seg.zarr"), labelled_shapes(shapes), (300, 257), 1.0, 0.5)
+    seg = LabelStore(store, writable=False)
+    table = label_mapping(seg.attributes.classes)
+    labels = np.asarray(seg.levels[0])
+    height, width = labels.shape
+    rows, cols = int(np.ceil(height / footprint)), int(np.ceil(width / footprint))
+    expected = []
+    for r in range(rows):
+        for c in range(cols):
+            window = labels[int(np.ceil(r * footprint)):min(height, int(np.ceil((r + 1) * footprint))),
+                            int(np.ceil(c * footprint)):min(width, int(np.ceil((c + 1) * footprint)))]
+            if window.size and np.isin(table[window], TUMOUR_LABELS).mean() >= 0.05:
+                expected.append((r, c))
+    assert 0 < len(expected) < rows * cols
+    monkeypatch.setattr(patterns, "SCAN_BAND_PIXELS", width * 3 * max(1, int(footprint)))  # bands of ~3 tile rows
+    assert patterns._tumour_tiles(seg, table, footprint, rows, cols, 0.05) == expected

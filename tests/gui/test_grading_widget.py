@@ -53,11 +53,26 @@ def _screenshots(viewer, widget, qtbot, name: str, dock: str | None = None) -> N
     viewer.screenshot(os.path.join(SCREENSHOTS, f"grading_window_{name}.png"), canvas_only=False)
 
 
-def _annotation_store(tmp_path, items, name):
+def _annotation_store(tmp_path, items, name, slide: str | None = None, shape=(2967, 2220), mpp=0.499):
     path = str(tmp_path / f"{name}.geojson")
     write(AnnotationSet(items), path)
-    return rasterise_to_store(str(tmp_path / f"{name}.zarr"), labelled_shapes(read(path)), (2967, 2220), 1.0, 0.499,
-                              properties={"slide_path": data_path(CMU)})
+    return rasterise_to_store(str(tmp_path / f"{name}.zarr"), labelled_shapes(read(path)), shape, 1.0, mpp,
+                              properties={"slide_path": slide or data_path(CMU)})
+
+
+def _large_slide(path: Path, size: int = 8192, tile: int = 256) -> str:
+    """A size x size tiled JPEG TIFF at 0.5 µm/px repeating real H&E from CMU-1 (OpenSlide reads it as generic
+    TIFF), written tile by tile: a slide big enough that its overlay cannot finish before Cancel arrives."""
+    import openslide
+    import tifffile
+
+    source = openslide.OpenSlide(data_path(CMU))
+    crop = np.asarray(source.read_region((0, 0), 0, (2048, 2048)).convert("RGB"))
+    tiles = (crop[y % 2048:y % 2048 + tile, x % 2048:x % 2048 + tile]
+             for y in range(0, size, tile) for x in range(0, size, tile))
+    tifffile.imwrite(path, tiles, shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile), compression="jpeg",
+                     photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    return str(path)
 
 
 def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
@@ -253,8 +268,11 @@ def test_pattern_overlay_runs_in_a_model_process(make_napari_viewer, qtbot, tmp_
 
 def test_cancelling_the_pattern_overlay_is_neutral_and_saves_nothing(make_napari_viewer, qtbot, tmp_path,
                                                                     gleason_bundle):
-    # the whole slide as tumour: ~1,600 tiles, far more than classified before Cancel arrives
-    store = _annotation_store(tmp_path, [Annotation(rectangle(0, 0, 2220, 2967), "tumour")], "slide")
+    # a whole 8k slide as tumour: 16,384 tiles, about a minute of classifying, so Cancel arrives mid-run even when
+    # the GUI thread stalls for seconds (CI once saw all 1,645 tiles of CMU-1-Small-Region done before the click)
+    slide = _large_slide(tmp_path / "large.tif")
+    store = _annotation_store(tmp_path, [Annotation(rectangle(0, 0, 8192, 8192), "tumour")], "slide", slide,
+                              (8192, 8192), 0.5)
     viewer = make_napari_viewer(show=True)
     layer = viewer.open(store, plugin=PLUGIN)[0]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
@@ -263,14 +281,14 @@ def test_cancelling_the_pattern_overlay_is_neutral_and_saves_nothing(make_napari
     seen = _follow_progress(widget)
     assert widget.cancel_button.enabled and not widget.overlay_button.enabled
     qtbot.waitUntil(lambda: bool(seen) or widget.worker is None, timeout=300_000)
-    assert seen and seen[0][1] > 1000, (seen, widget.summary.value)  # tiles are being classified
+    assert seen and seen[0] == (0, 128 * 128), (seen, widget.summary.value)  # tiles are being classified
     widget.cancel_button.native.click()  # the dock's own Cancel button
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert widget.runner.state == "cancelled", widget.summary.value
     assert widget.summary.value == widget.runner.cancelled_text and "failed" not in widget.summary.value
     assert widget.overlay_progress.value == 0 and widget.overlay_button.enabled and not widget.cancel_button.enabled
     # nothing half-written: neither the store nor its temporary build is left beside the segmentation
-    assert sorted(os.listdir(tmp_path)) == ["slide.geojson", "slide.zarr"]
+    assert sorted(os.listdir(tmp_path)) == ["large.tif", "slide.geojson", "slide.zarr"]
     assert not [layer.name for layer in viewer.layers if layer.name.endswith(" patterns")]
     if SCREENSHOTS:
         os.makedirs(SCREENSHOTS, exist_ok=True)
