@@ -4,16 +4,17 @@ OpenSlide's ``read_region`` decodes each tile, then paints it through cairo
 into a premultiplied ARGB buffer, all in one call: on 2 cores that is 72-103
 windows of 512 px per second, where decoding the same JPEG tiles with
 libjpeg-turbo through imagecodecs reaches 540-830 (issue 16).  So, for the
-levels of TIFF-family slides (Aperio SVS, Hamamatsu NDPI, generic tiled and
-pyramidal TIFF) that are stored as tiles of 8-bit RGB up to 1024 px, a window is read here
+levels of TIFF-family slides (Aperio SVS, generic tiled and pyramidal TIFF)
+that are stored as tiles of 8-bit RGB up to 1024 px, and Hamamatsu NDPI levels
+whose JPEG restart intervals are strips of at most 16 x 8192 px, a window is read here
 as the tiles it touches: ``os.pread`` of each tile's bytes and tifffile's
 decoder for the page (JPEG with its tables, JPEG 2000,
 Deflate, LZW...), pasted into the caller's buffer.
 
 Pixels must be OpenSlide's, exactly: a level is taken only if the page's
 size is the OpenSlide level's and a test tile decoded here equals OpenSlide's
-own read of it (``RawTiles.open``).  Every other level (MRXS, VMS, SCN, BIF, NDPI's
-whole-row strips, levels OpenSlide makes by scaling, RGBA pages...) keeps OpenSlide.  Outside the
+own read of it (``RawTiles.open``).  Every other level (MRXS, VMS, SCN, BIF, NDPI
+levels with longer intervals, levels OpenSlide makes by scaling, RGBA pages...) keeps OpenSlide.  Outside the
 level, and where a tile is missing (sparse slides), the window shows the
 slide's background colour, as OpenSlide's transparent pixels composited on it do.
 """
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 DECODABLE = {1, 5, 7, 8, 32946, 33003, 33004, 33005, 34712, 50000}
 #: Tiles longer than this are not read raw: a window would decode far more than it shows.
 MAX_TILE_SIDE = 1024
+#: NDPI restart intervals ("tiles" of a few rows) are read raw up to this size: a 1080-row screen decodes about
+#: 135 of them, 26 MB at this width.
+NDPI_MAX_STRIP_ROWS, NDPI_MAX_STRIP_WIDTH = 16, 8192
 #: Decoded tiles a slide keeps (least recently used dropped first): overlapping windows decode each tile once.
 #: 64 MiB holds 340 tiles of 256 px, three rows of tiles of a 28k px wide slide: the rows that the next row of
 #: the engine's 512 px tiles (stride 448) shares with this one, and a viewer's few screens.
@@ -86,8 +90,18 @@ class RawTiles:
             self._cache.clear()
             self._cached_bytes = 0
 
-    def tile(self, index: int, tile_index: int) -> np.ndarray | None:
-        """Tile ``tile_index`` of level ``index``, decoded once while it stays in the cache (read-only)."""
+    def tile(self, index: int, tile_index: int, cache: bool = True) -> np.ndarray | None:
+        """Tile ``tile_index`` of level ``index``, decoded once while it stays in the cache (read-only).
+
+        ``cache=False``: decoded anew and not kept, for a caller with a cache of its own (the viewer's blocks).
+        """
+        if not cache:
+            tile = self.levels[index].tile(self._fd, tile_index)
+            if tile is not None:
+                tile.flags.writeable = False  # as a cached tile: the caller's cache shares it
+            with self._cache_lock:
+                self.decoded += 1
+            return tile
         key = (index, tile_index)
         with self._cache_lock:
             if key in self._cache:
@@ -155,8 +169,10 @@ class RawTiles:
         return bool(np.array_equal(mine, theirs))
 
     def read(self, index: int, x: int, y: int, width: int, height: int, background: tuple[int, int, int],
-             out: np.ndarray | None = None) -> np.ndarray:
-        """RGB pixels of level ``index`` in [x, x + width) x [y, y + height) (level pixels), into ``out`` if given."""
+             out: np.ndarray | None = None, cache: bool = True) -> np.ndarray:
+        """RGB pixels of level ``index`` in [x, x + width) x [y, y + height) (level pixels), into ``out`` if given.
+
+        ``cache``: look decoded tiles up in, and keep them in, this slide's tile cache (see ``tile``)."""
         level = self.levels[index]
         if out is None:
             out = np.empty((height, width, 3), np.uint8)
@@ -169,7 +185,7 @@ class RawTiles:
         tw, th = level.tile_width, level.tile_height
         for row in range(y0 // th, (y1 - 1) // th + 1):
             for col in range(x0 // tw, (x1 - 1) // tw + 1):
-                tile = self.tile(index, row * level.columns + col)
+                tile = self.tile(index, row * level.columns + col, cache)
                 ty, tx = row * th, col * tw
                 top, bottom = max(y0, ty), min(y1, ty + th)
                 left, right = max(x0, tx), min(x1, tx + tw)
@@ -205,14 +221,20 @@ def _raw_level(page: Any) -> RawLevel | None:
             return None
         if page.samplesperpixel != 3 or page.planarconfig != 1 or page.imagedepth != 1 or page.tiledepth != 1:
             return None
-        # NDPI's "tiles" are 8-row strips as wide as the level: decoding whole strips for a 512 px window cost
-        # 1.7x OpenSlide's read, which decodes only the MCUs it needs from the restart markers
-        if max(page.tilewidth, page.tilelength) > MAX_TILE_SIDE or getattr(page, "is_ndpi", False):
+        if getattr(page, "is_ndpi", False):
+            # NDPI: one JPEG per level, its restart intervals made "tiles" by tifffile (here 8-row strips as wide
+            # as the level), decoded with the JPEG header tifffile builds for them. Taken while a strip stays
+            # small: OpenSlide decodes the same whole intervals, but paints them through cairo
+            if page.tilelength > NDPI_MAX_STRIP_ROWS or page.tilewidth > NDPI_MAX_STRIP_WIDTH:
+                return None
+        elif max(page.tilewidth, page.tilelength) > MAX_TILE_SIDE:
             return None
         height, width = page.imagelength, page.imagewidth
         options: dict[str, Any] = {}
         if getattr(page, "jpegtables", None) is not None:
             options["jpegtables"] = page.jpegtables
+        if getattr(page, "jpegheader", None) is not None:  # NDPI: the header its intervals are decoded with
+            options["jpegheader"] = page.jpegheader
         return RawLevel(int(width), int(height), int(page.tilewidth), int(page.tilelength),
                         tuple(int(o) for o in page.dataoffsets), tuple(int(n) for n in page.databytecounts),
                         page.decode, options)

@@ -42,6 +42,9 @@ if TYPE_CHECKING:  # wsi imports this module: no import at run time, no cycle
 MAX_WINDOW_BYTES = 256 << 20
 #: Default byte budget of the decoded-block cache shared by every slide of the process.
 DEFAULT_CACHE_MB = 256
+#: A window's missing blocks are decoded in this many groups at once: one in the calling thread, the rest on
+#: the decoder pool.
+DECODE_GROUPS = min(8, os.cpu_count() or 1) + 1
 
 Block = tuple[Any, int, int, int]  # (handle, level, block row, block column)
 
@@ -162,7 +165,7 @@ class SlideLevel(WindowArray):
         bh, bw = self.block
         keys = [(self.handle, self.level, r, c)
                 for r in range(y0 // bh, (y1 - 1) // bh + 1) for c in range(x0 // bw, (x1 - 1) // bw + 1)]
-        blocks: dict[Block, np.ndarray | Future[np.ndarray]] = {}
+        blocks: dict[Block, np.ndarray] = {}
         missing = []
         for key in keys:
             cached = CACHE.get(key)
@@ -170,15 +173,10 @@ class SlideLevel(WindowArray):
                 missing.append(key)
             else:
                 blocks[key] = cached
-        if len(missing) > 1:  # decode on every core; the codecs release the GIL
-            pool = _decoder_pool()
-            for key in missing[1:]:
-                blocks[key] = pool.submit(self._decode, key)
-        if missing:  # the first in this thread: one missing block costs no hand-off
-            blocks[missing[0]] = self._decode(missing[0])
+        if missing:
+            blocks.update(self._decode_all(missing))
         for key in keys:
-            block = blocks[key]
-            pixels = block.result() if isinstance(block, Future) else block
+            pixels = blocks[key]
             _, _, r, c = key
             top, left = r * bh, c * bw
             ty0, ty1 = max(y0, top), min(y1, top + pixels.shape[0])
@@ -186,11 +184,42 @@ class SlideLevel(WindowArray):
             out[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = pixels[ty0 - top:ty1 - top, tx0 - left:tx1 - left]
         return out
 
+    def _decode_all(self, keys: list[Block]) -> dict[Block, np.ndarray]:
+        """Decode ``keys`` on every core (the codecs release the GIL), a share of them in this thread.
+
+        The blocks go to the pool in a few groups, not one task each: a 512 px window of 256 px JPEG tiles is
+        9 decodes of ~0.2 ms, where a task's hand-off costs tens of microseconds under the GIL.
+        """
+        if len(keys) == 1:
+            return {keys[0]: self._decode(keys[0])}
+        pool = _decoder_pool()
+        groups = [keys[i::DECODE_GROUPS] for i in range(min(DECODE_GROUPS, len(keys)))]
+        futures: list[Future[list[np.ndarray]]] = [pool.submit(self._decode_group, group) for group in groups[1:]]
+        decoded = dict(zip(groups[0], self._decode_group(groups[0])))
+        for group, future in zip(groups[1:], futures):
+            decoded.update(zip(group, future.result()))
+        return decoded
+
+    def _decode_group(self, keys: list[Block]) -> list[np.ndarray]:
+        return [self._decode(key) for key in keys]
+
     def _decode(self, key: Block) -> np.ndarray:
         _, level, r, c = key
         bh, bw = self.block
         top, left = r * bh, c * bw
-        pixels = self.handle.read(level, left, top, min(bw, self.shape[1] - left), min(bh, self.shape[0] - top))
+        height, width = min(bh, self.shape[0] - top), min(bw, self.shape[1] - left)
+        raw = self.handle.raw
+        if raw is not None and level in raw.levels:
+            # the decoded tile itself, not a copy of it: the block cache is the viewer's only cache (the slide's
+            # raw-tile cache would hold each tile a second time)
+            pixels = self.handle.read_raw_tile(level, r, c)
+            if pixels is None:  # a tile the slide does not have (sparse slides): its background, as read() shows
+                pixels = np.empty((height, width, 3), np.uint8)
+                pixels[...] = self.handle.background
+            else:
+                pixels = pixels[:height, :width]
+        else:
+            pixels = self.handle.read(level, left, top, width, height)
         CACHE.put(key, pixels)
         return pixels
 

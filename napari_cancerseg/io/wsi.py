@@ -170,17 +170,28 @@ class SlideHandle:
     def __dask_tokenize__(self):
         return ("SlideHandle", self.path, os.stat(self.path).st_mtime)
 
-    def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+    def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None,
+             cache: bool = True) -> np.ndarray:
         """RGB uint8 pixels of a region given in *level* pixel coordinates (written into ``out`` if given).
 
         Transparent pixels (outside scanned areas) are composited on the
-        slide's background colour, as viewers show them.
+        slide's background colour, as viewers show them.  ``cache=False``: raw
+        tiles are decoded without the slide's tile cache (a caller that keeps
+        its own, as the viewer's block cache does, would hold each tile twice).
         """
         with self._count_lock:
             self.reads[level] += 1
         if self.raw is not None and level in self.raw.levels:
-            return self.raw.read(level, x, y, width, height, self.background, out)
+            return self.raw.read(level, x, y, width, height, self.background, out, cache)
         return self.read_openslide(level, x, y, width, height, out)
+
+    def read_raw_tile(self, level: int, row: int, col: int) -> np.ndarray | None:
+        """Native tile (row, col) of a raw level as decoded, read-only, uncropped at the level's edges; None where
+        the slide has no such tile. Not kept in the slide's tile cache: for a caller with a cache of its own."""
+        assert self.raw is not None and level in self.raw.levels, "a level read from its raw tiles"
+        with self._count_lock:
+            self.reads[level] += 1
+        return self.raw.tile(level, row * self.raw.levels[level].columns + col, cache=False)
 
     def read_openslide(self, level: int, x: int, y: int, width: int, height: int,
                        out: np.ndarray | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ from napari_cancerseg.io import slide_levels, wsi
 from ..conftest import data_path
 
 SVS = "wsi/CMU-1-Small-Region.svs"  # 2220 x 2967, JPEG tiles of 240 px, read raw
-NDPI = "wsi/test3-DAPI-2-387.ndpi"  # whole-row strips: read through OpenSlide in 512 px blocks
+NDPI = "wsi/test3-DAPI-2-387.ndpi"  # levels 0-3: JPEG restart intervals of 8 rows, read raw; 4-6 OpenSlide
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def openslide_window(path: str, level: int, x: int, y: int, width: int, height: 
     return np.rint(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("relative, level", [(SVS, 0), (NDPI, 0), (NDPI, 3)])
+@pytest.mark.parametrize("relative, level", [(SVS, 0), (NDPI, 0), (NDPI, 3), (NDPI, 5)])
 def test_windows_equal_openslide_across_block_edges(relative, level, cold):
     path = data_path(relative)
     array = wsi.read(path)[0][0][level]
