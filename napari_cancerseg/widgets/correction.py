@@ -132,6 +132,7 @@ class CorrectionWidget(ScrollableContainer):
         self.restore_button.changed.connect(self.restore)
         self.store_layer.changed.connect(self._offer_drafts)
         self.store_layer.changed.connect(self._show_classes)
+        self.store_layer.changed.connect(self._prepare_suggestions)
         self.edit_button.tooltip = "Open the current view (or the last rectangle) for painting (Shift-E)"
         self.accept_button.tooltip = "Write the selected correction into the store (Shift-A)"
         self.discard_button.tooltip = "Close the selected correction and delete its draft"
@@ -145,8 +146,10 @@ class CorrectionWidget(ScrollableContainer):
         app.aboutToQuit.connect(self.save_all)
         viewer.layers.events.removing.connect(self._on_removing)
         self._bind_keys()
+        self._suggestions_coming = False
         self._offer_drafts()
         self._show_classes()
+        self._prepare_suggestions()
 
     def _show_classes(self, *_) -> None:
         layer = self.store_layer.value
@@ -486,6 +489,30 @@ class CorrectionWidget(ScrollableContainer):
         count = self.suggest_count.value
         self._run("suggest", lambda: uncertain_regions(path, count), lambda found: self._suggested(store, found))
 
+    def _prepare_suggestions(self, *_) -> None:
+        """The suggestions' Shapes layer, added empty and hidden once a prediction is chosen, not by Suggest.
+
+        napari building a Shapes layer (its six vispy visuals) froze the window for 0.15-0.3 s, Suggest's whole
+        budget (issue 17: 200 ms); choosing the prediction is set-up, where that wait goes unnoticed. Added on a
+        later event-loop turn than the choice, with the selection left as it was.
+        """
+        if self.store_layer.value is None or SUGGESTIONS in self.viewer.layers or self._suggestions_coming:
+            return
+        self._suggestions_coming = True
+        add_in_turns([self._add_suggestions_layer])
+
+    def _add_suggestions_layer(self) -> Any:
+        self._suggestions_coming = False
+        source = self.store_layer.value
+        if source is None or SUGGESTIONS in self.viewer.layers:  # Suggest came first, or nothing to correct
+            return None
+        selected = self.viewer.layers.selection.active
+        layer = self.viewer.add_shapes(name=SUGGESTIONS, visible=False, scale=source.scale,
+                                       translate=source.translate, units=source.units)
+        if selected is not None and selected in self.viewer.layers:  # napari selects each layer it adds
+            self.viewer.layers.selection.active = selected
+        return layer
+
     def _suggested(self, store: LabelStore, suggestions: list[Suggestion]) -> None:
         source = self.store_layer.value
         d = store.downsample
@@ -500,12 +527,13 @@ class CorrectionWidget(ScrollableContainer):
             layer.add_rectangles(rectangles, edge_color="magenta", face_color="transparent", edge_width=4)
             layer.features = features
 
-        if SUGGESTIONS in self.viewer.layers:  # a new Suggest reuses the layer: napari's adding and removing
-            fill(self.viewer.layers[SUGGESTIONS])  # a layer costs 0.3-1 s each on a loaded machine
-        else:  # added hidden, filled and shown on three event-loop turns (add_in_turns says why)
-            add_in_turns(layer_steps(self.viewer, lambda: self.viewer.add_shapes(
-                name=SUGGESTIONS, visible=False, scale=source.scale, translate=source.translate, units=source.units),
-                fill, make_visible))
+        if SUGGESTIONS in self.viewer.layers:  # made when the prediction was chosen (_prepare_suggestions), or by
+            layer = self.viewer.layers[SUGGESTIONS]  # an earlier Suggest: filled now, drawn on the next turn
+            fill(layer)
+            if not layer.visible:
+                add_in_turns([lambda: make_visible(layer) if layer in self.viewer.layers else None])
+        else:  # removed by the user: added hidden, filled and shown on three event-loop turns (add_in_turns)
+            add_in_turns(layer_steps(self.viewer, self._add_suggestions_layer, fill, make_visible))
         self.suggestions = list(suggestions)
         self.suggestion_list.clear()
         unit = unit_name(source.units[-1])
