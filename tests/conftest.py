@@ -198,6 +198,23 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(line)
 
 
+def large_slide(path: Path, size: int = 8192, tile: int = 256) -> str:
+    """A size x size tiled JPEG TIFF at 0.5 µm/px repeating real H&E from CMU-1 (OpenSlide reads it as generic
+    TIFF), written tile by tile in well under a second: a slide whose model runs outlast a stalled GUI thread, so
+    that a test's Cancel arrives mid-run (CMU-1-Small-Region's whole overlay once finished before the click)."""
+    import numpy as np
+    import openslide
+    import tifffile
+
+    source = openslide.OpenSlide(data_path("wsi/CMU-1-Small-Region.svs"))
+    crop = np.asarray(source.read_region((0, 0), 0, (2048, 2048)).convert("RGB"))
+    tiles = (crop[y % 2048:y % 2048 + tile, x % 2048:x % 2048 + tile]
+             for y in range(0, size, tile) for x in range(0, size, tile))
+    tifffile.imwrite(path, tiles, shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile), compression="jpeg",
+                     photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    return str(path)
+
+
 def process_gone(pid: int) -> bool:
     """No such process, or a zombie (reparented to an init that has not reaped it yet: it runs no more)."""
     try:

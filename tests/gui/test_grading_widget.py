@@ -21,7 +21,7 @@ from napari_cancerseg.classes import TUMOUR
 from napari_cancerseg.io.annotation_files import rasterise_to_store
 from napari_cancerseg.widgets import grading as grading_dock
 
-from ..conftest import data_path, stand_in_path
+from ..conftest import data_path, large_slide, stand_in_path
 from ..core.test_grading import tcga_area_mm2
 
 PLUGIN = "napari-cancerseg"
@@ -58,21 +58,6 @@ def _annotation_store(tmp_path, items, name, slide: str | None = None, shape=(29
     write(AnnotationSet(items), path)
     return rasterise_to_store(str(tmp_path / f"{name}.zarr"), labelled_shapes(read(path)), shape, 1.0, mpp,
                               properties={"slide_path": slide or data_path(CMU)})
-
-
-def _large_slide(path: Path, size: int = 8192, tile: int = 256) -> str:
-    """A size x size tiled JPEG TIFF at 0.5 µm/px repeating real H&E from CMU-1 (OpenSlide reads it as generic
-    TIFF), written tile by tile: a slide big enough that its overlay cannot finish before Cancel arrives."""
-    import openslide
-    import tifffile
-
-    source = openslide.OpenSlide(data_path(CMU))
-    crop = np.asarray(source.read_region((0, 0), 0, (2048, 2048)).convert("RGB"))
-    tiles = (crop[y % 2048:y % 2048 + tile, x % 2048:x % 2048 + tile]
-             for y in range(0, size, tile) for x in range(0, size, tile))
-    tifffile.imwrite(path, tiles, shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile), compression="jpeg",
-                     photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
-    return str(path)
 
 
 def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
@@ -270,7 +255,7 @@ def test_cancelling_the_pattern_overlay_is_neutral_and_saves_nothing(make_napari
                                                                     gleason_bundle):
     # a whole 8k slide as tumour: 16,384 tiles, about a minute of classifying, so Cancel arrives mid-run even when
     # the GUI thread stalls for seconds (CI once saw all 1,645 tiles of CMU-1-Small-Region done before the click)
-    slide = _large_slide(tmp_path / "large.tif")
+    slide = large_slide(tmp_path / "large.tif")
     store = _annotation_store(tmp_path, [Annotation(rectangle(0, 0, 8192, 8192), "tumour")], "slide", slide,
                               (8192, 8192), 0.5)
     viewer = make_napari_viewer(show=True)

@@ -10,7 +10,7 @@ import time
 
 import zarr
 
-from ..conftest import data_path, process_gone, wait_gone
+from ..conftest import data_path, large_slide, process_gone, wait_gone
 
 PLUGIN = "napari-cancerseg"
 CMU = "wsi/CMU-1-Small-Region.svs"
@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 
-def _predict_dock(viewer, out: str):
-    slide = viewer.open(data_path(CMU), plugin=PLUGIN)[0]
+def _predict_dock(viewer, out: str, slide_path: str | None = None):
+    slide = viewer.open(slide_path or data_path(CMU), plugin=PLUGIN)[0]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Predict slide")
     widget.slide.value, widget.tissue.value, widget.out.value = slide, 0.3, out
     return widget
@@ -72,12 +72,15 @@ def test_cancel_in_predict_dock_is_a_cancelled_state_not_an_error(make_napari_vi
     notifications = []
     notification_manager.notification_ready.connect(notifications.append)
     viewer = make_napari_viewer()
-    out = str(tmp_path / "cmu.zarr")
-    widget = _predict_dock(viewer, out)
+    out = str(tmp_path / "large.zarr")
+    # a 6k slide (about 700 tiles, 26 s of U-Net on 2 quiet cores): CMU-1-Small-Region's 125 tiles took
+    # 6-8 s, little more than the GUI thread can stall on a loaded machine before Cancel is clicked
+    widget = _predict_dock(viewer, out, large_slide(tmp_path / "large.tif", size=6144))
+    name = f"large · {NAME.split(' · ')[1]}"
     widget.run()
     # mid-run, with chunks written (the live layer is there) and a fifth of the tiles predicted: early enough that
     # on a loaded machine the run cannot end between two looks (at half, it once did: the wait then timed out)
-    qtbot.waitUntil(lambda: f"{NAME} (running)" in viewer.layers
+    qtbot.waitUntil(lambda: f"{name} (running)" in viewer.layers
                     and widget.progress.value >= widget.progress.max // 5 > 0, timeout=240_000)
     from napari.utils import progress
 
@@ -92,7 +95,7 @@ def test_cancel_in_predict_dock_is_a_cancelled_state_not_an_error(make_napari_vi
     assert widget.status.value == "cancelled; Run again resumes where it stopped"
     errors = [n for n in notifications if n.severity >= NotificationSeverity.ERROR]
     assert errors == [], [n.message for n in errors]
-    assert f"{NAME} (running)" not in viewer.layers and NAME in viewer.layers  # the final name, not "(running)"
+    assert f"{name} (running)" not in viewer.layers and name in viewer.layers  # the final name, not "(running)"
     assert widget.runner.activity is None  # gone from the activity panel
     assert widget.progress.value == 0  # not left at the fraction it reached
     assert widget.run_button.enabled and not widget.cancel_button.enabled
@@ -104,7 +107,7 @@ def test_cancel_in_predict_dock_is_a_cancelled_state_not_an_error(make_napari_vi
     assert widget.state == "done" and widget.status.value.startswith("done:"), widget.status.value
     assert " 0 already done" not in widget.status.value  # it resumed from the chunks the cancelled run wrote
     assert zarr.open_group(out, mode="r").attrs["cancerseg"]["complete"]
-    assert f"{NAME} (running)" not in viewer.layers
+    assert f"{name} (running)" not in viewer.layers
     assert not [n for n in notifications if n.severity >= NotificationSeverity.ERROR]
     notification_manager.notification_ready.disconnect(notifications.append)
 
