@@ -26,6 +26,8 @@ class EventLoopLatency:
 
         self.gaps: list[float] = []
         self.ends: list[float] = []  # when each gap ended, seconds after the start
+        self.collections: list[tuple[float, float]] = []  # Python's gen-2 garbage collections: (end, seconds)
+        self._gc_start = 0.0
         self._start = self._last = 0.0
         self._node = None  # the test, set by the fixture: its report carries each action's line
         self._timer = QTimer()
@@ -39,16 +41,34 @@ class EventLoopLatency:
         self.ends.append(now - self._start)
         self._last = now
 
-    def __enter__(self):
+    def _on_gc(self, phase: str, info: dict) -> None:
         import time
 
-        self.gaps, self.ends = [], []  # one measurement per `with`: a fixture can time several actions
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.collections.append((time.perf_counter() - self._start, time.perf_counter() - self._gc_start))
+
+    def __enter__(self):
+        import gc
+        import time
+
+        # the garbage earlier tests of this worker process left (viewers, layers, Qt wrappers) is collected before
+        # the clock starts: a full collection of it in the middle of an action is the test process's, not the action's
+        gc.collect()
+        self.gaps, self.ends, self.collections = [], [], []  # one measurement per `with`: several actions a test
+        gc.callbacks.append(self._on_gc)
         self._start = self._last = time.perf_counter()
         self._timer.start(20)
         return self
 
     def __exit__(self, *exc):
+        import gc
+
         self._timer.stop()
+        gc.callbacks.remove(self._on_gc)
         # the time since the last tick counts too: a freeze just before the work ends would otherwise go unseen
         self._tick()
 
@@ -63,9 +83,11 @@ class EventLoopLatency:
         worst = max(range(len(self.gaps)), key=self.gaps.__getitem__)
         long = sum(g > 0.2 for g in self.gaps)
         runners_up = sorted(range(len(self.gaps)), key=self.gaps.__getitem__)[-4:-1][::-1]
+        collected = (f"; {len(self.collections)} full garbage collection(s), the longest "
+                     f"{max(s for _, s in self.collections) * 1000:.0f} ms" if self.collections else "")
         return (f"{len(self.gaps)} ticks in {self.ends[-1]:.1f} s, max gap {self.largest_gap * 1000:.0f} ms "
                 f"(ending {self.ends[worst]:.1f} s in), {long} gap(s) over 200 ms; next "
-                + ", ".join(f"{self.gaps[k] * 1000:.0f} ms at {self.ends[k]:.1f} s" for k in runners_up))
+                + ", ".join(f"{self.gaps[k] * 1000:.0f} ms at {self.ends[k]:.1f} s" for k in runners_up) + collected)
 
     def report(self, action: str) -> None:
         """Show the largest gap of an action in the test output, not only when the test fails: printed, and kept in

@@ -30,3 +30,19 @@ def test_each_measurement_starts_afresh(qtbot, event_loop_latency):
     with event_loop_latency as latency:
         qtbot.wait(200)
     assert latency.largest_gap < 0.3, latency.summary()
+
+
+def test_a_full_garbage_collection_during_the_work_is_named(qtbot, event_loop_latency):
+    import gc
+
+    garbage = []
+    for _ in range(200_000):  # cycles for the collector to walk
+        cycle: list = []
+        cycle.append(cycle)
+        garbage.append(cycle)
+    with event_loop_latency as latency:
+        assert gc.collect() == 0  # what the test process left was collected before the clock started
+        del garbage[:]
+        qtbot.wait(100)
+        gc.collect()
+    assert len(latency.collections) == 2 and "2 full garbage collection(s)" in latency.summary(), latency.summary()
