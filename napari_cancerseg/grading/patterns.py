@@ -77,33 +77,33 @@ def _tumour_tiles(seg: LabelStore, table: np.ndarray, footprint: float, rows: in
     Tile ``(r, c)`` covers segmentation rows ``ceil(r * footprint)`` up to ``ceil((r + 1) * footprint)`` (and the
     same for columns), clipped to the level. Level 0 is read in bands of whole tile rows, about
     ``SCAN_BAND_PIXELS`` each, and counted per tile with ``np.add.reduceat``: memory stays one band whatever the
-    slide, and each chunk is decoded once or twice instead of once per tile (16,384 tiles: 15 s read one by one).
+    slide, and each chunk is decoded once or twice instead of once per tile (16,384 tiles: 8.0 s read one by one,
+    0.3-0.5 s so).
     The share is the same float64 count / area the per-tile mean gave.
     """
     height, width = seg.levels[0].shape[:2]
+    if not height or not width:
+        return []
     edges_y = [min(height, math.ceil(r * footprint)) for r in range(rows + 1)]
     edges_x = np.asarray([min(width, math.ceil(c * footprint)) for c in range(cols + 1)])
     widths = np.diff(edges_x)
+    starts = np.minimum(edges_x[:-1], width - 1)  # an empty tile's start may be the width itself
     is_tumour = np.isin(table, TUMOUR_LABELS)  # stored label -> tumour, one lookup per pixel
-    band_rows = max(1, int(SCAN_BAND_PIXELS // max(1, width) // max(1.0, footprint)))
+    band_rows = max(1, int(SCAN_BAND_PIXELS // width // max(1.0, footprint)))
     tiles: list[tuple[int, int]] = []
     for r0 in range(0, rows, band_rows):
         r1 = min(rows, r0 + band_rows)
         y0, y1 = edges_y[r0], edges_y[r1]
         if y1 <= y0:
             continue
-        tumour = is_tumour[seg.read(0, (y0, y1))]
-        # per tile column, then per tile row; empty tiles (footprint < 1 px) are never tumour
-        starts = np.minimum(edges_x[:-1], width - 1)  # an empty tile's start may be the width itself
-        per_column = np.add.reduceat(tumour, starts, axis=1, dtype=np.int64) if width else None
+        # tumour pixels per tile column (reduceat sums [start, next start)), then per tile row; an empty tile
+        # (footprint under 1 px) gets reduceat's single pixel, so it is never counted (widths > 0 below)
+        per_column = np.add.reduceat(is_tumour[seg.read(0, (y0, y1))], starts, axis=1, dtype=np.int64)
         for r in range(r0, r1):
             top, bottom = edges_y[r] - y0, edges_y[r + 1] - y0
-            if bottom <= top or per_column is None:
+            if bottom <= top:
                 continue
-            counts = per_column[top:bottom].sum(axis=0)
-            area = (bottom - top) * widths
-            with np.errstate(divide="ignore", invalid="ignore"):
-                share = np.where(widths > 0, counts / np.maximum(area, 1), 0.0)
+            share = per_column[top:bottom].sum(axis=0) / np.maximum((bottom - top) * widths, 1)
             tiles.extend((r, int(c)) for c in np.flatnonzero((widths > 0) & (share >= min_tumour)))
     return tiles
 

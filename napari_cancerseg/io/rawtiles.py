@@ -95,25 +95,19 @@ class RawTiles:
 
         ``cache=False``: decoded anew and not kept, for a caller with a cache of its own (the viewer's blocks).
         """
-        if not cache:
-            tile = self.levels[index].tile(self._fd, tile_index)
-            if tile is not None:
-                tile.flags.writeable = False  # as a cached tile: the caller's cache shares it
-            with self._cache_lock:
-                self.decoded += 1
-            return tile
         key = (index, tile_index)
-        with self._cache_lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
+        if cache:
+            with self._cache_lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    return self._cache[key]
         tile = self.levels[index].tile(self._fd, tile_index)  # decoded outside the lock: threads decode at once
         if tile is not None:
-            tile.flags.writeable = False  # shared by every window that shows it
+            tile.flags.writeable = False  # shared by every window (or the caller's cache) that shows it
         size = _cached_size(tile)
         with self._cache_lock:
             self.decoded += 1
-            if key not in self._cache and size <= self.cache_bytes:
+            if cache and key not in self._cache and size <= self.cache_bytes:
                 self._cache[key] = tile
                 self._cached_bytes += size
                 while self._cached_bytes > self.cache_bytes:
@@ -169,10 +163,8 @@ class RawTiles:
         return bool(np.array_equal(mine, theirs))
 
     def read(self, index: int, x: int, y: int, width: int, height: int, background: tuple[int, int, int],
-             out: np.ndarray | None = None, cache: bool = True) -> np.ndarray:
-        """RGB pixels of level ``index`` in [x, x + width) x [y, y + height) (level pixels), into ``out`` if given.
-
-        ``cache``: look decoded tiles up in, and keep them in, this slide's tile cache (see ``tile``)."""
+             out: np.ndarray | None = None) -> np.ndarray:
+        """RGB pixels of level ``index`` in [x, x + width) x [y, y + height) (level pixels), into ``out`` if given."""
         level = self.levels[index]
         if out is None:
             out = np.empty((height, width, 3), np.uint8)
@@ -185,7 +177,7 @@ class RawTiles:
         tw, th = level.tile_width, level.tile_height
         for row in range(y0 // th, (y1 - 1) // th + 1):
             for col in range(x0 // tw, (x1 - 1) // tw + 1):
-                tile = self.tile(index, row * level.columns + col, cache)
+                tile = self.tile(index, row * level.columns + col)
                 ty, tx = row * th, col * tw
                 top, bottom = max(y0, ty), min(y1, ty + th)
                 left, right = max(x0, tx), min(x1, tx + tw)

@@ -170,19 +170,16 @@ class SlideHandle:
     def __dask_tokenize__(self):
         return ("SlideHandle", self.path, os.stat(self.path).st_mtime)
 
-    def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None,
-             cache: bool = True) -> np.ndarray:
+    def read(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
         """RGB uint8 pixels of a region given in *level* pixel coordinates (written into ``out`` if given).
 
         Transparent pixels (outside scanned areas) are composited on the
-        slide's background colour, as viewers show them.  ``cache=False``: raw
-        tiles are decoded without the slide's tile cache (a caller that keeps
-        its own, as the viewer's block cache does, would hold each tile twice).
+        slide's background colour, as viewers show them.
         """
         with self._count_lock:
             self.reads[level] += 1
         if self.raw is not None and level in self.raw.levels:
-            return self.raw.read(level, x, y, width, height, self.background, out, cache)
+            return self.raw.read(level, x, y, width, height, self.background, out)
         return self.read_openslide(level, x, y, width, height, out)
 
     def read_raw_tile(self, level: int, row: int, col: int) -> np.ndarray | None:

@@ -146,7 +146,6 @@ class CorrectionWidget(ScrollableContainer):
         app.aboutToQuit.connect(self.save_all)
         viewer.layers.events.removing.connect(self._on_removing)
         self._bind_keys()
-        self._suggestions_coming = False
         self._offer_drafts()
         self._show_classes()
         self._prepare_suggestions()
@@ -496,15 +495,12 @@ class CorrectionWidget(ScrollableContainer):
         budget (issue 17: 200 ms); choosing the prediction is set-up, where that wait goes unnoticed. Added on a
         later event-loop turn than the choice, with the selection left as it was.
         """
-        if self.store_layer.value is None or SUGGESTIONS in self.viewer.layers or self._suggestions_coming:
-            return
-        self._suggestions_coming = True
-        add_in_turns([self._add_suggestions_layer])
+        if self.store_layer.value is not None and SUGGESTIONS not in self.viewer.layers:
+            add_in_turns([self._add_suggestions_layer])
 
     def _add_suggestions_layer(self) -> Any:
-        self._suggestions_coming = False
         source = self.store_layer.value
-        if source is None or SUGGESTIONS in self.viewer.layers:  # Suggest came first, or nothing to correct
+        if source is None or SUGGESTIONS in self.viewer.layers:  # made already (Suggest came first), or no prediction
             return None
         selected = self.viewer.layers.selection.active
         layer = self.viewer.add_shapes(name=SUGGESTIONS, visible=False, scale=source.scale,
@@ -530,8 +526,7 @@ class CorrectionWidget(ScrollableContainer):
         if SUGGESTIONS in self.viewer.layers:  # made when the prediction was chosen (_prepare_suggestions), or by
             layer = self.viewer.layers[SUGGESTIONS]  # an earlier Suggest: filled now, drawn on the next turn
             fill(layer)
-            if not layer.visible:
-                add_in_turns([lambda: make_visible(layer) if layer in self.viewer.layers else None])
+            add_in_turns(layer_steps(self.viewer, lambda: layer, make_visible))
         else:  # removed by the user: added hidden, filled and shown on three event-loop turns (add_in_turns)
             add_in_turns(layer_steps(self.viewer, self._add_suggestions_layer, fill, make_visible))
         self.suggestions = list(suggestions)
