@@ -48,6 +48,9 @@ from typing import IO, Any, ClassVar
 CANCELLED_EXIT = 130
 #: Set by ChildProcess in the child's environment: the parent's pid (the child checks it is still its parent).
 PARENT_ENV = "NAPARI_CANCERSEG_PARENT_PID"
+#: Set by ``ChildProcess(nice=N)`` in the child's environment: how much lower the child sets its CPU priority,
+#: before it starts any thread (on Linux each thread has its own, and a new thread takes its creator's).
+NICE_ENV = "NAPARI_CANCERSEG_NICE"
 #: Seconds a cancelled child may take to stop cleanly (finish the chunk it writes) before it is killed.
 GRACE_SECONDS = 15.0
 #: Seconds an orphaned child (its parent gone) may take to stop before it exits anyway.
@@ -360,10 +363,11 @@ class ChildProcess:
     """
 
     def __init__(self, argv: list[str], name: str = "child", env: dict[str, str] | None = None,
-                 log_dir: str | os.PathLike | None = None):
+                 log_dir: str | os.PathLike | None = None, nice: int = 0):
         self.argv = list(argv)
         self.name = name
         self.env = env
+        self.nice = nice  # how much lower than ours the child's CPU priority is (0: the same)
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.log: str | None = None
         self.process: subprocess.Popen | None = None
@@ -382,6 +386,9 @@ class ChildProcess:
         self.log = str(path)
         env = dict(os.environ if self.env is None else self.env)
         env[PARENT_ENV] = str(os.getpid())
+        env.pop(NICE_ENV, None)  # never inherited: the child of a niced child is niced by inheritance already
+        if self.nice > 0:
+            env[NICE_ENV] = str(self.nice)
         for name, value in QUIET_NATIVE_LOGS.items():  # the child's stderr is its log: keep it readable
             env.setdefault(name, value)
         with open(path, "w") as log:
@@ -505,13 +512,18 @@ def child_setup() -> None:
 
     TensorFlow's C++ log lines are quieted (:func:`quiet_native_logs`).  SIGTERM becomes
     KeyboardInterrupt, as SIGINT is (or a cancel request, in :func:`cancel_on_signals`).  If a
-    ChildProcess started us: we die with the parent, by the parent-death signal (Linux) and by EOF on stdin.
+    ChildProcess started us: we die with the parent, by the parent-death signal (Linux) and by EOF on stdin,
+    and we lower our CPU priority as it asked (``nice``), so that its window is served first.
     """
     global _setup_done
     quiet_native_logs()
     if _setup_done or threading.current_thread() is not threading.main_thread():
         return
     _setup_done = True
+    nice = os.environ.pop(NICE_ENV, "")
+    if nice.isdigit() and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(int(nice))
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     parent = os.environ.pop(PARENT_ENV, None)  # popped: our own children (reader processes) are not its children

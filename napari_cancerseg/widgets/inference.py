@@ -1,9 +1,10 @@
 """Predict a slide layer with a model bundle, in a separate model process, showing the overlay as it fills in."""
 
 import threading
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import napari
 from magicgui.types import FileDialogMode
@@ -73,10 +74,20 @@ def heat_map_layers(out: str, labels: list[int] | None = None) -> list[LayerData
 
 
 def _warm_imports() -> None:
+    """What the first Labels layer and the result text would otherwise load on the GUI thread, loaded here.
+
+    pandas (the layer's feature table), skimage's colour conversions (its random label colours, through
+    scipy.linalg) and scipy.ndimage (the result text); and vispy's dash patterns, computed by the first Line
+    visual of a process (napari's polygon and brush overlays on every Labels layer) and cached by vispy after.
+    Together 0.3-0.6 s of a frozen window at the first tile on 2 cores.
+    """
     import importlib
 
-    for module in ("pandas", "scipy.ndimage"):
+    for module in ("pandas", "scipy.ndimage", "skimage.color.colorconv"):
         importlib.import_module(module)
+    from vispy.visuals.line.dash_atlas import DashAtlas  # type: ignore[import-untyped]
+
+    DashAtlas()  # numpy only, no OpenGL: safe off the GUI thread
 
 
 def magnification_text(slide_layer, zoom: float) -> str:
@@ -132,8 +143,8 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         self.runner = ProcessRunner(self, [self.run_button], self.status, self.cancel_button, self.progress,
                                     cancelled_text="cancelled; Run again resumes where it stopped")
         self.live_layer: napari.layers.Labels | None = None
-        # the first Labels layer with class features imports pandas (napari's feature table) and the result
-        # text scipy: seconds of a frozen window at the first tile if done then, so done now, off the GUI thread
+        # what the first Labels layer and the result text would load on the GUI thread at the first tile
+        # (_warm_imports says what), loaded now, off it
         threading.Thread(target=_warm_imports, name="cancerseg-warm-imports", daemon=True).start()
         self.last_store: str | None = None  # the store "Add heat map" reads
         self._show_model_classes()
@@ -246,12 +257,15 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
                                  + (f", {left:.0f} s left" if left else ""))
             self._show_live(out, slide_layer)
         elif isinstance(message, Done):
-            self._show_final(out, slide_layer)
-            self._show_result(out, float(message.data.get("seconds") or 0.0))
+            measure = self._show_result(out, float(message.data.get("seconds") or 0.0))
+            # measured once the later layers are in: the measuring thread took a core (1-2 s) from the GUI thread
+            # while it added them, and each of napari's costs grew with it
+            self._show_final(out, slide_layer, then=measure)
             show_info(message.summary)
 
-    def _show_result(self, out: str, seconds: float) -> None:
-        """Counts and areas of the result (nuclei, tumour mm² of tissue), measured off the GUI thread."""
+    def _show_result(self, out: str, seconds: float) -> Callable[[], None]:
+        """Counts and areas of the result (nuclei, tumour mm² of tissue), measured off the GUI thread: the
+        status says so now, and the returned function starts the measuring."""
         tail = f" ({seconds:.0f} s; research use only, not for diagnosis)"
         self.status.value = "done: measuring the result..." + tail
         self.result_text: str | None = None
@@ -260,10 +274,13 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             self.result_text = text
             self.status.value = f"done: {text}{tail}"
 
-        self._measuring = thread_worker(measured_line, start_thread=False, ignore_errors=True)(out)
-        self._measuring.returned.connect(show)
-        self._measuring.errored.connect(lambda err: show(f"no areas ({err})"))
-        self._measuring.start()
+        def measure() -> None:
+            self._measuring = thread_worker(measured_line, start_thread=False, ignore_errors=True)(out)
+            self._measuring.returned.connect(show)
+            self._measuring.errored.connect(lambda err: show(f"no areas ({err})"))
+            self._measuring.start()
+
+        return measure
 
     def _on_cancelled(self, out: str, slide_layer) -> None:
         """Cancel is not a failure: the layer shows every chunk written, under its final name; Run again resumes."""
@@ -294,7 +311,7 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         else:
             self.live_layer.data = self._live_levels(out)
 
-    def _show_final(self, out: str, slide_layer) -> None:
+    def _show_final(self, out: str, slide_layer, then: Callable[[], None] | None = None) -> None:
         (levels, kwargs, _), = stores.read(out)  # named by slide and model, "(incomplete...)" when chunks are missing
         levels = stores.viewer_levels(out) or levels  # sliced without dask on the GUI thread
         live, self.live_layer = self.live_layer, None
@@ -316,9 +333,11 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         # each further layer is added hidden and shown on event-loop turns of its own (add_in_turns), so the
         # window answers between them
         add_in_turns([lambda: self._show_later_layers(out, layer, self.heatmap.value == "probability heat maps",
-                                                      self.glass.value)])
+                                                      self.glass.value, then)])
 
-    def _show_later_layers(self, out: str, prediction, heat_maps: bool, glass: bool) -> None:
+    def _show_later_layers(self, out: str, prediction, heat_maps: bool, glass: bool,
+                           then: Callable[[], None] | None = None) -> None:
+        """The heat maps and the glass layer, one napari cost a turn; ``then`` on the turn after the last."""
         later: list[tuple] = []  # (layer data tuple, shown)
         if heat_maps:  # one lazy heat map per class but background (label 0), named after it; the first shown
             later += [(heat_map, heat_map[1]["metadata"]["label"] == 1) for heat_map in heat_map_layers(out)]
@@ -326,22 +345,33 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             later.append((glass_layer, True))
         steps: list = []
         for layer_data, shown in later:
-            # a heat map's colorbar: its axis and text visuals are a cost of their own
-            then = ([_show_colorbar] if layer_data[2] == "image" else []) + ([make_visible] if shown else [])
-            steps += layer_steps(self.viewer, partial(self._add_hidden, layer_data, prediction), *then)
-        add_in_turns(steps)
+            # one napari cost a turn (0.1-0.3 s each on 2 cores): adding the layer; napari selecting it, undone;
+            # a heat map's colorbar made (its axis and text visuals); the layer's first drawing; the colorbar's
+            # (its tick labels' glyphs and shaders) on a turn of its own
+            if layer_data[2] != "image":
+                then_steps = [self._select_prediction(prediction)] + ([make_visible] if shown else [])
+            elif shown:
+                then_steps = [self._select_prediction(prediction), _make_colorbar, make_visible, _show_colorbar]
+            else:
+                then_steps = [self._select_prediction(prediction), _show_colorbar]
+            steps += layer_steps(self.viewer, partial(self._add_hidden, layer_data), *then_steps)
+        add_in_turns(steps + ([then] if then is not None else []))
 
-    def _add_hidden(self, layer_data: tuple, prediction):
-        """A heat map or the glass layer, hidden; napari selects each layer it adds: the prediction stays selected."""
+    def _add_hidden(self, layer_data: tuple):
+        """A heat map or the glass layer, hidden (napari selects it)."""
         data, kwargs, kind = layer_data
         if kind == "image":
-            added = self.viewer.add_image(data, **{**kwargs, "visible": False})
-        else:
-            added = self.viewer.add_labels(data, **{**kwargs, "visible": False})
-            added.editable = False
-        if prediction in self.viewer.layers:
-            self.viewer.layers.selection.active = prediction
+            return self.viewer.add_image(data, **{**kwargs, "visible": False})
+        added = self.viewer.add_labels(data, **{**kwargs, "visible": False})
+        added.editable = False
         return added
+
+    def _select_prediction(self, prediction) -> Callable[[Any], None]:
+        """A step that selects the prediction again: it stays the layer a user works on."""
+        def select(_added) -> None:
+            if prediction in self.viewer.layers:
+                self.viewer.layers.selection.active = prediction
+        return select
 
     def cancel(self, *_) -> None:
         """The store keeps every finished chunk; Run again resumes."""
@@ -359,3 +389,12 @@ def _show_colorbar(layer) -> None:
     colorbar = getattr(layer, "colorbar", None)
     if colorbar is not None:
         colorbar.visible = True
+
+
+def _make_colorbar(layer) -> None:
+    """The colorbar's visuals made but not drawn: napari makes them when it is first shown and keeps them after,
+    so its making and its first drawing (0.2-0.5 s together on 2 cores) fall on different turns."""
+    colorbar = getattr(layer, "colorbar", None)
+    if colorbar is not None and not colorbar.visible:
+        colorbar.visible = True
+        colorbar.visible = False

@@ -154,6 +154,29 @@ def test_a_child_arms_the_parent_death_signal(tmp_path):
     assert isinstance(final, Done) and final.data["signal"] == signal.SIGTERM
 
 
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="CPU priority is POSIX's")
+def test_a_child_lowers_its_cpu_priority_as_asked_and_its_threads_with_it(tmp_path):
+    body = """
+        import os, threading
+        from napari_cancerseg import processes
+        processes.child_setup()
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(os.nice(0)))  # a thread started after the setup
+        thread.start(); thread.join()
+        processes.emit(processes.Done("niceness", {"main": os.nice(0), "thread": seen[0],
+                                                   "env": os.environ.get(processes.NICE_ENV)}))
+    """
+    ours = os.nice(0)
+    niced = _child(tmp_path, body, "niced")
+    niced.nice = 7  # as ProcessRunner asks it (CHILD_NICE)
+    final = niced.start().run()
+    assert isinstance(final, Done), final
+    # never above 19 (the kernel's floor); the variable is gone, so the child's own children are not niced twice
+    assert final.data == {"main": min(ours + 7, 19), "thread": min(ours + 7, 19), "env": None}
+    final = _child(tmp_path, body, "plain").start().run()  # the default: the parent's priority
+    assert isinstance(final, Done) and final.data["main"] == ours == final.data["thread"]
+
+
 def test_eof_on_stdin_ends_the_child(tmp_path):
     child = _child(tmp_path, SLEEPER).start()
     messages = child.messages()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
+
+from napari_cancerseg.widgets._process import CHILD_NICE
 
 from ..conftest import data_path
 
@@ -30,6 +33,11 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
 
     with event_loop_latency as latency:
         widget.run()
+        # the model yields the cores to the window: its process runs at a lower CPU priority than napari's
+        pid, niced = widget.process.pid, min(os.nice(0) + CHILD_NICE, 19)
+        qtbot.waitUntil(lambda: widget.process is None or os.getpriority(os.PRIO_PROCESS, pid) == niced,
+                        timeout=60_000)
+        assert widget.process is not None, "the run ended before its priority was seen"
         qtbot.waitUntil(lambda: widget.process is None, timeout=240_000)
         # heat maps and the glass layer follow on later event-loop turns: each added hidden, then shown
         qtbot.waitUntil(lambda: any(layer.name.endswith(" glass (not predicted)") and layer.visible
