@@ -446,14 +446,20 @@ class CorrectionWidget(ScrollableContainer):
             self.status.value = (f"accepted {correction.pixels_changed} pixels; strokes painted since are still "
                                  "open: Accept again to write them")
             return
-        chosen = self.store_layer.value if store_path(self.store_layer.value) == path else None
-        target = chosen if chosen is not None else (refreshed[0] if refreshed else None)
-        if target is not None:
-            self.viewer.layers.selection.active = target
         message = (f"accepted: {correction.pixels_changed} pixels changed in box {correction.box} "
                    f"(level {correction.level})")
         self.status.value = message
-        show_info(message)
+
+        def select_and_notify() -> None:
+            # on a turn of its own, after the refreshed prediction is drawn: the layer controls' switch and
+            # napari's notification were another 50-60 ms of the same frozen frame
+            chosen = self.store_layer.value if store_path(self.store_layer.value) == path else None
+            target = chosen if chosen is not None else (refreshed[0] if refreshed else None)
+            if target is not None and target in self.viewer.layers:
+                self.viewer.layers.selection.active = target
+            show_info(message)
+
+        add_in_turns([select_and_notify], self.native)
 
     # ---- drafts and suggestions -----------------------------------------------------------------
 
@@ -496,7 +502,7 @@ class CorrectionWidget(ScrollableContainer):
         later event-loop turn than the choice, with the selection left as it was.
         """
         if self.store_layer.value is not None and SUGGESTIONS not in self.viewer.layers:
-            add_in_turns([self._add_suggestions_layer])
+            add_in_turns([self._add_suggestions_layer], self.native)
 
     def _add_suggestions_layer(self) -> Any:
         source = self.store_layer.value
@@ -526,9 +532,10 @@ class CorrectionWidget(ScrollableContainer):
         if SUGGESTIONS in self.viewer.layers:  # made when the prediction was chosen (_prepare_suggestions), or by
             layer = self.viewer.layers[SUGGESTIONS]  # an earlier Suggest: filled now, drawn on the next turn
             fill(layer)
-            add_in_turns(layer_steps(self.viewer, lambda: layer, make_visible))
+            add_in_turns(layer_steps(self.viewer, lambda: layer, make_visible), self.native)
         else:  # removed by the user: added hidden, filled and shown on three event-loop turns (add_in_turns)
-            add_in_turns(layer_steps(self.viewer, self._add_suggestions_layer, fill, make_visible))
+            add_in_turns(layer_steps(self.viewer, self._add_suggestions_layer, fill, make_visible),
+                         self.native)
         self.suggestions = list(suggestions)
         self.suggestion_list.clear()
         unit = unit_name(source.units[-1])

@@ -307,7 +307,7 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             live_layer = self.viewer.add_labels(self._live_levels(out), **kwargs)
             live_layer.editable = False
             self.live_layer = live_layer
-            add_in_turns([lambda: make_visible(live_layer)])  # drawn first on a later turn
+            add_in_turns([lambda: make_visible(live_layer)], self.native)  # drawn first on a later turn
         else:
             self.live_layer.data = self._live_levels(out)
 
@@ -333,7 +333,7 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         # each further layer is added hidden and shown on event-loop turns of its own (add_in_turns), so the
         # window answers between them
         add_in_turns([lambda: self._show_later_layers(out, layer, self.heatmap.value == "probability heat maps",
-                                                      self.glass.value, then)])
+                                                      self.glass.value, then)], self.native)
 
     def _show_later_layers(self, out: str, prediction, heat_maps: bool, glass: bool,
                            then: Callable[[], None] | None = None) -> None:
@@ -355,7 +355,7 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             else:
                 then_steps = [self._select_prediction(prediction), _show_colorbar]
             steps += layer_steps(self.viewer, partial(self._add_hidden, layer_data), *then_steps)
-        add_in_turns(steps + ([then] if then is not None else []))
+        add_in_turns(steps + ([then] if then is not None else []), self.native)
 
     def _add_hidden(self, layer_data: tuple):
         """A heat map or the glass layer, hidden (napari selects it)."""
