@@ -40,6 +40,11 @@ CLOSE_GRACE = 5.0
 CHILD_NICE = 10
 
 
+def _start_child(argv: list[str], name: str) -> ChildProcess:
+    """A dock's child, started at the lower priority its window needs (CHILD_NICE)."""
+    return ChildProcess(argv, name, nice=CHILD_NICE).start()
+
+
 def _grow_global_pool(by: int) -> None:
     """Give Qt's global thread pool ``by`` more threads (fewer, when negative) while followers run.
 
@@ -141,7 +146,7 @@ class ProcessRunner:
         self.activity = activity_progress(total=0, desc=f"{name}: starting the process")
         if prepare is None:  # started here and now: `process` is set when start() returns
             try:
-                self.process = ChildProcess(argv, name, nice=CHILD_NICE).start()
+                self.process = _start_child(argv, name)
             except OSError as err:
                 self._fail(Error(f"cannot start the {name} process: {err}"))
                 self._finished()
@@ -166,7 +171,7 @@ class ProcessRunner:
                 yield Cancelled()
                 return
             # Popen runs in processes' long-lived spawner thread, whichever thread asks
-            self.process = ChildProcess(argv, name, nice=CHILD_NICE).start()
+            self.process = _start_child(argv, name)
             if self._cancel_requested or self._closed:  # Cancel was pressed while it started
                 self.process.cancel()
         if self.process is not None:

@@ -30,10 +30,10 @@ def _env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def _child(tmp_path, body: str, name: str = "test") -> ChildProcess:
+def _child(tmp_path, body: str, name: str = "test", nice: int = 0) -> ChildProcess:
     script = tmp_path / f"{name}.py"
     script.write_text(textwrap.dedent(body))
-    return ChildProcess([sys.executable, str(script)], name, env=_env(), log_dir=tmp_path / "logs")
+    return ChildProcess([sys.executable, str(script)], name, env=_env(), log_dir=tmp_path / "logs", nice=nice)
 
 
 
@@ -167,9 +167,7 @@ def test_a_child_lowers_its_cpu_priority_as_asked_and_its_threads_with_it(tmp_pa
                                                    "env": os.environ.get(processes.NICE_ENV)}))
     """
     ours = os.nice(0)
-    niced = _child(tmp_path, body, "niced")
-    niced.nice = 7  # as ProcessRunner asks it (CHILD_NICE)
-    final = niced.start().run()
+    final = _child(tmp_path, body, "niced", nice=7).start().run()  # as ProcessRunner asks (CHILD_NICE)
     assert isinstance(final, Done), final
     # never above 19 (the kernel's floor); the variable is gone, so the child's own children are not niced twice
     assert final.data == {"main": min(ours + 7, 19), "thread": min(ours + 7, 19), "env": None}
