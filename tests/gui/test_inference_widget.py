@@ -14,12 +14,14 @@ from ..conftest import data_path
 PLUGIN = "napari-cancerseg"
 # The longest the viewer may freeze during a prediction. Issue 17's target is 0.2 s on CI's 2 cores. The live and
 # final layers do not go through dask, the live layer becomes the result, pandas/scipy are imported off the GUI
-# thread, and each later layer is added hidden, given its colorbar and shown on turns of its own
-# (widgets._dock.add_in_turns). What is left are single napari calls (adding a hidden Labels or Image layer, a heat
-# map's colorbar overlay, 0.1-0.4 s each). Largest gaps in fresh-clone .ci/run runs on the 2-core dev machine:
-# 155-179 ms (PyQt6/PyQt5), 224-260 ms in local whole-suite runs; 1.1-1.6 s with another job on the cores. The bound
-# leaves room for a loaded machine, not for a freeze.
-MAX_GAP_S = 2.5
+# thread, the model process runs niced, and each later layer is added hidden, given its colorbar and shown on turns
+# of its own (widgets._dock.add_in_turns). What is left are single napari calls (adding a hidden Labels or Image
+# layer, a heat map's colorbar overlay, 0.1-0.4 s each). Largest gaps in fresh-clone .ci/run runs on the 2-core dev
+# machine: 155-179 ms (PyQt6/PyQt5) before the model ran niced; 213-294 ms on a day the VM ran 2.5x slower
+# (2026-12-04), 1.1-1.6 s with another job on the cores. The bound is about three times the slow day's worst, for
+# the full garbage collections (0.2-0.4 s) that can fall in a run; the refreshes issue 17 found (up to 2.3 s each)
+# fail it.
+MAX_GAP_S = 1.0
 
 
 def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path, event_loop_latency):
