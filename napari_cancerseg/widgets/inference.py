@@ -221,9 +221,12 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
             show_error("run a prediction first: its store holds the probabilities")
             return []
         label = int(str(self.heat_class.value).split(":")[0])
-        added = [self.viewer.add_image(data, **kwargs) for data, kwargs, _ in heat_map_layers(self.last_store, [label])]
-        for layer in added:
-            _show_colorbar(layer)
+        # as at the end of a run: added hidden now; its colorbar made, the layer drawn and the colorbar drawn on
+        # turns of their own (in one turn, 0.9 s of napari's work on a slow 2-core VM)
+        added = [self._add_hidden(layer_data) for layer_data in heat_map_layers(self.last_store, [label])]
+        shown = (_make_colorbar, make_visible, _show_colorbar)
+        add_in_turns([step for layer in added for step in layer_steps(self.viewer, lambda layer=layer: layer, *shown)],
+                     self.native)
         return added
 
     # ---- running -------------------------------------------------------------------------------------------

@@ -99,7 +99,10 @@ def test_prediction_layers_name_classes_carry_units_and_heat_maps_read(make_napa
     assert widget.heat_class.choices == ("1: nucleus",)  # a heat map after the run, from the store
     widget.heat_class.value = "1: nucleus"
     (added,) = widget.add_heat_map()
-    assert added.name.startswith(f"{name} p(nucleus)") and added.colorbar.visible
+    assert added.name.startswith(f"{name} p(nucleus)")
+    assert viewer.layers.selection.active.name == added.name  # the layer asked for is the one selected (the dock's
+    # viewer is napari's proxy for plugins: its layers are proxies too)
+    qtbot.waitUntil(lambda: added.visible and added.colorbar.visible, timeout=10_000)  # drawn on later turns
 
     _, annotations = viewer.window.add_plugin_dock_widget(PLUGIN, "Import annotations")
     annotations.path.value, annotations.slide.value = data_path("annotations/asap1.xml"), slide
