@@ -225,7 +225,7 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         # turns of their own (in one turn, 0.9 s of napari's work on a slow 2-core VM)
         added = [self._add_hidden(layer_data) for layer_data in heat_map_layers(self.last_store, [label])]
         shown = (_make_colorbar, make_visible, _show_colorbar)
-        add_in_turns([step for layer in added for step in layer_steps(self.viewer, lambda layer=layer: layer, *shown)],
+        add_in_turns([step for layer in added for step in layer_steps(self.viewer, _already(layer), *shown)],
                      self.native)
         return added
 
@@ -385,6 +385,11 @@ def _camera(viewer):
     """The canvas camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None else viewer.camera
+
+
+def _already(layer: Any) -> Callable[[], Any]:
+    """``layer_steps``' adding step for a layer added already."""
+    return lambda: layer
 
 
 def _show_colorbar(layer) -> None:
