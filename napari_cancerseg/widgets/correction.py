@@ -39,6 +39,7 @@ from ..io import stores
 from ..io.stores import Correction, LabelStore, Region
 from ..io.stores.drafts import AUTOSAVE_SECONDS, Draft, pending_drafts
 from ._dock import ScrollableContainer, add_in_turns, layer_steps, make_visible
+from ._heap import keep_long_lived_objects_frozen
 from ._process import _DockClosed
 from .legend import ClassLegend, layer_entries
 
@@ -108,6 +109,7 @@ class CorrectionWidget(ScrollableContainer):
         super().__init__(widgets=[self.store_layer, self.source, self.level, self.draw_button, self.edit_button,
                                   self.accept_button, self.discard_button, self.suggest_count, self.suggest_button,
                                   self.next_button, self.restore_button, self.status, self.legend_title])
+        keep_long_lived_objects_frozen(viewer, self.native)  # no full collection walks napari's heap
         # what each colour of the layer being corrected means (its features' class names, in its own colours)
         self.legend = ClassLegend()
         self.add_qt_widget(self.legend)

@@ -13,6 +13,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..evaluation import LabelImage, Score, evaluate_pair, to_csv, unit_name
 from ._dock import ScrollableContainer
+from ._heap import keep_long_lived_objects_frozen
 
 
 def layer_label_image(layer) -> LabelImage:
@@ -34,6 +35,7 @@ class EvaluationWidget(ScrollableContainer):
         self.status = Label(value="")
         super().__init__(widgets=[self.prediction, self.truth, self.run_button, self.table, self.csv_path,
                                   self.export_button, self.status])
+        keep_long_lived_objects_frozen(viewer, self.native)  # no full collection walks napari's heap
         self.native.setMaximumWidth(420)
         self.run_button.changed.connect(self.evaluate)
         self.export_button.changed.connect(self.export)

@@ -35,6 +35,7 @@ from ..inference.options import cli_command
 from ..io.stores import LabelStore
 from ..processes import ChildProcess, Done
 from ._dock import ScrollableContainer, chosen_path
+from ._heap import keep_long_lived_objects_frozen
 from ._process import ProcessRunner
 from .correction import store_path
 from .plot import BarChart
@@ -114,6 +115,7 @@ class GradingWidget(ScrollableContainer):
                                   self.mapping, self.grade_button, self.summary, self.table, self.json_button,
                                   self.csv_button, self.classifier, self.overlay_out, self.overlay_button,
                                   self.cancel_button, self.overlay_progress, self.legend])
+        keep_long_lived_objects_frozen(viewer, self.native)  # no full collection walks napari's heap
         self.summary.native.setWordWrap(True)
         self.native.setMaximumWidth(420)
         self.chart = BarChart()

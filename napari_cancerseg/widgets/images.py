@@ -24,6 +24,7 @@ from ..models.bundle import bundle_info
 from ..processes import Done
 from . import scratch_folder, scratch_path
 from ._dock import ScrollableContainer, chosen_path
+from ._heap import keep_long_lived_objects_frozen
 from ._process import ProcessDock, ProcessRunner
 from .legend import ClassLegend, layer_entries, model_entries
 
@@ -97,6 +98,7 @@ class ImageWidget(ProcessDock, ScrollableContainer):
         super().__init__(widgets=[self.image, self.classifier, self.routes, self.classify_button, self.probabilities,
                                   self.model, self.out, self.segment_button, self.cancel_button, self.progress,
                                   self.status, self.legend_title])
+        keep_long_lived_objects_frozen(viewer, self.native)  # no full collection walks napari's heap
         self.legend = ClassLegend()
         self.add_qt_widget(self.legend)
         self.status.native.setWordWrap(True)

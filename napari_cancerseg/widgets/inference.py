@@ -34,6 +34,7 @@ from ..models.bundle import bundle_info
 from ..processes import Done, Message, Progress
 from . import scratch_path
 from ._dock import ScrollableContainer, add_in_turns, chosen_path, layer_steps, make_visible, show_scale_bar
+from ._heap import keep_long_lived_objects_frozen
 from ._process import ProcessDock, ProcessRunner
 from .legend import ClassLegend, layer_entries, model_entries
 
@@ -127,6 +128,7 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         super().__init__(widgets=[self.slide, self.magnification, self.overview_button, self.model, self.mpp,
                                   self.tissue, self.out, self.heatmap, self.glass, self.run_button, self.cancel_button,
                                   self.progress, self.status, self.legend_title, self.heat_class, self.heat_button])
+        keep_long_lived_objects_frozen(viewer, self.native)  # no full collection walks napari's heap
         self.legend = ClassLegend()
         self.add_qt_widget(self.legend, before=self.heat_class)
         # the slide canvas keeps most of the window: long messages wrap, paths elide, the dock stays narrow

