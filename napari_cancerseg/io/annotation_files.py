@@ -33,10 +33,10 @@ def claims(path: str) -> bool:
 
 
 def class_color(item: Annotation) -> tuple[int, int, int]:
-    if item.color:
-        return item.color
+    """The class table's colour for a class it knows (a file's "CaP" drawn green must not read as benign), the
+    file's own colour for any other class, else cyan."""
     rgb = CLASSES.get(label_for(item.class_name, None) or -1, (None, None))[1]
-    return rgb or (0, 200, 255)
+    return rgb or item.color or (0, 200, 255)
 
 
 def _yx(coords) -> np.ndarray:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from .. import annotations as annotation_io
 from ..annotations.raster import labels_to_annotations
 from ..classes import CLASSES
+from ..errors import CancersegError
 from ..io.annotation_files import to_annotations, to_layer_data
 from ._dock import scrollable_factory
 
@@ -23,6 +24,11 @@ class Format(Enum):
     aperio = "Aperio ImageScope XML (.xml)"
     asap = "ASAP XML (.xml)"
     geojson = "GeoJSON / QuPath (.geojson)"
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        """The file names each format is saved under: what its readers (and this plugin's) recognise."""
+        return (".geojson", ".json") if self is Format.geojson else (".xml",)
 
 
 def slide_mpp(layer) -> float | None:
@@ -68,8 +74,7 @@ def export_layer(layer, fmt: Format, path: str | os.PathLike, mpp: float | None 
         labels, downsample = _labels_for_export(layer)
         if labels.ndim != 2:
             raise ValueError(f"{layer.name}: only 2D labels export as slide annotations")
-        names = {k: name for k, (name, _) in CLASSES.items()}
-        colors = {k: rgb for k, (_, rgb) in CLASSES.items() if rgb}
+        names, colors = _label_classes(layer)
         annotation_set = labels_to_annotations(labels, names, downsample=downsample, colors=colors)
         annotation_set.mpp = mpp
     else:
@@ -77,12 +82,36 @@ def export_layer(layer, fmt: Format, path: str | os.PathLike, mpp: float | None 
     return annotation_io.write(annotation_set, path, fmt.name)
 
 
-def write_annotations(layer: napari.layers.Layer, fmt: Format = Format.aperio,
-                      path: Path = Path("annotations.xml")) -> None:
+def _label_classes(layer) -> tuple[dict[int, str], dict[int, tuple[int, int, int]]]:
+    """Each label's class name and colour, from the layer itself: its ``features`` (a prediction's own classes:
+    a nucleus model's label 1 is "nucleus", not the Gleason table's "benign") and the colours it is drawn in.
+    A layer without class names (one drawn by hand) is read as the Gleason class table."""
+    features = getattr(layer, "features", None)
+    if features is not None and {"index", "class"} <= set(features.columns):
+        names = {int(index): str(name) for index, name in zip(features["index"], features["class"]) if int(index)}
+        colors = {label: tuple(int(round(255 * c)) for c in layer.get_color(label)[:3]) for label in names
+                  if layer.get_color(label) is not None}
+        return names, colors  # type: ignore[return-value]
+    return ({k: name for k, (name, _) in CLASSES.items()}, {k: rgb for k, (_, rgb) in CLASSES.items() if rgb})
+
+
+def write_annotations(layer: napari.layers.Layer, fmt: Format = Format.aperio, path: Path = Path("")) -> None:
+    """Save ``layer`` to the file chosen in the save dialog, never to a guessed one."""
+    chosen = str(path) not in ("", ".")
+    if not chosen or path.is_dir():
+        show_error("Export: choose the file to save to (save as…)")
+        return
+    if path.suffix.lower() not in fmt.suffixes:
+        show_error(f"Export: {path.name} is not a {fmt.value} file name: save it as {' or '.join(fmt.suffixes)}")
+        return
     viewer = napari.current_viewer()
     images = [candidate for candidate in viewer.layers if isinstance(candidate, napari.layers.Image)] if viewer else []
     slide = next((image for image in images if slide_mpp(image)), None)
-    written = export_layer(layer, fmt, path, mpp=slide_mpp(slide))
+    try:
+        written = export_layer(layer, fmt, path, mpp=slide_mpp(slide))
+    except (ValueError, OSError, CancersegError) as error:  # napari stays up; the message names the file
+        show_error(f"Export to {path}: {error}")
+        return
     show_info(f"saved {layer.name} to {written}")
 
 

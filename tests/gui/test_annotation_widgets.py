@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_cancerseg import annotations
-from napari_cancerseg.classes import GLEASON_4
+from napari_cancerseg.classes import CLASSES, GLEASON_4, TUMOUR
 
 from ..conftest import data_path
 
@@ -22,6 +22,8 @@ def test_reader_opens_annotation_files_as_shapes(make_napari_viewer):
     assert [str(u) for u in shapes.units] == ["micrometer", "micrometer"]  # the file's µm/px, in µm
     outline = list(shapes.features["class"]).index("CaP")
     assert shapes.data[outline][:, 1].max() == pytest.approx(97163.012684)  # x in level-0 pixels, last axis
+    # the file draws CaP green (LineColor 65280), benign's colour: the class table's ungraded tumour is shown
+    np.testing.assert_allclose(shapes.edge_color[outline][:3], np.array(CLASSES[TUMOUR][1]) / 255)
     asap_layers = viewer.open(data_path("annotations/asap1.xml"), plugin=PLUGIN)
     assert [type(layer).__name__ for layer in asap_layers] == ["Shapes", "Points"]
     assert sorted(asap_layers[0].shape_type) == ["path", "polygon", "polygon", "polygon"]
@@ -61,3 +63,35 @@ def test_export_shapes_and_labels(make_napari_viewer, tmp_path):
     (item,) = parsed.annotations
     assert item.class_name == "Gleason pattern 4" and item.geometry.area == (labels == GLEASON_4).sum()
     assert len(item.geometry.interiors) == 1 and parsed.mpp == 0.5
+
+
+def test_export_dock_saves_only_to_a_chosen_file_in_the_layers_own_classes(make_napari_viewer, tmp_path,
+                                                                           monkeypatch):
+    """Issue 17: with the path empty, Export wrote a file in the working directory; a nucleus prediction's label 1
+    was saved as the Gleason table's "benign"."""
+    from napari_cancerseg.widgets import annotations as dock_module
+    from napari_cancerseg.widgets.annotations import Format
+
+    errors: list[str] = []
+    monkeypatch.setattr(dock_module, "show_error", errors.append)
+    monkeypatch.chdir(tmp_path)
+    viewer = make_napari_viewer()
+    labels = np.zeros((300, 300), np.uint8)
+    labels[100:150, 100:180] = 1
+    layer = viewer.add_labels(labels, name="nuclei", features={"index": [0, 1], "class": ["background", "nucleus"]})
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Export annotations")
+    widget.layer.value = layer
+
+    widget()  # nothing chosen: refused, nothing written anywhere
+    assert len(errors) == 1 and "choose the file" in errors[0] and list(tmp_path.iterdir()) == []
+    widget.fmt.value = Format.geojson
+    widget.path.value = tmp_path / "nuclei.xml"  # GeoJSON under an XML name: refused
+    widget()
+    assert len(errors) == 2 and "nuclei.xml" in errors[1] and not (tmp_path / "nuclei.xml").exists()
+
+    widget.path.value = tmp_path / "nuclei.geojson"
+    widget()
+    assert len(errors) == 2, errors
+    (item,) = annotations.read(tmp_path / "nuclei.geojson").annotations
+    assert item.class_name == "nucleus" and item.geometry.area == (labels == 1).sum()
+    assert item.color == tuple(int(round(255 * c)) for c in layer.get_color(1)[:3])  # drawn as in napari
