@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from ._reader import show_scale_bar_for_slides
 from .errors import CancersegError
 from .io import LayerData, dicom, nifti, wsi
 
@@ -35,18 +36,7 @@ def he_slide_path() -> str:
 
 
 def he_slide() -> list[LayerData]:
-    _show_scale_bar()
-    return wsi.read(he_slide_path())
-
-
-def _show_scale_bar() -> None:
-    """A slide opened as sample data shows napari's scale bar (in the slide's µm) in the viewer it opens in."""
-    import napari  # the sample commands run inside napari; the headless core never gets here
-
-    viewer = napari.current_viewer()
-    if viewer is not None:
-        overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)  # napari >= 0.9
-        (overlays.scale_bar if overlays is not None else viewer.scale_bar).visible = True
+    return show_scale_bar_for_slides(wsi.read(he_slide_path()))
 
 
 def mammogram() -> list[LayerData]:

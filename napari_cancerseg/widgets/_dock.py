@@ -63,12 +63,6 @@ def scrollable_factory(function: Callable, **options: Any) -> Callable[[], Scrol
     return make_widget
 
 
-def show_scale_bar(viewer) -> None:
-    """Turn napari's scale bar on; its unit follows the layers' (µm on a slide with µm/px)."""
-    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)  # napari >= 0.9; viewer.scale_bar before
-    (overlays.scale_bar if overlays is not None else viewer.scale_bar).visible = True
-
-
 def chosen_path(field: Widget) -> str:
     """A path field's value, or "" when nothing was chosen (an empty FileEdit reads as "." through ``Path``)."""
     value = getattr(field, "value", None)

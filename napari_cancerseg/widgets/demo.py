@@ -5,7 +5,7 @@ import time
 import napari
 from qtpy.QtWidgets import QApplication
 
-from ._dock import show_scale_bar
+from .._reader import show_scale_bar
 
 
 def run_demo(path: str, out: str | None = None, screenshot: str | None = None) -> str:

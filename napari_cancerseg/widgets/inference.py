@@ -24,6 +24,7 @@ from napari.types import LayerDataTuple
 from napari.utils.notifications import show_error, show_info
 
 from .. import NUCLEI_MODEL, resource_path
+from .._reader import show_scale_bar
 from ..errors import CancersegError
 from ..grading.report import measured_line
 from ..inference import worker as model_process
@@ -33,7 +34,7 @@ from ..io.stores.ngff import layer_name
 from ..models.bundle import bundle_info
 from ..processes import Done, Message, Progress
 from . import scratch_path
-from ._dock import ScrollableContainer, add_in_turns, chosen_path, layer_steps, make_visible, show_scale_bar
+from ._dock import ScrollableContainer, add_in_turns, chosen_path, layer_steps, make_visible
 from ._heap import keep_long_lived_objects_frozen
 from ._process import ProcessDock, ProcessRunner
 from .legend import ClassLegend, layer_entries, model_entries

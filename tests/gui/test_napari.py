@@ -58,6 +58,9 @@ def test_viewer_opens_through_plugin(make_napari_viewer, relative, types, shape)
     layers = viewer.open(data_path(relative), plugin=PLUGIN)
     assert [layer.__class__.__name__.lower() for layer in layers] == types
     assert _level0_shape(layers[0].data) == shape
+    # File > Open of a slide turns the scale bar on (in µm); other images leave it as it was
+    slide = (layers[0].metadata or {}).get("format") == "whole-slide image"
+    assert viewer.canvas.overlays.scale_bar.visible == slide
 
 
 def test_viewer_shows_ndpi_without_level0_reads(make_napari_viewer, fresh_slide_handles, qtbot, tmp_path):
