@@ -22,6 +22,14 @@ def layer_label_image(layer) -> LabelImage:
                       layer.name)
 
 
+def _class_names(layer) -> dict[int, str]:
+    """Each label's class name from a Labels layer's ``features`` (index, class), when it has them."""
+    features = getattr(layer, "features", None)
+    if features is None or not {"index", "class"} <= set(features.columns):
+        return {}
+    return {int(index): str(name) for index, name in zip(features["index"], features["class"])}
+
+
 class EvaluationWidget(ScrollableContainer):
     def __init__(self, viewer: napari.Viewer):
         self.viewer = viewer
@@ -30,6 +38,7 @@ class EvaluationWidget(ScrollableContainer):
         self.truth = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="ground truth"))
         self.run_button = PushButton(text="Evaluate")
         self.table = Table(value={"data": [], "columns": []})
+        self.table.visible = False  # no fake "data | columns" headers before there are scores
         self.csv_path = FileEdit(label="CSV", mode=FileDialogMode.OPTIONAL_FILE, filter="*.csv")  # "w": empty
         self.export_button = PushButton(text="Export CSV")
         self.status = Label(value="")
@@ -65,9 +74,12 @@ class EvaluationWidget(ScrollableContainer):
     def _show(self, scores: list[Score]) -> None:
         self.scores = scores
         columns = ["dice", "iou", "precision", "recall", f"hd95 ({scores[0].unit if scores else ''})"]
+        names = _class_names(self.prediction.value)
         self.table.value = {"data": [[None if v is None else round(v, 4) for v in
                                       (s.dice, s.iou, s.precision, s.recall, s.hd95)] for s in scores],
-                            "index": [f"label {s.label}" for s in scores], "columns": columns}
+                            "index": [f"{s.label} {names[s.label]}" if s.label in names else f"label {s.label}"
+                                      for s in scores], "columns": columns}
+        self.table.visible = True
         self.status.value = f"{len(scores)} label(s) compared"
 
     def export(self, *_) -> str | None:
@@ -76,6 +88,10 @@ class EvaluationWidget(ScrollableContainer):
             show_error("evaluate first, and choose a CSV file")
             return None
         path = str(Path(path).with_suffix(".csv"))
-        Path(path).write_text(to_csv(self.scores))
+        try:
+            Path(path).write_text(to_csv(self.scores))
+        except OSError as error:  # a read-only folder, a full disk: said, napari stays up
+            show_error(f"could not save {path}: {error.strerror or error}")
+            return None
         show_info(f"saved {path}")
         return path

@@ -86,6 +86,7 @@ class ImageWidget(ProcessDock, ScrollableContainer):
         self.routes = LineEdit(label="routes", value="", tooltip="CLASS=BUNDLE, comma-separated, e.g. brain=b.keras")
         self.classify_button = PushButton(text="Classify")
         self.probabilities = Table(value={"data": [], "columns": ["probability"]})
+        self.probabilities.visible = False  # shown with a classification: no empty table with a header
         self.model = FileEdit(label="segmentation model", filter="*.keras", value=None)
         self.out = FileEdit(label="save as (empty: temporary)", mode=FileDialogMode.OPTIONAL_FILE,
                             filter="*.nii.gz *.zarr", value=None,
@@ -168,6 +169,7 @@ class ImageWidget(ProcessDock, ScrollableContainer):
             ranked = sorted(self.result["probabilities"].items(), key=lambda kv: -kv[1])
             self.probabilities.value = {"data": [[round(p, 4)] for _, p in ranked], "index": [k for k, _ in ranked],
                                         "columns": ["probability"]}
+            self.probabilities.visible = True
             route = self.result.get("route")
             self.status.value = f"{self.result['class']}" + (f": routed to {Path(route).name}"
                                                              if route else " (no route for it)")

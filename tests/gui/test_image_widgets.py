@@ -45,13 +45,15 @@ def test_classify_route_and_segment_a_volume_in_3d(make_napari_viewer, qtbot, tm
     viewer = make_napari_viewer(show=True)  # a shown window: the 3D screenshot below is really rendered
     image = viewer.open(data_path(PROSTATE), plugin=PLUGIN)[0]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "MRI and mammograms")
+    assert widget.probabilities.native.isHidden()  # no empty table with a header before a classification
     widget.image.value, widget.classifier.value = image, organ
     widget.routes.value = f"brain={unet}, breast={unet}"
     widget.classify()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
     probabilities = widget.result["probabilities"]
     assert set(probabilities) == {"brain", "breast"} and sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
-    assert widget.probabilities.shape == (2, 1) and str(widget.model.value) == unet  # routed
+    assert widget.probabilities.shape == (2, 1) and not widget.probabilities.native.isHidden()
+    assert str(widget.model.value) == unet  # routed
 
     # the legend shows the routed bundle's classes before the run
     assert [name for name, _ in widget.legend.entries] == ["prostate"]
@@ -122,6 +124,8 @@ def test_evaluation_dock_matches_the_core_and_exports(make_napari_viewer, qtbot,
     one = viewer.open(stand_in_path("mri/prostate_seg_one_label.nii.gz"), plugin=PLUGIN)[0]
     two = viewer.open(stand_in_path("mri/prostate_seg_two_labels.nii.gz"), plugin=PLUGIN)[0]
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Evaluate segmentation")
+    assert widget.table.native.isHidden()  # no empty "data | columns" table before there are scores
+    one.features = {"index": [0, 1], "class": ["background", "prostate"]}
     widget.prediction.value, widget.truth.value = one, two
     widget.evaluate()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
@@ -129,6 +133,9 @@ def test_evaluation_dock_matches_the_core_and_exports(make_napari_viewer, qtbot,
                                stand_in_path("mri/prostate_seg_two_labels.nii.gz"))
     assert [(s.label, s.dice, s.hd95) for s in widget.scores] == [(s.label, s.dice, s.hd95) for s in reference]
     assert widget.scores[0].unit == "mm" and widget.table.shape[0] == len(reference)
+    assert not widget.table.native.isHidden()
+    # rows named by the prediction's classes (its features), where it has them
+    assert list(widget.table.value["index"]) == ["1 prostate", "label 2"]
     widget.csv_path.value = str(tmp_path / "scores.csv")
     text = open(widget.export()).read()
     assert text.startswith("case,label,dice,iou,precision,recall,hd95,unit")
