@@ -196,9 +196,13 @@ class GradingWidget(ScrollableContainer):
                                            + self.table.native.horizontalScrollBar().sizeHint().height() + 4)
         self.table.visible = True
         self.json_button.enabled = self.csv_button.enabled = True
-        tumour = report.tumour_area or 1.0
-        self.chart.set_bars([(f"pattern {k}" if k != "ungraded" else "ungraded", 100 * report.areas[k] / tumour,
-                              PATTERN_COLOURS[k]) for k in ("3", "4", "5", "ungraded")])
+        # the patterns as shares of the graded tumour, the table's "% pattern 4" and ISUP's; ungraded tumour, when
+        # there is some, as a share of all tumour, and said so
+        bars = [(f"pattern {k}", report.percent.get(k, 0.0), PATTERN_COLOURS[k]) for k in ("3", "4", "5")]
+        if report.areas["ungraded"]:
+            bars.append(("ungraded (of all)", 100 * report.areas["ungraded"] / (report.tumour_area or 1.0),
+                         PATTERN_COLOURS["ungraded"]))
+        self.chart.set_bars(bars)
         self.chart.setVisible(report.nuclei is None)
 
     def export(self, kind: str) -> str | None:

@@ -89,7 +89,7 @@ def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtb
     tissue = widget.report.tissue_area  # the CMU slide's tissue, from its tissue mask
     assert 0 < tissue < 2220 * 2967 * 0.499 ** 2
     assert slide["tumour % of tissue"] == f"{100 * 140000 * 0.499 ** 2 / tissue:.0f}%"
-    assert [bar[0] for bar in widget.chart.bars] == ["pattern 3", "pattern 4", "pattern 5", "ungraded"]
+    assert [bar[0] for bar in widget.chart.bars] == ["pattern 3", "pattern 4", "pattern 5"]  # no ungraded tumour
     assert widget.chart.bars[1][1] == pytest.approx(100 * 120000 / 140000) and widget.chart.bars[1][2] == (255, 165, 0)
     if SCREENSHOTS:
         os.makedirs(SCREENSHOTS, exist_ok=True)
@@ -161,6 +161,13 @@ def test_grading_tcga_cap_as_pattern_4_from_the_dock(make_napari_viewer, qtbot, 
     widget.report = None
     widget.grade()
     assert widget.report is None and "CLASS=3|4|5|benign|tumour" in widget.summary.value
+
+    widget.mapping.value = ""  # unmapped, CaP is tumour of no pattern: no grade, and the chart says what it shows
+    widget.grade()
+    qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
+    assert widget.report.gleason_score is None and "no Gleason grade" in widget.summary.value
+    assert widget.chart.bars[-1][:2] == ("ungraded (of all)", pytest.approx(100.0))
+    assert [bar[1] for bar in widget.chart.bars[:3]] == [0.0, 0.0, 0.0]  # no graded tumour to share out
 
 
 def test_grading_dock_counts_the_nuclei_of_a_nucleus_store(make_napari_viewer, qtbot, tmp_path):
