@@ -460,7 +460,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
     """A 2D model over an MRI volume (slice by slice) or a mammogram (breast crop at model size)."""
     from .inference.images import segment_file
 
-    result = segment_file(args.input, args.model, args.out)
+    if args.json:  # the dock shows "loading the model", then the slices: TensorFlow's import is most of the wait
+        processes.emit(processes.Started({"input": args.input, "model": args.model, "out": args.out}))
+    result = segment_file(args.input, args.model, args.out, progress=(
+        (lambda done, total: processes.emit(processes.Progress("slices", done, total))) if args.json else None))
     if args.json:
         processes.emit(processes.Done(f"{result['kind']} -> {result['out']}", _jsonable(result)))
     else:
@@ -477,6 +480,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .models.bundle import load_bundle
 
     routes = dict(item.split("=", 1) for item in args.route or [] if "=" in item)
+    if args.json:  # the dock shows "loading the model" while TensorFlow and the bundle load
+        processes.emit(processes.Started({"input": args.input, "model": args.model}))
     probabilities = classify_image(read_any_image(args.input), load_bundle(args.model))
     best, routed = route(probabilities, routes)
     if args.json:

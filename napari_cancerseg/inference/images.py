@@ -15,6 +15,7 @@ or interpolated.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,10 @@ def _labels(probabilities: np.ndarray) -> np.ndarray:
     return np.argmax(probabilities, axis=-1).astype(np.uint8)
 
 
-def predict_volume(volume: np.ndarray, model, batch: int = 8) -> np.ndarray:
-    """(z, y, x) labels of a (z, y, x) volume with a 2D model (a loaded bundle), slice by slice."""
+def predict_volume(volume: np.ndarray, model, batch: int = 8,
+                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(z, y, x) labels of a (z, y, x) volume with a 2D model (a loaded bundle), slice by slice;
+    ``progress(slices done, slices)`` after each batch."""
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise CancersegError(f"a volume has 3 axes, not shape {volume.shape}")
@@ -47,6 +50,8 @@ def predict_volume(volume: np.ndarray, model, batch: int = 8) -> np.ndarray:
         predicted = _labels(model.predict_batch(np.stack(slices)))
         for offset, (transform, mask) in enumerate(zip(transforms, predicted)):
             labels[start + offset] = transform.invert(mask)
+        if progress is not None:
+            progress(start + len(slices), volume.shape[0])
     return labels
 
 
@@ -103,8 +108,10 @@ def canonical_nifti_metadata(shape: tuple[int, int, int], scale, translate) -> d
             "zooms": (sx, sy, sz)}
 
 
-def segment_file(path: str, bundle: str, out: str) -> dict[str, Any]:
-    """Segment a NIfTI/DICOM volume or a mammogram with a bundle; save NIfTI (volumes) or OME-Zarr (2D)."""
+def segment_file(path: str, bundle: str, out: str,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Segment a NIfTI/DICOM volume or a mammogram with a bundle; save NIfTI (volumes) or OME-Zarr (2D).
+    ``progress(slices done, slices)`` follows a volume's slices."""
     from ..io import nifti, stores
     from ..io.opening import first_image
     from ..models.bundle import load_bundle
@@ -116,7 +123,7 @@ def segment_file(path: str, bundle: str, out: str) -> dict[str, Any]:
     image = np.asarray(data[0] if kwargs.get("multiscale") else data)
     metadata = kwargs.get("metadata", {})
     if image.ndim == 3 and not kwargs.get("rgb"):
-        labels = predict_volume(image, model)
+        labels = predict_volume(image, model, progress=progress)
         if not out.endswith((".nii", ".nii.gz")):
             raise CancersegError(f"{out}: volumes are saved as NIfTI (.nii.gz)")
         geometry = metadata if "original_affine" in metadata else canonical_nifti_metadata(

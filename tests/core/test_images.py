@@ -103,8 +103,13 @@ def test_mri_model_trained_on_volume_slices_segments_nifti_and_dicom(tmp_path, c
     capsys.readouterr()
     out = str(tmp_path / "seg.nii.gz")
     assert main(["segment", data_path(PROSTATE), "--model", bundle, "--out", out, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    result = lines[-1]
     assert result["kind"] == "volume" and result["shape"] == [15, 81, 105]
+    # the dock's bar: started (the model loading), then the slices done of 15, in order, up to all of them
+    assert lines[0]["event"] == "started"
+    slices = [(m["done"], m["total"]) for m in lines if m["event"] == "progress"]
+    assert slices[-1] == (15, 15) and [d for d, _ in slices] == sorted({d for d, _ in slices}) and len(slices) >= 2
     source, written = nib.load(data_path(PROSTATE)), nib.load(out)
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)
     (_, seg_kwargs, seg_type), = layer_reader(out)()
