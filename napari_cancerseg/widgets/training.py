@@ -73,21 +73,22 @@ class TrainingWidget(ProcessDock, ScrollableContainer):
 
     def train(self, *_) -> None:
         path = store_path(self.store_layer.value)
-        if path is None or not LabelStore(path).corrections:
-            show_error("pick a store with accepted corrections (Correct regions -> Accept)")
-            return
         base = str(self.model.value)
-        out, version = output_bundle(base)
+        try:  # a store or bundle that cannot be read is said in one line, napari stays up, nothing is started
+            if path is None or not LabelStore(path).corrections:
+                show_error("pick a store with accepted corrections (Correct regions -> Accept)")
+                return
+            out, version = output_bundle(base)
+            slide = LabelStore(path, writable=False).verified_slide()  # the slide this store was made from
+        except CancersegError as err:
+            show_error(str(err))
+            self.status.value = f"not started: {err}"[:300]
+            return
         dataset = f"{path.rstrip('/')}.patches.zarr"
         self.use_button.enabled = False
         self.plot.clear()
         self.events_seen = []
         self.status.value = "cutting patches from the corrected regions..."
-        try:
-            slide = LabelStore(path, writable=False).verified_slide()  # the slide this store was made from
-        except CancersegError as err:
-            show_error(str(err))
-            return
         # read here: Qt widgets belong to this thread.  The version is the one the file name says (next_version)
         options = TrainOptions(out=out, version=version, init_bundle=base, size=self.size.value,
                                epochs=self.epochs.value, steps_per_epoch=self.steps.value,
@@ -116,7 +117,9 @@ class TrainingWidget(ProcessDock, ScrollableContainer):
             return
         data = message.data
         if message.stage == "patches":
-            self.status.value = f"{data['patches']} patches {data['categories']}; training in the background..."
+            categories = ", ".join(f"{count:,} {name}" for name, count in (data.get("categories") or {}).items())
+            self.status.value = (f"{data['patches']:,} patches" + (f" ({categories})" if categories else "")
+                                 + "; training in the background...")
             self.progress.value = 0  # the bar counts training steps, not patches
         elif message.stage == "step":
             self.plot.add("loss", message.done, data["loss"])
