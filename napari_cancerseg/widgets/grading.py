@@ -88,7 +88,7 @@ class GradingWidget(ScrollableContainer):
         self.source = ComboBox(label="grade", choices=["a label layer", "an annotation file"])
         self.store_layer = cast(ValueWidget, create_widget(annotation=napari.layers.Labels, label="label layer"))
         self.annotations = FileEdit(label="annotation file", filter="*.xml *.json *.geojson", value=None)
-        self.mpp = FloatSpinBox(label="µm/px", value=0.0, min=0.0, max=100.0, step=0.001,
+        self.mpp = FloatSpinBox(label="µm/px (0: the file's)", value=0.0, min=0.0, max=100.0, step=0.001,
                                 tooltip="the annotation file's level-0 µm per pixel; 0: the file's own "
                                         "(the CLI's --mpp)")
         self.mapping = LineEdit(label="class mapping", value="",
@@ -122,6 +122,8 @@ class GradingWidget(ScrollableContainer):
         self.chart.setVisible(False)
         self.add_qt_widget(self.chart, before=self.table)
         self.grade_button.changed.connect(self.grade)
+        self.source.changed.connect(self._on_source)
+        self._on_source()
         self.json_button.changed.connect(lambda *_: self.export("json"))
         self.csv_button.changed.connect(lambda *_: self.export("csv"))
         self.overlay_button.changed.connect(self.overlay)
@@ -135,6 +137,13 @@ class GradingWidget(ScrollableContainer):
     @property
     def process(self) -> ChildProcess | None:
         return self.runner.process
+
+    def _on_source(self, *_) -> None:
+        """The inputs of the chosen source only: µm/px and the class mapping apply to an annotation file (a store
+        carries its scale and its labels already)."""
+        from_file = self.source.value == "an annotation file"
+        self.store_layer.enabled = not from_file
+        self.annotations.enabled = self.mpp.enabled = self.mapping.enabled = from_file
 
     def _input(self) -> str:
         if self.source.value == "a label layer":
@@ -184,7 +193,9 @@ class GradingWidget(ScrollableContainer):
         self.report = report
         notes = list(report.notes)
         if report.unit != "um2":
-            notes.insert(0, "<b>no µm per pixel in the file: enter µm/px to read the areas in mm²</b>")
+            notes.insert(0, "<b>no µm per pixel in the file: enter µm/px to read the areas in mm²</b>"
+                         if report.kind == "annotations" else
+                         "<b>no µm per pixel in the store: areas in pixels</b>")
         self.summary.value = f"{report.headline()} -- {RESEARCH_ONLY}" + "".join(f"<br>{n}" for n in notes)
         # a wrapped label may be squeezed to one line in a short window: the grade must stay readable
         self.summary.native.setMinimumHeight(self.summary.native.heightForWidth(max(300, self.summary.native.width())))

@@ -72,6 +72,8 @@ def test_grading_dock_table_chart_exports_and_disclaimer(make_napari_viewer, qtb
     # before a grade: no table with made-up headers, a sentence saying what to do, no export
     assert widget.table.native.isHidden() and "No grade yet: run Grade" in widget.summary.value
     assert not widget.json_button.enabled
+    # a store carries its scale and labels: the file-only inputs are off, never silently ignored
+    assert not widget.mpp.enabled and not widget.mapping.enabled and widget.store_layer.enabled
     widget.store_layer.value = layer
     widget.grade()
     qtbot.waitUntil(lambda: widget.report is not None, timeout=60_000)
@@ -133,6 +135,7 @@ def test_grading_tcga_cap_as_pattern_4_from_the_dock(make_napari_viewer, qtbot, 
     viewer = make_napari_viewer(show=True)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Gleason grading")
     widget.source.value = "an annotation file"
+    assert widget.mpp.enabled and widget.mapping.enabled and not widget.store_layer.enabled
     widget.annotations.value = data_path(TCGA)
     widget.mapping.value = "CaP=4"
     widget.grade()
