@@ -221,11 +221,13 @@ class CorrectionWidget(ScrollableContainer):
 
     def draw_rectangle(self, *_):
         source = self.store_layer.value
+        if source is None:  # a rectangle in pixels, over a slide in µm, would cost the scale bar its unit
+            show_error("pick the prediction to correct first")
+            self.status.value = "pick the prediction to correct first"
+            return
         if RECTANGLES not in self.viewer.layers:
             self.viewer.add_shapes(name=RECTANGLES, edge_color="cyan", face_color="transparent", edge_width=4,
-                                   scale=source.scale if source is not None else None,
-                                   translate=source.translate if source is not None else None,
-                                   units=source.units if source is not None else None)
+                                   scale=source.scale, translate=source.translate, units=source.units)
         layer = self.viewer.layers[RECTANGLES]
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"

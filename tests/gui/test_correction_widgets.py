@@ -375,3 +375,13 @@ def test_an_annotator_sees_the_edit_and_goes_from_suggestion_to_suggestion(make_
     viewer.window.remove_dock_widget(widget.native)
     for key in ["Shift-E", "Shift-A", "Shift-N"]:  # the dock's keys went with it
         assert coerce_keybinding(key) not in viewer.keymap, key
+
+
+def test_drawing_a_region_before_a_prediction_is_picked_is_refused(make_napari_viewer):
+    """A rectangle in pixels over a slide in µm would cost the scale bar its unit: no prediction, no rectangle."""
+    viewer = make_napari_viewer()
+    viewer.open(data_path(CMU), plugin=PLUGIN)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct regions")
+    assert widget.store_layer.value is None
+    widget.draw_rectangle()
+    assert "correction regions" not in viewer.layers and "pick the prediction" in widget.status.value
