@@ -88,7 +88,7 @@ class ImageWidget(ProcessDock, ScrollableContainer):
         self.probabilities = Table(value={"data": [], "columns": ["probability"]})
         self.probabilities.visible = False  # shown with a classification: no empty table with a header
         self.model = FileEdit(label="segmentation model", filter="*.keras", value=None)
-        self.out = FileEdit(label="save as (empty: temporary)", mode=FileDialogMode.OPTIONAL_FILE,
+        self.out = FileEdit(label="save as (empty: kept in the cache folder)", mode=FileDialogMode.OPTIONAL_FILE,
                             filter="*.nii.gz *.zarr", value=None,
                             tooltip="volumes: .nii.gz; mammograms and other 2D images: .zarr")
         self.segment_button = PushButton(text="Segment")

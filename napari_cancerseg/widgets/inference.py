@@ -114,8 +114,8 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
         self.mpp = FloatSpinBox(label="µm/px (0: model's)", value=0.0, min=0.0, max=100.0, step=0.05)
         self.tissue = FloatSpinBox(label="min tissue fraction", value=PredictOptions.tissue,
                                    min=0.0, max=1.0, step=0.05)
-        self.out = FileEdit(label="store (empty: temporary)", mode=FileDialogMode.OPTIONAL_FILE, filter="*.zarr",
-                            value=None)
+        self.out = FileEdit(label="store (empty: kept in the cache folder)", mode=FileDialogMode.OPTIONAL_FILE,
+                            filter="*.zarr", value=None)
         self.heatmap = ComboBox(label="also show", choices=["labels only", "probability heat maps"])
         self.glass = CheckBox(text="show glass (chunks not predicted)", value=True,
                               tooltip="grey where the tissue mask found glass: the model never looked there")
