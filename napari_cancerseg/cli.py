@@ -235,6 +235,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a U-Net on folders of images and masks, split by case, and save a bundle."""
+    if getattr(args, "progress_json", False):  # the dock says "loading the model" while TensorFlow is imported
+        processes.emit(processes.Started({"init": args.init_bundle, "out": args.out}))
     from .training.data import load_pairs, load_patch_dataset, split_by_case
     from .training.trainer import train
 

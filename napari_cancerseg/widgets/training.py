@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import cast
 
 import napari
+from magicgui.types import FileDialogMode
 from magicgui.widgets import FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox, create_widget
 from magicgui.widgets.bases import ValueWidget
 from napari.utils.notifications import show_error, show_info
@@ -24,7 +25,7 @@ from ..models.bundle import next_version
 from ..processes import Done, Error, Message, Progress, to_dict
 from ..training.options import TrainOptions
 from ..training.patches import extract_patches
-from ._dock import ScrollableContainer
+from ._dock import ScrollableContainer, chosen_path
 from ._heap import keep_long_lived_objects_frozen
 from ._process import ProcessDock, ProcessRunner
 from .correction import store_path
@@ -52,12 +53,16 @@ class TrainingWidget(ProcessDock, ScrollableContainer):
         self.steps = SpinBox(label="steps per epoch", value=20, min=1, max=10000)
         self.batch = SpinBox(label="batch", value=4, min=1, max=256)
         self.lr = FloatSpinBox(label="learning rate", value=1e-4, min=1e-6, max=1.0, step=1e-4)
+        self.out = FileEdit(label="save as (empty: next version beside it)", mode=FileDialogMode.OPTIONAL_FILE,
+                            filter="*.keras", value=None,
+                            tooltip="a new .keras file; never an existing one: every earlier bundle stays as it is")
         self.train_button, self.cancel_button = PushButton(text="Train"), PushButton(text="Cancel", enabled=False)
         self.use_button = PushButton(text="Use new bundle in Predict slide", enabled=False)
         self.progress = ProgressBar(label="steps", value=0, min=0, max=1)
         self.status = Label(value="research use only, not for diagnosis")
         super().__init__(widgets=[self.store_layer, self.model, self.size, self.epochs, self.steps, self.batch, self.lr,
-                                  self.train_button, self.cancel_button, self.progress, self.status, self.use_button])
+                                  self.out, self.train_button, self.cancel_button, self.progress, self.status,
+                                  self.use_button])
         keep_long_lived_objects_frozen(viewer, self.native)  # no full collection walks napari's heap
         self.status.native.setWordWrap(True)
         self.native.setMaximumWidth(380)
@@ -78,7 +83,7 @@ class TrainingWidget(ProcessDock, ScrollableContainer):
             if path is None or not LabelStore(path).corrections:
                 show_error("pick a store with accepted corrections (Correct regions -> Accept)")
                 return
-            out, version = output_bundle(base)
+            out, version = self._output(base)
             slide = LabelStore(path, writable=False).verified_slide()  # the slide this store was made from
         except CancersegError as err:
             show_error(str(err))
@@ -98,6 +103,18 @@ class TrainingWidget(ProcessDock, ScrollableContainer):
         self.runner.start(argv, "training", on_message=self._on_message, on_done=self._on_done,
                           prepare=lambda: self._cut_patches(slide, path, dataset, options.size))
 
+
+    def _output(self, base: str) -> tuple[str, str]:
+        """The chosen file (a new .keras, with the next version number inside), else the next version beside
+        ``base``."""
+        chosen = chosen_path(self.out)
+        if not chosen:
+            return output_bundle(base)
+        if not chosen.endswith(".keras"):
+            raise CancersegError(f"{chosen}: a bundle is saved as a .keras file")
+        if os.path.exists(chosen):
+            raise CancersegError(f"{chosen} exists: choose a new file (an earlier bundle is never replaced)")
+        return chosen, next_version(base)[1]
 
     @staticmethod
     def _cut_patches(slide: str, store: str, dataset: str, size: int) -> Iterator[Message]:

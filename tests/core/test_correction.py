@@ -185,6 +185,7 @@ def test_fine_tuning_from_patches_saves_the_next_version_beside_the_bundle(tmp_p
     assert main(["train", "--patches", patches, "--init", base, "--epochs", "1", "--steps", "2", "--batch", "2",
                  "--size", "128", "--progress-json", "--lr", "1e-2"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert lines[0]["event"] == "started"  # before TensorFlow loads: the dock shows "loading the model"
     steps = [m for m in lines if m.get("stage") == "step"]  # progress messages of the "step" stage
     assert [m["step"] for m in steps] == [1, 2] and all(np.isfinite(m["loss"]) for m in steps)
     done = lines[-1]

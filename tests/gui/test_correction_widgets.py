@@ -112,6 +112,7 @@ def test_predict_correct_accept_patches_and_train_in_the_background(make_napari_
     assert "tensorflow" not in sys.modules
     events = [m.get("stage") or m["event"] for m in train.events_seen]  # progress messages by stage
     assert events[0] == "patches" and events.count("step") == 2 and events[-1] == "done", train.events_seen
+    assert events.index("started") < events.index("step")  # loading the model is a step a person sees
     assert train.new_bundle == str(tmp_path / "nuclei-v1.1.0.keras") and os.path.exists(train.new_bundle)
     assert os.path.exists(base)  # the previous version stays
     assert len(train.plot.series["loss"]) == 2
@@ -126,6 +127,9 @@ def test_predict_correct_accept_patches_and_train_in_the_background(make_napari_
 
     train.use_new_bundle()
     assert str(predict.model.value) == train.new_bundle
+    train.out.value = base  # an existing bundle as the output: refused before anything starts, nothing replaced
+    train.train()
+    assert train.worker is None and train.status.value.startswith("not started: ") and "exists" in train.status.value
 
 
 KILLED_SESSION = """
