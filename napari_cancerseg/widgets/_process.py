@@ -122,6 +122,11 @@ class ProcessRunner:
     def running(self) -> bool:
         return self.worker is not None
 
+    @property
+    def closed(self) -> bool:
+        """The dock was closed (or napari quits): its widgets may be gone, nothing may be shown in them."""
+        return self._closed
+
     def start(self, argv: list[str], name: str = "model", on_message: Callable[[Message], None] | None = None,
               on_done: Callable[[Done], None] | None = None, on_cancelled: Callable[[Cancelled], None] | None = None,
               on_failed: Callable[[Error], None] | None = None,

@@ -278,7 +278,8 @@ class InferenceWidget(ProcessDock, ScrollableContainer):
 
         def show(text: str) -> None:
             self.result_text = text
-            self.status.value = f"done: {text}{tail}"
+            if not self.runner.closed:  # the measuring may end after the dock closed, its status label deleted
+                self.status.value = f"done: {text}{tail}"
 
         def measure() -> None:
             self._measuring = thread_worker(measured_line, start_thread=False, ignore_errors=True)(out)
