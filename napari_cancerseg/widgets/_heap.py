@@ -41,8 +41,9 @@ def enabled() -> bool:
     return os.environ.get("CANCERSEG_FREEZE_HEAP", "1") != "0"
 
 
-def freeze_soon() -> None:
-    """Freeze on the next event-loop turn, once the work of this one (adding a layer) has left its garbage."""
+def freeze_soon(*_: Any) -> None:
+    """Freeze on the next event-loop turn, once the work of this one (adding a layer) has left its garbage.
+    Takes and ignores the arguments of the event it is connected to."""
     QTimer.singleShot(0, _freeze)
 
 
@@ -77,9 +78,5 @@ def keep_long_lived_objects_frozen(viewer: Any, dock: QWidget) -> None:
     if viewer not in _viewers:
         _viewers.add(viewer)
         viewer.layers.events.removing.connect(_unfreeze_for_removal)
-        viewer.layers.events.inserted.connect(_freeze_after_event)
-    freeze_soon()
-
-
-def _freeze_after_event(*_: Any) -> None:
+        viewer.layers.events.inserted.connect(freeze_soon)
     freeze_soon()

@@ -15,6 +15,7 @@ from ..classes import CLASSES
 from ..errors import CancersegError
 from ..io.annotation_files import to_annotations, to_layer_data
 from ._dock import scrollable_factory
+from .legend import layer_classes
 
 #: Labels layers are vectorised on the first level no larger than this (multiscale predictions).
 MAX_VECTORISE_SIDE = 8192
@@ -86,12 +87,10 @@ def _label_classes(layer) -> tuple[dict[int, str], dict[int, tuple[int, int, int
     """Each label's class name and colour, from the layer itself: its ``features`` (a prediction's own classes:
     a nucleus model's label 1 is "nucleus", not the Gleason table's "benign") and the colours it is drawn in.
     A layer without class names (one drawn by hand) is read as the Gleason class table."""
-    features = getattr(layer, "features", None)
-    if features is not None and {"index", "class"} <= set(features.columns):
-        names = {int(index): str(name) for index, name in zip(features["index"], features["class"]) if int(index)}
-        colors = {label: tuple(int(round(255 * c)) for c in layer.get_color(label)[:3]) for label in names
-                  if layer.get_color(label) is not None}
-        return names, colors  # type: ignore[return-value]
+    classes = layer_classes(layer)
+    if classes:
+        return ({label: name for label, (name, _) in classes.items()},
+                {label: (rgba[0], rgba[1], rgba[2]) for label, (_, rgba) in classes.items()})
     return ({k: name for k, (name, _) in CLASSES.items()}, {k: rgb for k, (_, rgb) in CLASSES.items() if rgb})
 
 

@@ -14,20 +14,13 @@ from napari.utils.notifications import show_error, show_info
 from ..evaluation import LabelImage, Score, evaluate_pair, to_csv, unit_name
 from ._dock import ScrollableContainer
 from ._heap import keep_long_lived_objects_frozen
+from .legend import layer_classes
 
 
 def layer_label_image(layer) -> LabelImage:
     data = layer.data[0] if layer.multiscale else layer.data
     return LabelImage(layer.name, np.asarray(data), tuple(float(s) for s in layer.scale), unit_name(layer.units),
                       layer.name)
-
-
-def _class_names(layer) -> dict[int, str]:
-    """Each label's class name from a Labels layer's ``features`` (index, class), when it has them."""
-    features = getattr(layer, "features", None)
-    if features is None or not {"index", "class"} <= set(features.columns):
-        return {}
-    return {int(index): str(name) for index, name in zip(features["index"], features["class"])}
 
 
 class EvaluationWidget(ScrollableContainer):
@@ -74,7 +67,7 @@ class EvaluationWidget(ScrollableContainer):
     def _show(self, scores: list[Score]) -> None:
         self.scores = scores
         columns = ["dice", "iou", "precision", "recall", f"hd95 ({scores[0].unit if scores else ''})"]
-        names = _class_names(self.prediction.value)
+        names = {label: name for label, (name, _) in layer_classes(self.prediction.value).items()}
         self.table.value = {"data": [[None if v is None else round(v, 4) for v in
                                       (s.dice, s.iou, s.precision, s.recall, s.hd95)] for s in scores],
                             "index": [f"{s.label} {names[s.label]}" if s.label in names else f"label {s.label}"

@@ -20,18 +20,24 @@ def model_entries(classes: Sequence[dict]) -> list[Entry]:
     return [(names[label], colours[label]) for label in sorted(colours) if label in names]
 
 
-def layer_entries(layer) -> list[Entry]:
-    """The classes a Labels layer names in its ``features`` (``index``, ``class``), in the layer's own colours."""
+def layer_classes(layer) -> dict[int, Entry]:
+    """label -> (class name, RGBA 0-255) for each class but background that a Labels layer names in its
+    ``features`` (``index``, ``class``), in the layer's own colours; empty when it names none."""
     features = getattr(layer, "features", None)
     if features is None or "index" not in features or "class" not in features:
-        return []
-    entries = []
+        return {}
+    classes = {}
     for value, name in zip(features["index"], features["class"]):
         if int(value) == 0:
             continue
         rgba = np.asarray(layer.get_color(int(value)), float)
-        entries.append((str(name), tuple(int(round(c * 255)) for c in rgba)))
-    return entries
+        classes[int(value)] = (str(name), tuple(int(round(c * 255)) for c in rgba))
+    return classes
+
+
+def layer_entries(layer) -> list[Entry]:
+    """The classes a Labels layer names in its ``features``, in the layer's own colours (``layer_classes``)."""
+    return list(layer_classes(layer).values())
 
 
 class ClassLegend(QWidget):

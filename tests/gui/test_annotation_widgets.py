@@ -78,7 +78,8 @@ def test_export_dock_saves_only_to_a_chosen_file_in_the_layers_own_classes(make_
     viewer = make_napari_viewer()
     labels = np.zeros((300, 300), np.uint8)
     labels[100:150, 100:180] = 1
-    layer = viewer.add_labels(labels, name="nuclei", features={"index": [0, 1], "class": ["background", "nucleus"]})
+    layer = viewer.add_labels(labels, name="nuclei", features={"index": [0, 1], "class": ["background", "nucleus"]},
+                              colormap={None: "transparent", 0: "transparent", 1: "magenta"})
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Export annotations")
     widget.layer.value = layer
 
@@ -94,4 +95,4 @@ def test_export_dock_saves_only_to_a_chosen_file_in_the_layers_own_classes(make_
     assert len(errors) == 2, errors
     (item,) = annotations.read(tmp_path / "nuclei.geojson").annotations
     assert item.class_name == "nucleus" and item.geometry.area == (labels == 1).sum()
-    assert item.color == tuple(int(round(255 * c)) for c in layer.get_color(1)[:3])  # drawn as in napari
+    assert item.color == (255, 0, 255)  # the colour the layer is drawn in (magenta), not benign's green

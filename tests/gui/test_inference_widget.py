@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -28,8 +29,6 @@ def test_widget_predicts_in_a_model_process(make_napari_viewer, qtbot, tmp_path,
     widget.tissue.value = 0.3
     widget.heatmap.value = "probability heat maps"
     widget.out.value = str(tmp_path / "cmu.zarr")
-    import gc
-
     # the dock settled, as it has when a person presses Run: its first freeze of the heap (one full collection)
     # runs on the event-loop turn after the dock opens
     qtbot.waitUntil(lambda: gc.get_freeze_count() > 0, timeout=5_000)
